@@ -1,0 +1,75 @@
+//! Command-line flags; each overrides the matching field of the config file.
+
+use crate::config::{self, Config, ConfigError, RawConfig};
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "ftpgate", version, about = "Transparent FTP application-level gateway")]
+pub struct Cli {
+    /// YAML configuration file (embedded defaults without it).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate FILE, print the effective configuration and exit.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub check_config: Option<PathBuf>,
+    /// Listen on ADDR:PORT (repeatable; IPv6 as [::1]:8021).
+    #[arg(short, long, value_name = "ADDR:PORT")]
+    pub listen: Vec<String>,
+    /// How diverted connections reveal their destination.
+    #[arg(long, value_name = "MODE", value_parser = ["redirect", "tproxy", "pf"])]
+    pub intercept: Option<String>,
+    /// Reverse mode: always connect to this server.
+    #[arg(short = 'R', long, value_name = "ADDR:PORT")]
+    pub upstream: Option<String>,
+    /// Source address for connections to servers.
+    #[arg(short = 'a', long, value_name = "ADDR")]
+    pub upstream_source: Option<String>,
+    /// Port range for passive data listeners, e.g. 50000-50999.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub passive_ports: Option<String>,
+    /// Address advertised in 227/229: original, local or an IP address.
+    #[arg(long, value_name = "WHAT")]
+    pub passive_advertise: Option<String>,
+    /// Log format.
+    #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
+    pub log_format: Option<String>,
+    /// Log level or filter (e.g. debug, ftpgate=debug).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Cli {
+    /// The file's settings (or the defaults) with the flags applied on top, validated.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut raw = match self.check_config.as_ref().or(self.config.as_ref()) {
+            Some(path) => Config::load_raw(path)?,
+            None => RawConfig::default(),
+        };
+        if !self.listen.is_empty() {
+            raw.listen = self.listen.clone();
+        }
+        if let Some(i) = &self.intercept {
+            raw.intercept = i.clone();
+        }
+        if let Some(u) = &self.upstream {
+            raw.upstream = Some(u.clone());
+        }
+        if let Some(a) = &self.upstream_source {
+            raw.upstream_source = Some(a.clone());
+        }
+        if let Some(p) = &self.passive_ports {
+            raw.passive.ports = p.clone();
+        }
+        if let Some(a) = &self.passive_advertise {
+            raw.passive.advertise = a.clone();
+        }
+        if let Some(f) = &self.log_format {
+            raw.log.format = f.clone();
+        }
+        if let Some(l) = &self.log_level {
+            raw.log.level = l.clone();
+        }
+        config::validate(&raw)
+    }
+}

@@ -1,0 +1,294 @@
+//! Configuration: a YAML file and command-line flags, validated into typed values before any
+//! socket is bound. Every error names the field it is about.
+
+mod raw;
+
+pub use raw::RawConfig;
+
+use crate::session::{ServerDataPolicy, SessionPolicy};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, message: message.into() }
+}
+
+/// How the original destination of a client connection is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterceptMode {
+    /// nftables/iptables REDIRECT or DNAT: `SO_ORIGINAL_DST`.
+    Redirect,
+    /// TPROXY: the transparent listener's local address is the original destination.
+    Tproxy,
+    /// pf `rdr` (FreeBSD, `DIOCNATLOOK`) or `divert-to` (OpenBSD, local address).
+    Pf,
+    /// No interception: reverse mode toward the fixed upstream.
+    None,
+}
+
+/// An inclusive port range, never touching the privileged ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn parse(s: &str, field: &'static str) -> Result<Self, ConfigError> {
+        let s = s.trim();
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| invalid(field, format!("`{s}` is not a port or a range like 50000-50999")))
+        };
+        let (first, last) = (parse(a)?, parse(b)?);
+        if first < 1024 {
+            return Err(invalid(field, format!("range {s} includes privileged ports (below 1024)")));
+        }
+        if first > last {
+            return Err(invalid(field, format!("range {s} is empty (first port above last)")));
+        }
+        Ok(Self { first, last })
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+/// The address told to clients in 227/229.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertise {
+    /// The original destination (the server's address): what a client that ignores 227's host
+    /// connects to anyway; the firewall diverts the passive range into ftpgate.
+    Original,
+    /// The local address the client's control connection arrived on.
+    Local,
+    /// A fixed address (ftpgate behind another NAT).
+    Fixed(IpAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub banner: Duration,
+    pub reply: Duration,
+    pub idle: Duration,
+    pub data_accept: Duration,
+    pub data_idle: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub intercept: InterceptMode,
+    pub upstream: Option<SocketAddr>,
+    pub upstream_source: Option<IpAddr>,
+    pub passive_ports: PortRange,
+    pub advertise: Advertise,
+    pub active_ports: Option<PortRange>,
+    pub max_sessions: usize,
+    pub max_line: usize,
+    pub timeouts: Timeouts,
+    pub session: SessionPolicy,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Reads and parses a YAML file into the raw form (not yet validated).
+    pub fn load_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        parse_raw(&text).map_err(|message| ConfigError::Parse { path: p, message })
+    }
+}
+
+/// Parses YAML text; an empty file means all defaults.
+pub fn parse_raw(text: &str) -> Result<RawConfig, String> {
+    if text.trim().is_empty() {
+        return Ok(RawConfig::default());
+    }
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
+}
+
+fn socket_addr(s: &str, field: &'static str) -> Result<SocketAddr, ConfigError> {
+    s.trim().parse().map_err(|_| invalid(field, format!("`{s}` is not ADDRESS:PORT (IPv6 as [::1]:8021)")))
+}
+
+fn duration(d: Duration, field: &'static str) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(invalid(field, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Turns the raw form into the typed configuration, naming the first bad field.
+pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
+    if raw.listen.is_empty() {
+        return Err(invalid("listen", "at least one ADDRESS:PORT is needed"));
+    }
+    let listen = raw.listen.iter().map(|s| socket_addr(s, "listen")).collect::<Result<Vec<_>, _>>()?;
+    let upstream = raw.upstream.as_deref().map(|s| socket_addr(s, "upstream")).transpose()?;
+    if let Some(u) = upstream {
+        if u.ip().is_unspecified() || u.port() == 0 {
+            return Err(invalid("upstream", format!("`{u}` is not a usable server address")));
+        }
+    }
+    let intercept = match (raw.intercept.as_str(), upstream) {
+        (_, Some(_)) => InterceptMode::None,
+        ("redirect", None) => InterceptMode::Redirect,
+        ("tproxy", None) => InterceptMode::Tproxy,
+        ("pf", None) => InterceptMode::Pf,
+        ("none", None) => return Err(invalid("intercept", "`none` needs `upstream` (reverse mode)")),
+        (other, None) => {
+            return Err(invalid("intercept", format!("`{other}` is not one of redirect, tproxy, pf, none")))
+        }
+    };
+    let upstream_source = raw
+        .upstream_source
+        .as_deref()
+        .map(|s| {
+            s.trim().parse::<IpAddr>().map_err(|_| invalid("upstream_source", format!("`{s}` is not an IP address")))
+        })
+        .transpose()?;
+    let passive_ports = PortRange::parse(&raw.passive.ports, "passive.ports")?;
+    let advertise =
+        match raw.passive.advertise.as_str() {
+            "original" => Advertise::Original,
+            "local" => Advertise::Local,
+            other => Advertise::Fixed(other.parse().map_err(|_| {
+                invalid("passive.advertise", format!("`{other}` is not original, local or an IP address"))
+            })?),
+        };
+    let active_ports = raw.active.ports.as_deref().map(|s| PortRange::parse(s, "active.ports")).transpose()?;
+    let server_data = match raw.server_data_address.as_str() {
+        "substitute" => ServerDataPolicy::Substitute,
+        "refuse" => ServerDataPolicy::Refuse,
+        other => return Err(invalid("server_data_address", format!("`{other}` is not substitute or refuse"))),
+    };
+    let refuse_tls = match raw.tls.as_str() {
+        "refuse" => true,
+        "passthrough" => {
+            return Err(invalid("tls", "passthrough would hide PORT/PASV from the gateway; only `refuse` is supported"))
+        }
+        other => return Err(invalid("tls", format!("`{other}` is not a TLS policy (refuse)"))),
+    };
+    let l = &raw.limits;
+    if l.max_sessions == 0 {
+        return Err(invalid("limits.max_sessions", "must be at least 1"));
+    }
+    if !(64..=65536).contains(&l.max_line) {
+        return Err(invalid("limits.max_line", "must be between 64 and 65536 bytes"));
+    }
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        connect: duration(t.connect, "timeouts.connect")?,
+        banner: duration(t.banner, "timeouts.banner")?,
+        reply: duration(t.reply, "timeouts.reply")?,
+        idle: duration(t.idle, "timeouts.idle")?,
+        data_accept: duration(t.data_accept, "timeouts.data_accept")?,
+        data_idle: duration(t.data_idle, "timeouts.data_idle")?,
+    };
+    let log_format = match raw.log.format.as_str() {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        other => return Err(invalid("log.format", format!("`{other}` is not human or json"))),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+        return Err(invalid("log.level", format!("`{}` is not a log level or filter", raw.log.level)));
+    }
+    Ok(Config {
+        listen,
+        intercept,
+        upstream,
+        upstream_source,
+        passive_ports,
+        advertise,
+        active_ports,
+        max_sessions: l.max_sessions,
+        max_line: l.max_line,
+        timeouts,
+        session: SessionPolicy {
+            server_data,
+            refuse_tls,
+            max_malformed: l.max_malformed,
+            max_line: l.max_line,
+            ..SessionPolicy::default()
+        },
+        log_format,
+        log_level: raw.log.level.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(yaml: &str) -> String {
+        let raw = parse_raw(yaml).map_err(|e| e.to_string());
+        match raw {
+            Err(e) => e,
+            Ok(r) => validate(&r).unwrap_err().to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_rules() {
+        let c = validate(&RawConfig::default()).unwrap();
+        assert_eq!(c.listen, vec!["0.0.0.0:8021".parse().unwrap(), "[::]:8021".parse().unwrap()]);
+        assert_eq!(c.intercept, InterceptMode::Redirect);
+        assert_eq!(c.passive_ports, PortRange { first: 50000, last: 50999 });
+        assert_eq!(parse_raw("").unwrap(), RawConfig::default());
+    }
+
+    #[test]
+    fn upstream_means_reverse_mode() {
+        let c = validate(&parse_raw("upstream: 198.51.100.2:21\n").unwrap()).unwrap();
+        assert_eq!(c.intercept, InterceptMode::None);
+        assert_eq!(c.upstream, Some("198.51.100.2:21".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err_of("listen: [nope]\n").contains("`listen`"));
+        assert!(err_of("passive: {ports: 80-90}\n").contains("`passive.ports`"));
+        assert!(err_of("passive: {ports: 6000-5000}\n").contains("empty"));
+        assert!(err_of("passive: {advertise: somewhere}\n").contains("`passive.advertise`"));
+        assert!(err_of("intercept: magic\n").contains("`intercept`"));
+        assert!(err_of("timeouts: {connect: 0s}\n").contains("`timeouts.connect`"));
+        assert!(err_of("limits: {max_line: 5}\n").contains("`limits.max_line`"));
+        assert!(err_of("tls: allow\n").contains("`tls`"));
+        assert!(err_of("upstream: 0.0.0.0:21\n").contains("`upstream`"));
+        let unknown = err_of("passive: {portz: 1}\n");
+        assert!(unknown.contains("portz"), "{unknown}");
+        assert!(err_of("listne: []\n").contains("listne"));
+    }
+}

@@ -1,0 +1,117 @@
+//! The configuration file exactly as written: strings and numbers, unknown fields rejected.
+//! [`super::validate`] turns it into the typed [`super::Config`].
+
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: Vec<String>,
+    pub intercept: String,
+    pub upstream: Option<String>,
+    pub upstream_source: Option<String>,
+    pub passive: RawPassive,
+    pub active: RawActive,
+    pub server_data_address: String,
+    pub tls: String,
+    pub limits: RawLimits,
+    pub timeouts: RawTimeouts,
+    pub log: RawLog,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            // Linux REDIRECT delivers to the primary address of the receiving interface, so the
+            // default listener takes every local address; a direct connection is caught as a loop.
+            listen: vec!["0.0.0.0:8021".into(), "[::]:8021".into()],
+            intercept: "redirect".into(),
+            upstream: None,
+            upstream_source: None,
+            passive: RawPassive::default(),
+            active: RawActive::default(),
+            server_data_address: "substitute".into(),
+            tls: "refuse".into(),
+            limits: RawLimits::default(),
+            timeouts: RawTimeouts::default(),
+            log: RawLog::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPassive {
+    pub ports: String,
+    pub advertise: String,
+}
+
+impl Default for RawPassive {
+    fn default() -> Self {
+        Self { ports: "50000-50999".into(), advertise: "original".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawActive {
+    pub ports: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_sessions: usize,
+    pub max_line: usize,
+    pub max_malformed: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self { max_sessions: 1000, max_line: 512, max_malformed: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    #[serde(with = "humantime_serde")]
+    pub banner: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reply: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_accept: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_idle: Duration,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            banner: Duration::from_secs(30),
+            reply: Duration::from_secs(120),
+            idle: Duration::from_secs(900),
+            data_accept: Duration::from_secs(60),
+            data_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self { format: "human".into(), level: "info".into() }
+    }
+}

@@ -1,0 +1,96 @@
+//! Socket construction shared by the control and data paths.
+
+use crate::config::PortRange;
+use crate::intercept::set_transparent;
+use rand::Rng;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+fn new_socket(addr: &SocketAddr, transparent: bool) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // `[::]` and `0.0.0.0` listeners must coexist, and a v4 client must never reach a v6
+        // socket in mapped form unannounced.
+        sock.set_only_v6(true)?;
+    }
+    if transparent {
+        set_transparent(&sock, addr.is_ipv6())?;
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// A listening socket on exactly `addr`.
+pub fn listen(addr: SocketAddr, transparent: bool, backlog: i32) -> io::Result<TcpListener> {
+    let sock = new_socket(&addr, transparent)?;
+    sock.bind(&SockAddr::from(addr))?;
+    sock.listen(backlog)?;
+    TcpListener::from_std(sock.into())
+}
+
+/// A data listener on `ip`, on a free port of `range` (or a kernel-chosen port without one).
+/// Ports are probed from a random start so that consecutive sessions do not collide; the kernel's
+/// bind is the arbiter of what is free.
+pub fn listen_in_range(ip: IpAddr, range: Option<PortRange>, transparent: bool) -> io::Result<TcpListener> {
+    let Some(range) = range else {
+        return listen(SocketAddr::new(ip, 0), transparent, 1);
+    };
+    let len = range.len();
+    let start = rand::thread_rng().gen_range(0..len);
+    let mut last_err = None;
+    for i in 0..len {
+        let port = range.first + ((start + i) % len) as u16;
+        match listen(SocketAddr::new(ip, port), transparent, 1) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "no free port in {}-{} on {ip} ({})",
+            range.first,
+            range.last,
+            last_err.map_or_else(|| "empty".to_owned(), |e| e.to_string())
+        ),
+    ))
+}
+
+/// Connects to `dst`, from `src` if given (port chosen by the kernel), within `timeout`.
+pub async fn connect(dst: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+    let sock = match dst {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = src {
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    match tokio::time::timeout(timeout, sock.connect(dst)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dst} timed out after {timeout:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn range_is_respected_and_exhaustion_is_reported() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // A one-port range on a port the kernel just handed out.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let range = PortRange { first: port, last: port };
+        let a = listen_in_range(ip, Some(range), false).unwrap();
+        assert_eq!(a.local_addr().unwrap().port(), port);
+        let e = listen_in_range(ip, Some(range), false).unwrap_err();
+        assert!(e.to_string().contains(&format!("no free port in {port}-{port}")), "{e}");
+        drop(a);
+        assert!(listen_in_range(ip, Some(range), false).is_ok());
+    }
+}

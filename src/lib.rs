@@ -1,0 +1,10 @@
+//! ftpgate: a transparent FTP application-level gateway.
+
+pub mod addr;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod intercept;
+pub mod protocol;
+pub mod proxy;
+pub mod session;

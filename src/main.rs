@@ -1,0 +1,78 @@
+use clap::Parser;
+use ftpgate::cli::Cli;
+use ftpgate::config::{Config, LogFormat};
+use ftpgate::proxy::Gateway;
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Exit codes an admin's scripts can tell apart.
+const EXIT_CONFIG: u8 = 2;
+const EXIT_START: u8 = 3;
+
+fn init_logging(cfg: &Config) {
+    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match cli.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ftpgate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(path) = &cli.check_config {
+        println!("{}: configuration is valid", path.display());
+        println!("{cfg:#?}");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ftpgate: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    rt.block_on(async move {
+        let gateway = match Gateway::bind(cfg) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("ftpgate: {e}");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = tx.send(true);
+        });
+        gateway.serve(rx, Duration::from_secs(30)).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => tracing::info!("SIGTERM received"),
+                _ = i.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! Drives one control session: reads both sides, feeds the state machine, carries out its
+//! actions, enforces the phase timeouts.
+
+use super::data::{open_active, open_passive, DataTask, Endpoints};
+use super::Shared;
+use crate::addr::{canonical, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
+use crate::config::InterceptMode;
+use crate::data::sockets::connect;
+use crate::data::DataOutcome;
+use crate::protocol::reply::reply_line;
+use crate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
+use crate::session::{Action, Session};
+use socket2::SockRef;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+/// Server reply lines may be longer than command lines (paths in 257, long 211 texts).
+const MAX_REPLY_LINE: usize = 8192;
+const IAC_IP_IAC: [u8; 3] = [255, 244, 255];
+const DM: u8 = 242;
+
+/// Why a session ended, for the session log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    ClientQuit,
+    ClientClosed,
+    ServerClosed,
+    Refused,
+    IdleTimeout,
+    ReplyTimeout,
+    Error,
+}
+
+pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
+    let client_addr = ClientAddr(canonical(peer));
+    let local = match client.local_addr() {
+        Ok(a) => LocalAddr(canonical(a)),
+        Err(e) => {
+            warn!(client = %client_addr, error = %e, "cannot read local address of accepted connection");
+            return;
+        }
+    };
+    let span =
+        info_span!("session", client = %client_addr, dst = tracing::field::Empty, upstream = tracing::field::Empty);
+    let started = Instant::now();
+    async move {
+        let (outcome, up, down) = run(&shared, client, client_addr, local).await;
+        info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn refuse(mut client: TcpStream, code: u16, text: &str) -> (Outcome, u64, u64) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.write_all(&reply_line(code, text))).await;
+    (Outcome::Refused, 0, 0)
+}
+
+fn is_loop(shared: &Shared, dst: OriginalDst, local: LocalAddr) -> bool {
+    let redirected_nowhere = shared.cfg.intercept == InterceptMode::Redirect && dst.0 == local.0;
+    let ours = shared
+        .listening
+        .iter()
+        .any(|l| canonical(*l) == dst.0 || (l.ip().is_unspecified() && l.port() == dst.port() && dst.0 == local.0));
+    redirected_nowhere || ours
+}
+
+async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local: LocalAddr) -> (Outcome, u64, u64) {
+    let cfg = &shared.cfg;
+    let original = match shared.interceptor.original_dst(&client, client_addr.0, local) {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(reason = "intercept", error = %e, "cannot tell where the client was going");
+            return refuse(client, 421, "Gateway cannot determine the destination").await;
+        }
+    };
+    let upstream = match (original, cfg.upstream) {
+        (_, Some(u)) => UpstreamAddr(canonical(u)),
+        (Some(dst), None) => {
+            if is_loop(shared, dst, local) {
+                warn!(reason = "loop", %dst, "connection addressed to ftpgate itself, refused");
+                return refuse(client, 421, "Connection to the gateway itself refused (not diverted)").await;
+            }
+            UpstreamAddr(dst.0)
+        }
+        (None, None) => return refuse(client, 421, "No upstream configured").await,
+    };
+    let span = tracing::Span::current();
+    if let Some(dst) = original {
+        span.record("dst", tracing::field::display(dst));
+    }
+    span.record("upstream", tracing::field::display(upstream));
+
+    let connect_started = Instant::now();
+    let server = match connect(upstream.0, cfg.upstream_source, cfg.timeouts.connect).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(reason = "upstream_connect", error = %e, "cannot connect to server");
+            return refuse(client, 421, &format!("Cannot connect to {upstream}: {e}")).await;
+        }
+    };
+    let server_side = match server.local_addr() {
+        Ok(a) => LocalAddr(canonical(a)),
+        Err(e) => return refuse(client, 421, &format!("Gateway error: {e}")).await,
+    };
+    debug!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "connected to server");
+    // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
+    let _ = SockRef::from(&client).set_out_of_band_inline(true);
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+
+    let ep = Endpoints { client: client_addr, client_side: local, original, upstream, server_side };
+    let session = Session::new(client_addr, upstream, cfg.session.clone());
+    let (crd, cwr) = client.into_split();
+    let (srd, swr) = server.into_split();
+    let mut c = Conn {
+        shared,
+        ep,
+        session,
+        cwr,
+        swr,
+        data: None,
+        held: Vec::new(),
+        up: 0,
+        down: 0,
+        server_clock: Instant::now(),
+        client_clock: Instant::now(),
+        greeted: false,
+    };
+    let outcome = c.run(crd, srd).await;
+    (outcome, c.up, c.down)
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    ep: Endpoints,
+    session: Session,
+    cwr: OwnedWriteHalf,
+    swr: OwnedWriteHalf,
+    data: Option<DataTask>,
+    /// Client-bound bytes waiting for the running data channel to drain.
+    held: Vec<u8>,
+    up: u64,
+    down: u64,
+    /// When the server last made progress (or was last asked something).
+    server_clock: Instant,
+    client_clock: Instant,
+    greeted: bool,
+}
+
+enum Step {
+    Continue,
+    Stop(Outcome),
+}
+
+async fn data_done(data: &mut Option<DataTask>) -> Result<DataOutcome, tokio::task::JoinError> {
+    match data {
+        Some(t) => (&mut t.handle).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Conn<'_> {
+    async fn run(&mut self, mut crd: OwnedReadHalf, mut srd: OwnedReadHalf) -> Outcome {
+        let cfg = &self.shared.cfg;
+        let mut cbuf = Vec::with_capacity(cfg.max_line);
+        let mut sbuf = Vec::with_capacity(1024);
+        let mut cframer = LineFramer::new(cfg.max_line);
+        let mut sframer = LineFramer::new(MAX_REPLY_LINE);
+        let mut telnet = TelnetFilter::new();
+        let mut events = Vec::new();
+        let mut interrupted = false;
+        let mut cchunk = [0u8; 2048];
+        let mut schunk = [0u8; 4096];
+        loop {
+            let (deadline, on_expiry) = self.deadline();
+            let step = tokio::select! {
+                r = crd.read(&mut cchunk) => match r {
+                    Ok(0) | Err(_) => Step::Stop(Outcome::ClientClosed),
+                    Ok(n) => {
+                        self.client_clock = Instant::now();
+                        telnet.feed(&cchunk[..n], &mut cbuf, &mut events);
+                        let mut step = Step::Continue;
+                        for ev in events.drain(..) {
+                            match ev {
+                                TelnetEvent::InterruptProcess | TelnetEvent::DataMark => interrupted = true,
+                                TelnetEvent::Refused { reply } => { let _ = self.cwr.write_all(&reply).await; }
+                                TelnetEvent::Ignored => {}
+                            }
+                        }
+                        while let Some(frame) = cframer.next_frame(&mut cbuf) {
+                            let actions = self.session.on_client_frame(frame, interrupted);
+                            interrupted = false;
+                            step = self.exec(actions).await;
+                            if matches!(step, Step::Stop(_)) { break; }
+                        }
+                        step
+                    }
+                },
+                r = srd.read(&mut schunk) => match r {
+                    Ok(0) | Err(_) => Step::Stop(Outcome::ServerClosed),
+                    Ok(n) => {
+                        self.server_clock = Instant::now();
+                        sbuf.extend_from_slice(&schunk[..n]);
+                        let mut step = Step::Continue;
+                        while let Some(frame) = sframer.next_frame(&mut sbuf) {
+                            let actions = match frame {
+                                Frame::Line(line) => self.session.on_server_line(&line),
+                                Frame::Overlong => vec![
+                                    Action::ToClient(reply_line(421, "Server sent an overlong reply line, closing")),
+                                    Action::Close,
+                                ],
+                            };
+                            if !self.greeted && !actions.is_empty() {
+                                self.greeted = !self.session.awaiting_reply();
+                            }
+                            step = self.exec(actions).await;
+                            if matches!(step, Step::Stop(_)) { break; }
+                        }
+                        step
+                    }
+                },
+                r = data_done(&mut self.data) => {
+                    self.finish_data(r);
+                    self.flush_held().await
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let (code, text, outcome) = on_expiry;
+                    warn!(reason = "timeout", "{text}");
+                    let _ = self.write_client(&reply_line(code, text)).await;
+                    Step::Stop(outcome)
+                }
+            };
+            if let Step::Stop(outcome) = step {
+                self.drain_on_exit().await;
+                return outcome;
+            }
+        }
+    }
+
+    /// The next phase deadline and what to say when it passes.
+    fn deadline(&self) -> (Instant, (u16, &'static str, Outcome)) {
+        let t = &self.shared.cfg.timeouts;
+        if self.session.awaiting_reply() && !self.session.transfer_running() && self.data.is_none() {
+            let (wait, text) = if self.greeted {
+                (t.reply, "Server did not reply in time, closing")
+            } else {
+                (t.banner, "Server did not greet in time, closing")
+            };
+            return (self.server_clock + wait, (421, text, Outcome::ReplyTimeout));
+        }
+        if self.data.is_some() || self.session.transfer_running() {
+            // Data channels carry their own accept and idle timeouts; the control connection
+            // stays quiet for as long as the transfer lasts.
+            let far = self.client_clock.max(self.server_clock) + t.idle.max(t.data_idle) * 4;
+            return (far, (421, "Transfer stalled, closing", Outcome::IdleTimeout));
+        }
+        (self.client_clock + t.idle, (421, "Idle timeout, closing control connection", Outcome::IdleTimeout))
+    }
+
+    async fn exec(&mut self, actions: Vec<Action>) -> Step {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            let r = match action {
+                Action::ToClient(b) => {
+                    if self.held.is_empty() {
+                        self.write_client(&b).await
+                    } else {
+                        self.hold(&b);
+                        Ok(())
+                    }
+                }
+                Action::ToClientAfterData(b) => {
+                    if self.data.is_some() || !self.held.is_empty() {
+                        self.hold(&b);
+                        Ok(())
+                    } else {
+                        self.write_client(&b).await
+                    }
+                }
+                Action::ToServer(b) => self.write_server(&b).await,
+                Action::ToServerUrgent(b) => self.write_server_urgent(&b).await,
+                Action::OpenPassive { server_data } => {
+                    let follow = match open_passive(self.shared, &self.ep, server_data) {
+                        Ok((advertise, task)) => {
+                            debug!(%advertise, %server_data, "passive data channel open");
+                            self.data = Some(task);
+                            self.session.on_passive_ready(advertise)
+                        }
+                        Err(e) => {
+                            warn!(reason = "data_setup", error = %e, "cannot open passive listener");
+                            self.session.on_data_setup_failed(&e.to_string())
+                        }
+                    };
+                    prepend(&mut queue, follow);
+                    Ok(())
+                }
+                Action::OpenActive { client_data } => {
+                    let follow = match open_active(self.shared, &self.ep, client_data) {
+                        Ok((at, task)) => {
+                            debug!(listen = %at, %client_data, "active data channel open");
+                            self.data = Some(task);
+                            self.session.on_active_ready(at)
+                        }
+                        Err(e) => {
+                            warn!(reason = "data_setup", error = %e, "cannot open active listener");
+                            self.session.on_data_setup_failed(&e.to_string())
+                        }
+                    };
+                    prepend(&mut queue, follow);
+                    Ok(())
+                }
+                Action::DropData => {
+                    if let Some(task) = self.data.take() {
+                        debug!(after_ms = task.started.elapsed().as_millis() as u64, "data channel closed");
+                    }
+                    if let Step::Stop(o) = self.flush_held().await {
+                        return Step::Stop(o);
+                    }
+                    Ok(())
+                }
+                Action::Refused(why) => {
+                    warn!(reason = why.label(), fault = why.fault().label(), "refused: {why}");
+                    Ok(())
+                }
+                Action::Quirk(what) => {
+                    info!(quirk = what, "server quirk handled");
+                    Ok(())
+                }
+                Action::Close => {
+                    return Step::Stop(if self.session.awaiting_reply() { Outcome::Error } else { Outcome::ClientQuit })
+                }
+            };
+            if let Err(e) = r {
+                debug!(error = %e, "control connection write failed");
+                return Step::Stop(Outcome::Error);
+            }
+        }
+        Step::Continue
+    }
+
+    fn hold(&mut self, b: &[u8]) {
+        // Bounded by the server's reply size: one transfer's final reply plus what follows it
+        // before the data drains; a server that floods here is cut off.
+        if self.held.len() + b.len() <= 64 * 1024 {
+            self.held.extend_from_slice(b);
+        } else {
+            warn!(reason = "malformed", "server flooded replies while a transfer drained; dropping excess");
+        }
+    }
+
+    fn finish_data(&mut self, r: Result<DataOutcome, tokio::task::JoinError>) {
+        self.data = None;
+        let verb = self.session.last_transfer().unwrap_or("-");
+        match r {
+            Ok(o) => {
+                self.up += o.to_server;
+                self.down += o.to_client;
+                let ms = o.duration.as_millis() as u64;
+                match &o.result {
+                    Ok(()) => info!(
+                        verb,
+                        mode = o.mode,
+                        bytes_to_client = o.to_client,
+                        bytes_to_server = o.to_server,
+                        duration_ms = ms,
+                        "transfer done"
+                    ),
+                    Err(e) => warn!(
+                        verb,
+                        mode = o.mode,
+                        bytes_to_client = o.to_client,
+                        bytes_to_server = o.to_server,
+                        duration_ms = ms,
+                        reason = e.label(),
+                        "transfer failed: {e}"
+                    ),
+                }
+                if !o.stolen_attempts.is_empty() {
+                    warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => warn!(error = %e, "data task failed"),
+        }
+    }
+
+    async fn flush_held(&mut self) -> Step {
+        if self.held.is_empty() || self.data.is_some() {
+            return Step::Continue;
+        }
+        let held = std::mem::take(&mut self.held);
+        match self.write_client(&held).await {
+            Ok(()) => Step::Continue,
+            Err(_) => Step::Stop(Outcome::Error),
+        }
+    }
+
+    /// On the way out, a final reply still held behind a draining transfer is delivered once
+    /// the data has gone through (bounded by the data idle timeout).
+    async fn drain_on_exit(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        if self.data.is_some() {
+            let wait = self.shared.cfg.timeouts.data_idle;
+            if let Ok(r) = tokio::time::timeout(wait, data_done(&mut self.data)).await {
+                self.finish_data(r);
+            }
+            self.data = None;
+        }
+        let _ = self.flush_held().await;
+    }
+
+    async fn write_client(&mut self, b: &[u8]) -> io::Result<()> {
+        timed(self.shared.cfg.timeouts.idle, self.cwr.write_all(b)).await
+    }
+
+    async fn write_server(&mut self, b: &[u8]) -> io::Result<()> {
+        self.server_clock = Instant::now();
+        timed(self.shared.cfg.timeouts.reply, self.swr.write_all(b)).await
+    }
+
+    /// RFC 959 abort: Telnet IP, then the Synch (DM as urgent data), then the command.
+    async fn write_server_urgent(&mut self, b: &[u8]) -> io::Result<()> {
+        self.write_server(&IAC_IP_IAC).await?;
+        let sock: &TcpStream = self.swr.as_ref();
+        if let Err(e) = SockRef::from(sock).send_out_of_band(&[DM]) {
+            debug!(error = %e, "urgent data not sent; ABOR goes in band");
+        }
+        self.write_server(b).await
+    }
+}
+
+fn prepend(queue: &mut std::collections::VecDeque<Action>, follow: Vec<Action>) {
+    for a in follow.into_iter().rev() {
+        queue.push_front(a);
+    }
+}
+
+async fn timed(limit: Duration, f: impl std::future::Future<Output = io::Result<()>>) -> io::Result<()> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "peer does not read")),
+    }
+}

@@ -1,0 +1,85 @@
+//! Opening data channels for a session: where listeners bind, what clients are told.
+
+use super::Shared;
+use crate::addr::{ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
+use crate::config::{Advertise, InterceptMode};
+use crate::data::channel::{self, DataOutcome, DataPlan, DataTimeouts};
+use crate::data::sockets::listen_in_range;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+use tokio::task::JoinHandle;
+
+/// The addresses a session's data channels are derived from.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    pub client: ClientAddr,
+    /// Where the client's control connection arrived.
+    pub client_side: LocalAddr,
+    pub original: Option<OriginalDst>,
+    pub upstream: UpstreamAddr,
+    /// ftpgate's end of the control connection to the server.
+    pub server_side: LocalAddr,
+}
+
+/// A running data channel; dropping it aborts the transfer.
+pub struct DataTask {
+    pub handle: JoinHandle<DataOutcome>,
+    pub started: Instant,
+}
+
+impl Drop for DataTask {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+fn timeouts(shared: &Shared) -> DataTimeouts {
+    let t = &shared.cfg.timeouts;
+    DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle }
+}
+
+/// Binds the client-facing listener; returns the address to advertise and the running channel.
+pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
+    let cfg = &shared.cfg;
+    let tproxy = cfg.intercept == InterceptMode::Tproxy;
+    // With TPROXY the client's data connection keeps the server's address as destination: the
+    // listener is a transparent wildcard socket that the rule's socket lookup finds by port.
+    // Otherwise it is where the control connection arrived (REDIRECT delivers there too).
+    let bind_ip = if tproxy && ep.original.is_some() {
+        if ep.client.is_ipv6() {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+    } else {
+        ep.client_side.ip()
+    };
+    let listener = listen_in_range(bind_ip, Some(cfg.passive_ports), tproxy)?;
+    let port = listener.local_addr()?.port();
+    let ip: IpAddr = match cfg.advertise {
+        Advertise::Original => ep.original.map_or(ep.client_side.ip(), |o| o.ip()),
+        Advertise::Local => ep.client_side.ip(),
+        Advertise::Fixed(ip) => ip,
+    };
+    let plan = DataPlan::Passive {
+        listener,
+        client_ip: ep.client.ip(),
+        server_data,
+        // Servers such as vsftpd insist that data comes from the control connection's address.
+        source: Some(ep.server_side.ip()),
+    };
+    Ok((SocketAddr::new(ip, port), spawn(plan, timeouts(shared))))
+}
+
+/// Binds the server-facing listener; returns its address (for PORT/EPRT) and the channel.
+pub fn open_active(shared: &Shared, ep: &Endpoints, client_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
+    let listener = listen_in_range(ep.server_side.ip(), shared.cfg.active_ports, false)?;
+    let at = listener.local_addr()?;
+    let plan = DataPlan::Active { listener, server_ip: ep.upstream.ip(), client_data, source: None };
+    Ok((at, spawn(plan, timeouts(shared))))
+}
+
+fn spawn(plan: DataPlan, t: DataTimeouts) -> DataTask {
+    DataTask { handle: tokio::spawn(channel::run(plan, t)), started: Instant::now() }
+}

@@ -1,0 +1,434 @@
+//! The control-channel state machine, free of I/O.
+//!
+//! It is fed what the client said and what the server replied, one line at a time, and answers
+//! with [`Action`]s for the I/O edge to carry out. Every policy decision lives here, where a unit
+//! test reaches each branch.
+
+mod refusal;
+#[cfg(test)]
+mod tests;
+
+pub use refusal::{Fault, Refusal};
+
+use crate::addr::{canonical_ip, ClientAddr, UpstreamAddr};
+use crate::protocol::address::{self, encode_227, encode_229, encode_eprt_arg, encode_port_arg};
+use crate::protocol::reply::reply_line;
+use crate::protocol::{Command, Frame, ReplyLine, ReplyTracker, Verb};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4};
+
+/// What to do when a server's 227/229 names an address other than its own control address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerDataPolicy {
+    /// Connect to the server's control address instead (the reply's host is ignored).
+    Substitute,
+    /// Answer the client 425.
+    Refuse,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPolicy {
+    pub server_data: ServerDataPolicy,
+    pub refuse_tls: bool,
+    /// Consecutive malformed or overlong lines tolerated before the session is closed.
+    pub max_malformed: u32,
+    /// Bound on a buffered multi-line reply to PASV/EPSV (the only replies that are buffered).
+    pub max_passive_reply: usize,
+    /// The control line bound, quoted in the 500 reply to an overlong line.
+    pub max_line: usize,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            server_data: ServerDataPolicy::Substitute,
+            refuse_tls: true,
+            max_malformed: 8,
+            max_passive_reply: 4096,
+            max_line: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassiveForm {
+    /// `PASV` / `227`.
+    Pasv,
+    /// `EPSV` / `229`.
+    Epsv,
+}
+
+/// What the I/O edge must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    ToClient(Vec<u8>),
+    ToServer(Vec<u8>),
+    /// `ABOR` preceded by the client's Telnet interrupt: sent with the Synch (urgent data).
+    ToServerUrgent(Vec<u8>),
+    /// Reply bytes that must reach the client only after the running data transfer has
+    /// delivered its last byte (the "226 after drained" rule).
+    ToClientAfterData(Vec<u8>),
+    /// Open a client-facing data listener; its connection is relayed to `server_data`. Answer
+    /// with [`Session::on_passive_ready`] or [`Session::on_data_setup_failed`].
+    OpenPassive {
+        server_data: SocketAddr,
+    },
+    /// Open a server-facing data listener; its connection is relayed to `client_data`. Answer
+    /// with [`Session::on_active_ready`] or [`Session::on_data_setup_failed`].
+    OpenActive {
+        client_data: SocketAddr,
+    },
+    /// Close the pending or running data channel now.
+    DropData,
+    /// Something was refused: log it with its reason and count it.
+    Refused(Refusal),
+    /// A server quirk was worked around: log it.
+    Quirk(&'static str),
+    /// Close the session once the actions before this one are done.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Relay,
+    Passive { client: PassiveForm, server: PassiveForm },
+    PortAck,
+    Transfer { preliminary: bool },
+    Quit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Passive(PassiveForm),
+    Active,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    client: ClientAddr,
+    upstream: UpstreamAddr,
+    policy: SessionPolicy,
+    expect: VecDeque<Expect>,
+    tracker: ReplyTracker,
+    passive_reply: Vec<u8>,
+    malformed_run: u32,
+    epsv_all: bool,
+    waiting: Option<Waiting>,
+    last_transfer: Option<String>,
+}
+
+impl Session {
+    pub fn new(client: ClientAddr, upstream: UpstreamAddr, policy: SessionPolicy) -> Self {
+        Self {
+            client,
+            upstream,
+            policy,
+            expect: VecDeque::from([Expect::Greeting]),
+            tracker: ReplyTracker::new(),
+            passive_reply: Vec::new(),
+            malformed_run: 0,
+            epsv_all: false,
+            waiting: None,
+            last_transfer: None,
+        }
+    }
+
+    /// True when the server owes replies to commands already sent (used for reply timeouts).
+    pub fn awaiting_reply(&self) -> bool {
+        !self.expect.is_empty()
+    }
+
+    /// True while a transfer command got its preliminary reply and the final one is pending:
+    /// its duration is the transfer's, so no reply timeout applies.
+    pub fn transfer_running(&self) -> bool {
+        matches!(self.expect.front(), Some(Expect::Transfer { preliminary: true }))
+    }
+
+    /// The verb of the last transfer command (for the transfer log).
+    pub fn last_transfer(&self) -> Option<&str> {
+        self.last_transfer.as_deref()
+    }
+
+    /// A frame from the client's control stream. `interrupted` is set when a Telnet IP or DM
+    /// preceded it.
+    pub fn on_client_frame(&mut self, frame: Frame, interrupted: bool) -> Vec<Action> {
+        match frame {
+            Frame::Overlong => self.malformed(Refusal::LineTooLong { max: self.policy.max_line }),
+            Frame::Line(line) => match Command::parse(&line) {
+                Ok(cmd) => {
+                    self.malformed_run = 0;
+                    self.on_command(cmd, interrupted)
+                }
+                Err(e) => self.malformed(Refusal::MalformedCommand(e)),
+            },
+        }
+    }
+
+    fn malformed(&mut self, why: Refusal) -> Vec<Action> {
+        self.malformed_run += 1;
+        let mut out = refuse(why);
+        if self.malformed_run > self.policy.max_malformed {
+            let flood = Refusal::MalformedFlood;
+            out.push(Action::ToClient(reply_line(flood.reply_code(), "Too many malformed commands, closing")));
+            out.push(Action::Refused(flood));
+            out.push(Action::Close);
+        }
+        out
+    }
+
+    fn on_command(&mut self, cmd: Command, interrupted: bool) -> Vec<Action> {
+        match cmd.verb {
+            Verb::Pasv | Verb::Epsv => self.on_passive_command(&cmd),
+            Verb::Port | Verb::Eprt => self.on_active_command(&cmd),
+            Verb::Lprt | Verb::Lpsv | Verb::Spsv => refuse(Refusal::NotSupported(cmd.name().to_owned())),
+            Verb::Auth if self.policy.refuse_tls => refuse(Refusal::TlsRefused),
+            Verb::Quit => self.forward(&cmd, Expect::Quit),
+            Verb::Abor => {
+                self.expect.push_back(Expect::Relay);
+                let line = cmd.encode();
+                let send = if interrupted { Action::ToServerUrgent(line) } else { Action::ToServer(line) };
+                vec![Action::DropData, send]
+            }
+            v if v.uses_data_channel() => {
+                self.last_transfer = Some(cmd.name().to_owned());
+                self.forward(&cmd, Expect::Transfer { preliminary: false })
+            }
+            _ => self.forward(&cmd, Expect::Relay),
+        }
+    }
+
+    fn forward(&mut self, cmd: &Command, expect: Expect) -> Vec<Action> {
+        self.expect.push_back(expect);
+        vec![Action::ToServer(cmd.encode())]
+    }
+
+    fn on_passive_command(&mut self, cmd: &Command) -> Vec<Action> {
+        let client_form = if cmd.verb == Verb::Pasv { PassiveForm::Pasv } else { PassiveForm::Epsv };
+        if client_form == PassiveForm::Epsv {
+            let arg = cmd.arg_text();
+            let arg = arg.trim();
+            if arg.eq_ignore_ascii_case("ALL") {
+                // Answered here: the gateway, not the server, decides which setup commands it takes.
+                self.epsv_all = true;
+                return vec![Action::ToClient(reply_line(200, "EPSV ALL ok"))];
+            }
+            let family_ok = match arg {
+                "" => true,
+                "1" => !self.client.is_ipv6(),
+                "2" => self.client.is_ipv6(),
+                _ => false,
+            };
+            if !family_ok {
+                return vec![
+                    Action::ToClient(reply_line(522, "Network protocol not supported, use (1,2)")),
+                    Action::Refused(Refusal::FamilyMismatch { verb: "EPSV" }),
+                ];
+            }
+        } else {
+            if self.epsv_all {
+                return refuse(Refusal::AfterEpsvAll);
+            }
+            if self.client.is_ipv6() && !is_v4_mapped(self.client.0) {
+                return refuse(Refusal::FamilyMismatch { verb: "PASV" });
+            }
+        }
+        let server_form = if self.upstream.is_ipv6() { PassiveForm::Epsv } else { PassiveForm::Pasv };
+        self.expect.push_back(Expect::Passive { client: client_form, server: server_form });
+        vec![Action::DropData, Action::ToServer(passive_command(server_form))]
+    }
+
+    fn on_active_command(&mut self, cmd: &Command) -> Vec<Action> {
+        let verb: &'static str = if cmd.verb == Verb::Port { "PORT" } else { "EPRT" };
+        if self.epsv_all {
+            return refuse(Refusal::AfterEpsvAll);
+        }
+        let arg = cmd.arg_text();
+        let named = if cmd.verb == Verb::Port {
+            address::parse_port_arg(arg.trim()).map(SocketAddr::V4)
+        } else {
+            address::parse_eprt_arg(arg.trim())
+        };
+        let named = match named {
+            Ok(a) => a,
+            Err(err) => return refuse(Refusal::BadAddress { verb, err }),
+        };
+        let client_ip = canonical_ip(self.client.ip());
+        if named.is_ipv6() != client_ip.is_ipv6() {
+            return refuse(Refusal::FamilyMismatch { verb });
+        }
+        if canonical_ip(named.ip()) != client_ip {
+            return refuse(Refusal::Bounce { verb, named, client: client_ip });
+        }
+        if named.port() < 1024 {
+            return refuse(Refusal::PrivilegedPort { verb, port: named.port() });
+        }
+        self.waiting = Some(Waiting::Active);
+        vec![Action::DropData, Action::OpenActive { client_data: named }]
+    }
+
+    /// The client-facing listener for the last `OpenPassive` is ready at `advertise` (the
+    /// address the client is told to connect to).
+    pub fn on_passive_ready(&mut self, advertise: SocketAddr) -> Vec<Action> {
+        match (self.waiting.take(), advertise) {
+            (Some(Waiting::Passive(PassiveForm::Pasv)), SocketAddr::V4(a)) => vec![Action::ToClient(encode_227(a))],
+            (Some(Waiting::Passive(PassiveForm::Pasv)), SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => vec![Action::ToClient(encode_227(SocketAddrV4::new(v4, a.port())))],
+                None => vec![Action::DropData, Action::ToClient(reply_line(425, "Cannot express data address in 227"))],
+            },
+            (Some(Waiting::Passive(PassiveForm::Epsv)), a) => vec![Action::ToClient(encode_229(a.port()))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The server-facing listener for the last `OpenActive` is ready at `listen`.
+    pub fn on_active_ready(&mut self, listen: SocketAddr) -> Vec<Action> {
+        if self.waiting.take() != Some(Waiting::Active) {
+            return Vec::new();
+        }
+        let line = match listen {
+            SocketAddr::V4(a) if !self.upstream.is_ipv6() => Command::new("PORT", Some(&encode_port_arg(a))),
+            a => Command::new("EPRT", Some(&encode_eprt_arg(a))),
+        };
+        self.expect.push_back(Expect::PortAck);
+        vec![Action::ToServer(line.encode())]
+    }
+
+    /// Opening the data listener failed (no free port, bind error): the client gets 425.
+    pub fn on_data_setup_failed(&mut self, why: &str) -> Vec<Action> {
+        self.waiting = None;
+        vec![Action::ToClient(reply_line(425, &format!("Cannot open data connection: {why}")))]
+    }
+
+    /// One line from the server (LF removed).
+    pub fn on_server_line(&mut self, line: &[u8]) -> Vec<Action> {
+        let rl = match self.tracker.feed(line) {
+            Ok(rl) => rl,
+            Err(_) => {
+                return vec![
+                    Action::Refused(Refusal::MalformedReply),
+                    Action::ToClient(reply_line(421, "Server sent a malformed reply, closing")),
+                    Action::Close,
+                ];
+            }
+        };
+        if let Some(Expect::Passive { client, server }) = self.expect.front().copied() {
+            return self.on_passive_reply_line(rl, client, server);
+        }
+        if !rl.kind.is_final() {
+            // Every line of a running transfer's closing reply waits behind the data.
+            if self.transfer_running() && !rl.is_preliminary() {
+                return vec![Action::ToClientAfterData(rl.raw)];
+            }
+            return vec![Action::ToClient(rl.raw)];
+        }
+        if rl.is_preliminary() {
+            if let Some(Expect::Transfer { preliminary }) = self.expect.front_mut() {
+                *preliminary = true;
+            }
+            return vec![Action::ToClient(rl.raw)];
+        }
+        let closes = rl.code == 421;
+        let mut out = match self.expect.pop_front() {
+            Some(Expect::Transfer { preliminary: true }) => vec![Action::ToClientAfterData(rl.raw)],
+            Some(Expect::Transfer { preliminary: false }) => vec![Action::DropData, Action::ToClient(rl.raw)],
+            Some(Expect::PortAck) if !rl.is_positive() => vec![Action::DropData, Action::ToClient(rl.raw)],
+            Some(Expect::Quit) => vec![Action::ToClient(rl.raw), Action::Close],
+            _ => vec![Action::ToClient(rl.raw)],
+        };
+        if closes && !out.contains(&Action::Close) {
+            out.push(Action::Close);
+        }
+        out
+    }
+
+    fn on_passive_reply_line(&mut self, rl: ReplyLine, client: PassiveForm, server: PassiveForm) -> Vec<Action> {
+        if self.passive_reply.len() + rl.raw.len() > self.policy.max_passive_reply {
+            return vec![
+                Action::Refused(Refusal::MalformedReply),
+                Action::ToClient(reply_line(421, "Server sent an oversized passive reply, closing")),
+                Action::Close,
+            ];
+        }
+        self.passive_reply.extend_from_slice(&rl.raw);
+        if !rl.kind.is_final() || rl.is_preliminary() {
+            return Vec::new();
+        }
+        self.expect.pop_front();
+        let whole = std::mem::take(&mut self.passive_reply);
+        let expected = if server == PassiveForm::Pasv { 227 } else { 229 };
+        if rl.code != expected {
+            if !rl.is_positive() && server == PassiveForm::Epsv && !self.upstream.is_ipv6() {
+                self.expect.push_back(Expect::Passive { client, server: PassiveForm::Pasv });
+                return vec![
+                    Action::Quirk("server refused EPSV, retrying with PASV"),
+                    Action::ToServer(passive_command(PassiveForm::Pasv)),
+                ];
+            }
+            if !rl.is_positive() {
+                return vec![Action::ToClient(whole)];
+            }
+            return refuse(Refusal::BadPassiveReply { reply: rl.code, err: address::AddressError::No227Address });
+        }
+        let text = strip_codes(&whole);
+        let named = match server {
+            PassiveForm::Pasv => address::parse_227(&text).map(SocketAddr::V4),
+            PassiveForm::Epsv => address::parse_229(&text).map(|p| SocketAddr::new(self.upstream.ip(), p)),
+        };
+        let named = match named {
+            Ok(a) => a,
+            Err(err) => return refuse(Refusal::BadPassiveReply { reply: rl.code, err }),
+        };
+        let server_ip = canonical_ip(self.upstream.ip());
+        let mut out = Vec::new();
+        let mut target = named;
+        if canonical_ip(named.ip()) != server_ip {
+            let why = Refusal::ServerDataElsewhere { named, server: server_ip };
+            match self.policy.server_data {
+                ServerDataPolicy::Refuse => return refuse(why),
+                ServerDataPolicy::Substitute => {
+                    out.push(Action::Refused(why));
+                    target = SocketAddr::new(self.upstream.ip(), named.port());
+                }
+            }
+        }
+        if target.port() < 1024 {
+            return refuse(Refusal::ServerPrivilegedPort(target.port()));
+        }
+        self.waiting = Some(Waiting::Passive(client));
+        out.push(Action::OpenPassive { server_data: target });
+        out
+    }
+}
+
+fn passive_command(form: PassiveForm) -> Vec<u8> {
+    match form {
+        PassiveForm::Pasv => b"PASV\r\n".to_vec(),
+        PassiveForm::Epsv => b"EPSV\r\n".to_vec(),
+    }
+}
+
+fn is_v4_mapped(sa: SocketAddr) -> bool {
+    matches!(sa, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some())
+}
+
+/// The text of a (possibly multi-line) reply without the leading codes, for address searches:
+/// a code like `227` must not be mistaken for the first number of an address.
+fn strip_codes(whole: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(whole.len());
+    for line in whole.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let body = match crate::protocol::reply::parse_code(line) {
+            Some(_) if matches!(line.get(3), None | Some(b' ') | Some(b'-')) => line.get(4..).unwrap_or_default(),
+            _ => line,
+        };
+        out.extend_from_slice(body);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// A refusal answered to the client with its reply code.
+fn refuse(why: Refusal) -> Vec<Action> {
+    vec![Action::ToClient(reply_line(why.reply_code(), &why.to_string())), Action::Refused(why)]
+}

@@ -1,0 +1,101 @@
+//! Why the session refused something: each reason names who was at fault and maps to a reply, a
+//! log reason and a metric label.
+
+use crate::protocol::{AddressError, CommandError};
+use std::net::{IpAddr, SocketAddr};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Server,
+    Local,
+}
+
+impl Fault {
+    pub fn label(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Server => "server",
+            Fault::Local => "local",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    #[error("command line longer than {max} bytes")]
+    LineTooLong { max: usize },
+    #[error("malformed command: {0}")]
+    MalformedCommand(CommandError),
+    #[error("too many malformed command lines")]
+    MalformedFlood,
+    #[error("malformed {verb} argument: {err}")]
+    BadAddress { verb: &'static str, err: AddressError },
+    #[error("{verb} names {named}, not the client's own address {client}")]
+    Bounce { verb: &'static str, named: SocketAddr, client: IpAddr },
+    #[error("{verb} names privileged port {port}")]
+    PrivilegedPort { verb: &'static str, port: u16 },
+    #[error("{verb} names address family other than the control connection's")]
+    FamilyMismatch { verb: &'static str },
+    #[error("{0} is not allowed through the gateway")]
+    NotSupported(String),
+    #[error("AUTH (FTPS) refused by policy")]
+    TlsRefused,
+    #[error("data connection commands other than EPSV refused after EPSV ALL")]
+    AfterEpsvAll,
+    #[error("server's {reply} reply has no usable address: {err}")]
+    BadPassiveReply { reply: u16, err: AddressError },
+    #[error("server's passive reply names {named}, not its control address {server}")]
+    ServerDataElsewhere { named: SocketAddr, server: IpAddr },
+    #[error("server's passive reply names privileged port {0}")]
+    ServerPrivilegedPort(u16),
+    #[error("server reply is malformed")]
+    MalformedReply,
+}
+
+impl Refusal {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Refusal::BadPassiveReply { .. }
+            | Refusal::ServerDataElsewhere { .. }
+            | Refusal::ServerPrivilegedPort(_)
+            | Refusal::MalformedReply => Fault::Server,
+            Refusal::TlsRefused | Refusal::NotSupported(_) => Fault::Local,
+            _ => Fault::Client,
+        }
+    }
+
+    /// Low-cardinality label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::LineTooLong { .. }
+            | Refusal::MalformedCommand(_)
+            | Refusal::MalformedFlood
+            | Refusal::BadAddress { .. }
+            | Refusal::FamilyMismatch { .. }
+            | Refusal::MalformedReply
+            | Refusal::BadPassiveReply { .. } => "malformed",
+            Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => "bounce",
+            Refusal::ServerDataElsewhere { .. } | Refusal::ServerPrivilegedPort(_) => "server_data_address",
+            Refusal::NotSupported(_) | Refusal::TlsRefused | Refusal::AfterEpsvAll => "policy",
+        }
+    }
+
+    /// The reply the client gets, where the refusal answers a command of its own.
+    pub fn reply_code(&self) -> u16 {
+        match self {
+            Refusal::LineTooLong { .. } | Refusal::MalformedCommand(_) => 500,
+            Refusal::MalformedFlood => 421,
+            Refusal::BadAddress { .. } | Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => 501,
+            Refusal::FamilyMismatch { .. } => 522,
+            Refusal::NotSupported(_) => 502,
+            Refusal::TlsRefused => 534,
+            Refusal::AfterEpsvAll => 503,
+            Refusal::BadPassiveReply { .. }
+            | Refusal::ServerDataElsewhere { .. }
+            | Refusal::ServerPrivilegedPort(_)
+            | Refusal::MalformedReply => 425,
+        }
+    }
+}
