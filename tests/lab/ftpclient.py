@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Python ftplib client for the lab: one operation in a chosen data mode.
+
+The mode is forced whatever the address family (ftplib itself picks PASV/PORT on IPv4 and
+EPSV/EPRT on IPv6), and each data-setup command sent is printed as `MODE <verb>` so the test can
+check the mode really used.
+"""
+import argparse
+import ftplib
+import sys
+
+
+class LabFTP(ftplib.FTP):
+    mode = "pasv"
+
+    def putcmd(self, line):
+        verb = line.split(" ", 1)[0].upper()
+        if verb in ("PASV", "EPSV", "PORT", "EPRT", "MLSD"):
+            print("MODE", verb, flush=True)
+        return super().putcmd(line)
+
+    def makepasv(self):
+        if self.mode == "pasv":
+            host, port = ftplib.parse227(self.sendcmd("PASV"))
+            # Like curl: the 227 host is not trusted, the control peer is dialled.
+            return self.sock.getpeername()[0], port
+        host, port = ftplib.parse229(self.sendcmd("EPSV"), self.sock.getpeername())
+        return host, port
+
+    def makeport(self):
+        import socket
+        sock = socket.create_server(("", 0), family=self.af, backlog=1)
+        port = sock.getsockname()[1]
+        host = self.sock.getsockname()[0]
+        if self.mode == "port":
+            self.sendport(host, port)
+        else:
+            self.sendeprt(host, port)
+        if self.timeout is not ftplib._GLOBAL_DEFAULT_TIMEOUT:
+            sock.settimeout(self.timeout)
+        return sock
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, default=21)
+    p.add_argument("--mode", choices=["pasv", "epsv", "port", "eprt"], required=True)
+    p.add_argument("--op", choices=["retr", "stor", "list", "mlsd"], required=True)
+    p.add_argument("--remote", required=True)
+    p.add_argument("--local", required=True)
+    p.add_argument("--user", default="anonymous")
+    p.add_argument("--password", default="lab@")
+    a = p.parse_args()
+
+    ftp = LabFTP(timeout=60)
+    ftp.mode = a.mode
+    ftp.set_pasv(a.mode in ("pasv", "epsv"))
+    ftp.connect(a.host, a.port)
+    ftp.login(a.user, a.password)
+    if a.op == "retr":
+        with open(a.local, "wb") as f:
+            ftp.retrbinary("RETR " + a.remote, f.write, blocksize=65536)
+    elif a.op == "stor":
+        with open(a.local, "rb") as f:
+            ftp.storbinary("STOR " + a.remote, f, blocksize=65536)
+    elif a.op == "list":
+        lines = []
+        ftp.retrlines("LIST " + a.remote, lines.append)
+        with open(a.local, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    else:
+        with open(a.local, "w") as f:
+            for name, facts in ftp.mlsd(a.remote):
+                f.write("type=%s;%s\n" % (facts.get("type", "?"), name))
+    ftp.quit()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
