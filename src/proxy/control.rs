@@ -186,6 +186,10 @@ impl Conn<'_> {
                     Ok(n) => {
                         self.client_clock = Instant::now();
                         telnet.feed(&cchunk[..n], &mut cbuf, &mut events);
+                        let past_mark = read_past_urgent_mark(&crd, &mut cchunk);
+                        if let Some(m) = past_mark {
+                            telnet.feed(&cchunk[..m], &mut cbuf, &mut events);
+                        }
                         let mut step = Step::Continue;
                         for ev in events.drain(..) {
                             match ev {
@@ -435,6 +439,19 @@ impl Conn<'_> {
             debug!(error = %e, "urgent data not sent; ABOR goes in band");
         }
         self.write_server(b).await
+    }
+}
+
+/// A read stops at the urgent mark (`ABOR` sent as urgent data, as Python's ftplib does), and
+/// tokio takes the short read to mean the socket is drained, so the byte after the mark would
+/// never be signalled. One direct non-blocking read fetches it.
+fn read_past_urgent_mark(rd: &OwnedReadHalf, buf: &mut [u8]) -> Option<usize> {
+    use std::io::Read;
+    let stream: &TcpStream = rd.as_ref();
+    let sock = SockRef::from(stream);
+    match (&*sock).read(buf) {
+        Ok(n) if n > 0 => Some(n),
+        _ => None,
     }
 }
 

@@ -166,8 +166,16 @@ fn command(case: &Case, host: &str, local: &Path, upload_name: &str, tree: &Tree
                 "set cmd:fail-exit yes; set ftp:ssl-allow no; set net:max-retries 2; set net:timeout 30; \
                  set net:reconnect-interval-base 1; set xfer:clobber yes; ",
             );
-            script.push_str(if case.mode.passive() { "set ftp:passive-mode on; " } else { "set ftp:passive-mode off; " });
-            script.push_str(if case.mode == Mode::Epsv { "set ftp:prefer-epsv yes; " } else { "set ftp:prefer-epsv no; " });
+            script.push_str(if case.mode.passive() {
+                "set ftp:passive-mode on; "
+            } else {
+                "set ftp:passive-mode off; "
+            });
+            script.push_str(if case.mode == Mode::Epsv {
+                "set ftp:prefer-epsv yes; "
+            } else {
+                "set ftp:prefer-epsv no; "
+            });
             script.push_str(if case.op == Op::Mlsd { "set ftp:use-mlsd yes; " } else { "set ftp:use-mlsd no; " });
             let user = if case.op == Op::Stor { format!("{LAB_USER},{LAB_PASS}") } else { "anonymous,lab@".into() };
             script.push_str(&format!("open -u {user} ftp://{h}; "));

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const CLIENT4: &str = "203.0.113.2";
 pub const FW_C4: &str = "203.0.113.1";
 pub const FW_S4: &str = "198.51.100.1";
+/// A second firewall address on the server side, for the source-address option.
+pub const FW_S4_ALT: &str = "198.51.100.3";
 pub const SERVER4: &str = "198.51.100.2";
 pub const CLIENT6: &str = "2001:db8:1::2";
 pub const FW_C6: &str = "2001:db8:1::1";
@@ -94,7 +96,11 @@ fn required() -> bool {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Whether a lab test can run here. Without root or the tools, it prints one line and the test
@@ -132,7 +138,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command, failing with its output when it fails.
 pub fn sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().map_err(|e| format!("{args:?}: {e}"))?;
+    let out =
+        Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().map_err(|e| format!("{args:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{args:?} failed ({}): {}{}",
@@ -191,10 +198,11 @@ impl Lab {
         must(&["ip", "-n", &f, "link", "add", "cside", "type", "veth", "peer", "name", "eth0", "netns", &c]);
         must(&["ip", "-n", &f, "link", "add", "sside", "type", "veth", "peer", "name", "eth0", "netns", &s]);
         for (ns, dev, addrs) in [
-            (&c, "eth0", [format!("{CLIENT4}/24"), format!("{CLIENT6}/64")]),
-            (&f, "cside", [format!("{FW_C4}/24"), format!("{FW_C6}/64")]),
-            (&f, "sside", [format!("{FW_S4}/24"), format!("{FW_S6}/64")]),
-            (&s, "eth0", [format!("{SERVER4}/24"), format!("{SERVER6}/64")]),
+            (&c, "eth0", vec![format!("{CLIENT4}/24"), format!("{CLIENT6}/64")]),
+            (&f, "cside", vec![format!("{FW_C4}/24"), format!("{FW_C6}/64")]),
+            // The /32 never wins source selection toward the /24, so FW_S4 stays the default.
+            (&f, "sside", vec![format!("{FW_S4}/24"), format!("{FW_S6}/64"), format!("{FW_S4_ALT}/32")]),
+            (&s, "eth0", vec![format!("{SERVER4}/24"), format!("{SERVER6}/64")]),
         ] {
             for a in &addrs {
                 let mut args = vec!["ip", "-n", ns.as_str(), "addr", "add", a.as_str(), "dev", dev];
@@ -210,6 +218,9 @@ impl Lab {
         must(&["ip", "-n", &s, "route", "add", "default", "via", FW_S4]);
         must(&["ip", "-n", &s, "-6", "route", "add", "default", "via", FW_S6]);
         lab.exec_ok(&f, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        // vsftpd listens with a backlog of 32: under a burst of connections, SYN cookies would
+        // drop handshakes and leave clients waiting a minute for a banner.
+        lab.exec_ok(&s, &["sysctl", "-q", "-w", "net.ipv4.tcp_syncookies=0"]);
         for ns in [&c, &f, &s] {
             lab.load_guard(ns);
         }
@@ -266,11 +277,13 @@ impl Lab {
                     counter from_fw {{ }}
                     counter to_client {{ }}
                     counter to_fw {{ }}
+                    counter from_alt {{ }}
                     chain watch_in {{ type filter hook input priority 0; policy accept;
                         {syn} ip saddr 203.0.113.0/24 counter name from_client
                         {syn} ip6 saddr 2001:db8:1::/64 counter name from_client
                         {syn} ip saddr {FW_S4} counter name from_fw
                         {syn} ip6 saddr {FW_S6} counter name from_fw
+                        {syn} ip saddr {FW_S4_ALT} counter name from_alt
                     }}
                     chain watch_out {{ type filter hook output priority 0; policy accept;
                         {syn} ip daddr 203.0.113.0/24 counter name to_client
@@ -356,7 +369,12 @@ impl Lab {
             if let Some(dead) = self.dead_process() {
                 panic!("lab {}: {dead} exited before listening on {want}: {}", self.id, self.logs());
             }
-            assert!(Instant::now() < deadline, "lab {}: nothing listens on {want} in {ns} after 10 s: {}", self.id, self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "lab {}: nothing listens on {want} in {ns} after 10 s: {}",
+                self.id,
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -461,6 +479,25 @@ impl Lab {
         [&self.client_ns, &self.fw_ns, &self.server_ns].iter().map(|ns| self.counter(ns, "labguard", "escaped")).sum()
     }
 
+    pub fn from_alt(&self) -> u64 {
+        self.counter(&self.server_ns, "labwatch", "from_alt")
+    }
+
+    /// Runs a client-side command in the client namespace (bounded by `timeout`), returning
+    /// its combined output and whether it succeeded.
+    pub fn client_run(&self, argv: &[&str]) -> (bool, String) {
+        let mut full = vec!["ip", "netns", "exec", self.client_ns.as_str(), "timeout", "600"];
+        full.extend_from_slice(argv);
+        let out = Command::new(full[0]).args(&full[1..]).stdin(Stdio::null()).output().expect("run client");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    /// The whole log of one process this lab started.
+    pub fn log_of(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
     /// Final checks of a lab that ran: nothing escaped the guard, the processes still live.
     pub fn finish(mut self) {
         assert_eq!(self.escaped(), 0, "lab {}: packets to addresses outside the lab were dropped", self.id);
@@ -487,6 +524,11 @@ impl Drop for Lab {
             let _ = p.child.wait();
         }
         for ns in self.namespaces.drain(..) {
+            // Session processes a server forked into its own group stay in the lab's namespace:
+            // everything still there was started by this lab.
+            for pid in sh(&["ip", "netns", "pids", &ns]).unwrap_or_default().split_whitespace() {
+                let _ = sh(&["kill", "-KILL", pid]);
+            }
             let _ = sh(&["ip", "netns", "del", &ns]);
         }
     }
