@@ -27,7 +27,9 @@ pub enum InterceptError {
 /// The configured way of finding original destinations.
 #[derive(Debug)]
 pub enum Interceptor {
+    #[cfg(target_os = "linux")]
     Redirect,
+    #[cfg(target_os = "linux")]
     Tproxy,
     #[cfg(target_os = "freebsd")]
     PfRdr(pf::PfNatLook),
@@ -57,7 +59,11 @@ impl Interceptor {
 
     /// Listeners must be transparent sockets (TPROXY).
     pub fn transparent(&self) -> bool {
-        matches!(self, Self::Tproxy)
+        #[cfg(target_os = "linux")]
+        if matches!(self, Self::Tproxy) {
+            return true;
+        }
+        false
     }
 
     /// The original destination of an accepted connection; `None` in reverse mode.
@@ -74,6 +80,7 @@ impl Interceptor {
             Self::Redirect => linux::original_dst(sock, local.0).map_err(InterceptError::Lookup)?,
             // TPROXY and divert-to deliver the packet unchanged: the local address is where the
             // client was going.
+            #[cfg(target_os = "linux")]
             Self::Tproxy => local.0,
             #[cfg(target_os = "freebsd")]
             Self::PfRdr(nl) => nl.original_dst(client, local.0).map_err(InterceptError::Lookup)?,

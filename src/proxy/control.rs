@@ -109,7 +109,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(a) => LocalAddr(canonical(a)),
         Err(e) => return refuse(client, 421, &format!("Gateway error: {e}")).await,
     };
-    debug!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "connected to server");
+    info!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "session start");
     // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
     let _ = SockRef::from(&client).set_out_of_band_inline(true);
     let _ = client.set_nodelay(true);
@@ -215,7 +215,10 @@ impl Conn<'_> {
                         let mut step = Step::Continue;
                         while let Some(frame) = sframer.next_frame(&mut sbuf) {
                             let actions = match frame {
-                                Frame::Line(line) => self.session.on_server_line(&line),
+                                Frame::Line(line) => {
+                                    tracing::trace!(reply = %String::from_utf8_lossy(&line).trim_end(), "server");
+                                    self.session.on_server_line(&line)
+                                }
                                 Frame::Overlong => vec![
                                     Action::ToClient(reply_line(421, "Server sent an overlong reply line, closing")),
                                     Action::Close,

@@ -92,11 +92,31 @@ pub enum Action {
 enum Expect {
     Greeting,
     Relay,
-    Passive { client: PassiveForm, server: PassiveForm },
+    Passive {
+        client: PassiveForm,
+        server: PassiveForm,
+    },
     PortAck,
-    Transfer { preliminary: bool },
+    Transfer {
+        preliminary: bool,
+    },
+    /// After ABOR: servers answer an aborted transfer with one or two replies (426 then 226,
+    /// or a lone 226, pure-ftpd even with a stray 150), and some discard whatever followed ABOR
+    /// in their input. So client commands wait; once the server's first reply to ABOR shows it
+    /// is back in its command loop, the gateway sends its own NOOP; every reply up to NOOP's
+    /// 200 is relayed, that 200 is dropped, and replies pair with commands exactly again.
+    AbortBarrier {
+        noop_sent: bool,
+        replies: u8,
+    },
     Quit,
 }
+
+/// Replies relayed behind an ABOR before the barrier is given up (a server that never
+/// answers NOOP with 200).
+const MAX_ABORT_REPLIES: u8 = 8;
+/// Client lines held while an ABOR is being answered.
+const MAX_DEFERRED: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
@@ -116,6 +136,8 @@ pub struct Session {
     epsv_all: bool,
     waiting: Option<Waiting>,
     last_transfer: Option<String>,
+    /// Client lines that arrived while an ABOR was being answered, with their interrupt flag.
+    deferred: VecDeque<(Frame, bool)>,
 }
 
 impl Session {
@@ -131,6 +153,7 @@ impl Session {
             epsv_all: false,
             waiting: None,
             last_transfer: None,
+            deferred: VecDeque::new(),
         }
     }
 
@@ -153,6 +176,17 @@ impl Session {
     /// A frame from the client's control stream. `interrupted` is set when a Telnet IP or DM
     /// preceded it.
     pub fn on_client_frame(&mut self, frame: Frame, interrupted: bool) -> Vec<Action> {
+        if self.abort_pending() {
+            if self.deferred.len() >= MAX_DEFERRED {
+                return vec![
+                    Action::Refused(Refusal::MalformedFlood),
+                    Action::ToClient(reply_line(421, "Too many commands while ABOR is answered, closing")),
+                    Action::Close,
+                ];
+            }
+            self.deferred.push_back((frame, interrupted));
+            return Vec::new();
+        }
         match frame {
             Frame::Overlong => self.malformed(Refusal::LineTooLong { max: self.policy.max_line }),
             Frame::Line(line) => match Command::parse(&line) {
@@ -163,6 +197,20 @@ impl Session {
                 Err(e) => self.malformed(Refusal::MalformedCommand(e)),
             },
         }
+    }
+
+    fn abort_pending(&self) -> bool {
+        self.expect.iter().any(|e| matches!(e, Expect::AbortBarrier { .. }))
+    }
+
+    /// Processes client lines held behind an ABOR, until another ABOR holds the rest.
+    fn release_deferred(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        while !self.abort_pending() {
+            let Some((frame, interrupted)) = self.deferred.pop_front() else { break };
+            out.extend(self.on_client_frame(frame, interrupted));
+        }
+        out
     }
 
     fn malformed(&mut self, why: Refusal) -> Vec<Action> {
@@ -185,7 +233,8 @@ impl Session {
             Verb::Auth if self.policy.refuse_tls => refuse(Refusal::TlsRefused),
             Verb::Quit => self.forward(&cmd, Expect::Quit),
             Verb::Abor => {
-                self.expect.push_back(Expect::Relay);
+                self.expect.retain(|e| !matches!(e, Expect::Transfer { .. }));
+                self.expect.push_back(Expect::AbortBarrier { noop_sent: false, replies: 0 });
                 let line = cmd.encode();
                 let send = if interrupted { Action::ToServerUrgent(line) } else { Action::ToServer(line) };
                 vec![Action::DropData, send]
@@ -312,8 +361,12 @@ impl Session {
                 ];
             }
         };
-        if let Some(Expect::Passive { client, server }) = self.expect.front().copied() {
-            return self.on_passive_reply_line(rl, client, server);
+        match self.expect.front().copied() {
+            Some(Expect::Passive { client, server }) => return self.on_passive_reply_line(rl, client, server),
+            Some(Expect::AbortBarrier { noop_sent, replies }) => {
+                return self.on_abort_reply_line(rl, noop_sent, replies)
+            }
+            _ => {}
         }
         if !rl.kind.is_final() {
             // Every line of a running transfer's closing reply waits behind the data.
@@ -338,6 +391,32 @@ impl Session {
         };
         if closes && !out.contains(&Action::Close) {
             out.push(Action::Close);
+        }
+        out
+    }
+
+    fn on_abort_reply_line(&mut self, rl: ReplyLine, noop_sent: bool, replies: u8) -> Vec<Action> {
+        if noop_sent && rl.code == 200 {
+            if !rl.kind.is_final() {
+                return Vec::new();
+            }
+            self.expect.pop_front();
+            return self.release_deferred();
+        }
+        let settles = rl.kind.is_final() && !rl.is_preliminary();
+        let mut out = vec![Action::ToClient(rl.raw)];
+        if !settles {
+            return out;
+        }
+        if replies + 1 >= MAX_ABORT_REPLIES {
+            self.expect.pop_front();
+            out.insert(0, Action::Quirk("server never answered the NOOP after ABOR"));
+            out.extend(self.release_deferred());
+            return out;
+        }
+        self.expect[0] = Expect::AbortBarrier { noop_sent: true, replies: replies + 1 };
+        if !noop_sent {
+            out.push(Action::ToServer(b"NOOP\r\n".to_vec()));
         }
         out
     }

@@ -183,8 +183,51 @@ fn abor_drops_data_and_carries_the_urgent_flag() {
     s.on_server_line(b"150 here\r");
     let a = s.on_client_frame(Frame::Line(b"ABOR\r".to_vec()), true);
     assert_eq!(a, vec![Action::DropData, Action::ToServerUrgent(b"ABOR\r\n".to_vec())]);
-    assert_eq!(s.on_server_line(b"426 aborted\r"), vec![Action::ToClientAfterData(b"426 aborted\r\n".to_vec())]);
+    // The client's next command waits until ABOR is answered.
+    assert!(client(&mut s, "NOOP\r").is_empty());
+    assert_eq!(
+        s.on_server_line(b"426 aborted\r"),
+        vec![Action::ToClient(b"426 aborted\r\n".to_vec()), Action::ToServer(b"NOOP\r\n".to_vec())]
+    );
     assert_eq!(s.on_server_line(b"226 abor ok\r"), vec![Action::ToClient(b"226 abor ok\r\n".to_vec())]);
+    // The gateway's own NOOP reply is not relayed; the held client NOOP goes out now.
+    assert_eq!(s.on_server_line(b"200 NOOP ok\r"), vec![Action::ToServer(b"NOOP\r\n".to_vec())]);
+    assert_eq!(s.on_server_line(b"200 NOOP ok\r"), vec![Action::ToClient(b"200 NOOP ok\r\n".to_vec())]);
+    assert!(!s.awaiting_reply());
+}
+
+#[test]
+fn abor_answered_with_a_single_reply_keeps_replies_paired() {
+    // pure-ftpd: a stray 150, then one 226 for RETR and ABOR together.
+    let mut s = v4();
+    client(&mut s, "RETR big\r");
+    s.on_server_line(b"150-Accepted data connection\r");
+    s.on_server_line(b"150 65536.0 kbytes to download\r");
+    s.on_client_frame(Frame::Line(b"ABOR\r".to_vec()), true);
+    assert_eq!(s.on_server_line(b"150 0.002 seconds\r"), vec![Action::ToClient(b"150 0.002 seconds\r\n".to_vec())]);
+    let a = s.on_server_line(b"226 ABOR ok\r");
+    assert_eq!(a, vec![Action::ToClient(b"226 ABOR ok\r\n".to_vec()), Action::ToServer(b"NOOP\r\n".to_vec())]);
+    assert!(s.on_server_line(b"200 Zzz\r").is_empty());
+    // The next PASV's 227 is paired with PASV, not with a stale expectation.
+    client(&mut s, "PASV\r");
+    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,200,1)\r");
+    assert!(matches!(a[..], [Action::OpenPassive { .. }]), "{a:?}");
+}
+
+#[test]
+fn commands_flooding_behind_an_abor_close_the_session() {
+    let mut s = v4();
+    client(&mut s, "ABOR\r");
+    for _ in 0..MAX_DEFERRED {
+        assert!(client(&mut s, "NOOP\r").is_empty());
+    }
+    assert!(client(&mut s, "NOOP\r").contains(&Action::Close));
+}
+
+#[test]
+fn rest_offsets_beyond_4_gib_are_relayed_untouched() {
+    let mut s = v4();
+    assert_eq!(client(&mut s, "REST 5000000000123\r"), vec![Action::ToServer(b"REST 5000000000123\r\n".to_vec())]);
 }
 
 #[test]

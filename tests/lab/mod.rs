@@ -421,7 +421,7 @@ impl Lab {
     pub fn start_ftpgate(&mut self, extra: &[&str]) {
         let bin = env!("CARGO_BIN_EXE_ftpgate").to_owned();
         let fw = self.fw_ns.clone();
-        let mut base: Vec<String> = vec![bin, "--log-level".into(), "debug".into()];
+        let mut base: Vec<String> = vec![bin, "--log-level".into(), "debug,ftpgate::proxy::control=trace".into()];
         base.extend(extra.iter().map(|s| s.to_string()));
         match self.path {
             LabPath::Redirect => {
@@ -479,7 +479,7 @@ impl Lab {
         [&self.client_ns, &self.fw_ns, &self.server_ns].iter().map(|ns| self.counter(ns, "labguard", "escaped")).sum()
     }
 
-    pub fn from_alt(&self) -> u64 {
+    pub fn seen_from_alt(&self) -> u64 {
         self.counter(&self.server_ns, "labwatch", "from_alt")
     }
 
