@@ -31,6 +31,15 @@ pub struct Cli {
     /// Address advertised in 227/229: original, local or an IP address.
     #[arg(long, value_name = "WHAT")]
     pub passive_advertise: Option<String>,
+    /// Unprivileged user to become once the sockets are bound.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Group to become (default: the user's primary group).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Directory to chroot into after binding.
+    #[arg(long, value_name = "DIR")]
+    pub chroot: Option<String>,
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
@@ -63,6 +72,15 @@ impl Cli {
         }
         if let Some(a) = &self.passive_advertise {
             raw.passive.advertise = a.clone();
+        }
+        if let Some(u) = &self.user {
+            raw.privileges.user = Some(u.clone());
+        }
+        if let Some(g) = &self.group {
+            raw.privileges.group = Some(g.clone());
+        }
+        if let Some(c) = &self.chroot {
+            raw.privileges.chroot = Some(c.clone());
         }
         if let Some(f) = &self.log_format {
             raw.log.format = f.clone();

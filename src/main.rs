@@ -1,6 +1,7 @@
 use clap::Parser;
 use ftpgate::cli::Cli;
-use ftpgate::config::{Config, LogFormat};
+use ftpgate::config::{Config, InterceptMode, LogFormat};
+use ftpgate::privileges::{drop_privileges, Keep};
 use ftpgate::proxy::Gateway;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,6 +36,30 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
+    let gateway = match Gateway::bind(cfg) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ftpgate: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    let keep: Vec<Keep> = match gateway.config().intercept {
+        InterceptMode::Tproxy => vec![Keep::NetAdmin],
+        _ => Vec::new(),
+    };
+    match drop_privileges(&gateway.config().privileges, &keep) {
+        Ok(Some(d)) => tracing::info!(uid = d.uid, gid = d.gid, kept = ?d.kept, "privileges dropped"),
+        Ok(None) if nix::unistd::Uid::effective().is_root() => {
+            tracing::warn!("running as root: set privileges.user (or --user) to drop privileges after binding")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ftpgate: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -43,14 +68,6 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let gateway = match Gateway::bind(cfg) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("ftpgate: {e}");
-                return ExitCode::from(EXIT_START);
-            }
-        };
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -5,7 +5,8 @@ mod raw;
 
 pub use raw::RawConfig;
 
-use crate::session::{ServerDataPolicy, SessionPolicy};
+use crate::session::{CommandPolicy, FxpRule, ServerDataPolicy, SessionPolicy, UserPolicy};
+use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -105,6 +106,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who ftpgate becomes after binding its sockets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Privileges {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub chroot: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: Vec<SocketAddr>,
@@ -115,8 +124,13 @@ pub struct Config {
     pub advertise: Advertise,
     pub active_ports: Option<PortRange>,
     pub max_sessions: usize,
+    pub max_sessions_per_client: usize,
+    pub client_prefix_v4: u8,
+    pub client_prefix_v6: u8,
+    pub max_data_channels: usize,
     pub max_line: usize,
     pub timeouts: Timeouts,
+    pub privileges: Privileges,
     pub session: SessionPolicy,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -205,6 +219,59 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     if l.max_sessions == 0 {
         return Err(invalid("limits.max_sessions", "must be at least 1"));
     }
+    if l.max_sessions_per_client == 0 {
+        return Err(invalid("limits.max_sessions_per_client", "must be at least 1"));
+    }
+    if l.max_data_channels == 0 {
+        return Err(invalid("limits.max_data_channels", "must be at least 1"));
+    }
+    if l.client_prefix_v4 > 32 {
+        return Err(invalid("limits.client_prefix_v4", "must be 0 to 32"));
+    }
+    if l.client_prefix_v6 > 128 {
+        return Err(invalid("limits.client_prefix_v6", "must be 0 to 128"));
+    }
+    let p = &raw.policy;
+    let verbs = |list: &[String], field: &'static str| -> Result<Vec<String>, ConfigError> {
+        list.iter()
+            .map(|v| {
+                let up = v.trim().to_ascii_uppercase();
+                if up.is_empty() || up.len() > 8 || !up.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Err(invalid(field, format!("`{v}` is not an FTP command verb")))
+                } else {
+                    Ok(up)
+                }
+            })
+            .collect()
+    };
+    let commands = CommandPolicy {
+        allow: verbs(&p.commands.allow, "policy.commands.allow")?,
+        deny: verbs(&p.commands.deny, "policy.commands.deny")?,
+    };
+    let users =
+        UserPolicy { anonymous_only: p.anonymous_only, allow: p.users.allow.clone(), deny: p.users.deny.clone() };
+    let net = |s: &str, field: &'static str| -> Result<IpNet, ConfigError> {
+        s.trim()
+            .parse::<IpNet>()
+            .or_else(|_| s.trim().parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| invalid(field, format!("`{s}` is not a network like 198.51.100.0/24")))
+    };
+    let fxp = p
+        .fxp
+        .iter()
+        .map(|r| Ok(FxpRule { client: net(&r.client, "policy.fxp.client")?, data: net(&r.data, "policy.fxp.data")? }))
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let pr = &raw.privileges;
+    if pr.group.is_some() && pr.user.is_none() {
+        return Err(invalid("privileges.group", "needs privileges.user"));
+    }
+    if let Some(c) = &pr.chroot {
+        if !c.starts_with('/') {
+            return Err(invalid("privileges.chroot", format!("`{c}` is not an absolute path")));
+        }
+    }
+    let privileges =
+        Privileges { user: pr.user.clone(), group: pr.group.clone(), chroot: pr.chroot.as_ref().map(Into::into) };
     if !(64..=65536).contains(&l.max_line) {
         return Err(invalid("limits.max_line", "must be between 64 and 65536 bytes"));
     }
@@ -234,10 +301,18 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         advertise,
         active_ports,
         max_sessions: l.max_sessions,
+        max_sessions_per_client: l.max_sessions_per_client,
+        client_prefix_v4: l.client_prefix_v4,
+        client_prefix_v6: l.client_prefix_v6,
+        max_data_channels: l.max_data_channels,
         max_line: l.max_line,
         timeouts,
+        privileges,
         session: SessionPolicy {
             server_data,
+            users,
+            commands,
+            fxp,
             refuse_tls,
             max_malformed: l.max_malformed,
             max_line: l.max_line,
@@ -290,5 +365,10 @@ mod tests {
         let unknown = err_of("passive: {portz: 1}\n");
         assert!(unknown.contains("portz"), "{unknown}");
         assert!(err_of("listne: []\n").contains("listne"));
+        assert!(err_of("policy: {commands: {deny: [\"RE TR\"]}}\n").contains("`policy.commands.deny`"));
+        assert!(err_of("policy: {fxp: [{client: 203.0.113.0/24, data: nowhere}]}\n").contains("`policy.fxp.data`"));
+        assert!(err_of("privileges: {group: nogroup}\n").contains("`privileges.group`"));
+        assert!(err_of("privileges: {user: nobody, chroot: var/empty}\n").contains("`privileges.chroot`"));
+        assert!(err_of("limits: {client_prefix_v4: 33}\n").contains("`limits.client_prefix_v4`"));
     }
 }

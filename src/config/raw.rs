@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub active: RawActive,
     pub server_data_address: String,
     pub tls: String,
+    pub policy: RawPolicy,
+    pub privileges: RawPrivileges,
     pub limits: RawLimits,
     pub timeouts: RawTimeouts,
     pub log: RawLog,
@@ -33,6 +35,8 @@ impl Default for RawConfig {
             active: RawActive::default(),
             server_data_address: "substitute".into(),
             tls: "refuse".into(),
+            policy: RawPolicy::default(),
+            privileges: RawPrivileges::default(),
             limits: RawLimits::default(),
             timeouts: RawTimeouts::default(),
             log: RawLog::default(),
@@ -59,17 +63,60 @@ pub struct RawActive {
     pub ports: Option<String>,
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub anonymous_only: bool,
+    pub users: RawList,
+    pub commands: RawList,
+    pub fxp: Vec<RawFxp>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawList {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawFxp {
+    pub client: String,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPrivileges {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub chroot: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     pub max_sessions: usize,
+    pub max_sessions_per_client: usize,
+    pub client_prefix_v4: u8,
+    pub client_prefix_v6: u8,
+    pub max_data_channels: usize,
     pub max_line: usize,
     pub max_malformed: u32,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
-        Self { max_sessions: 1000, max_line: 512, max_malformed: 8 }
+        Self {
+            max_sessions: 1000,
+            max_sessions_per_client: 100,
+            client_prefix_v4: 32,
+            client_prefix_v6: 64,
+            max_data_channels: 2000,
+            max_line: 512,
+            max_malformed: 8,
+        }
     }
 }
 

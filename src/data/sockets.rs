@@ -24,12 +24,17 @@ fn new_socket(addr: &SocketAddr, transparent: bool) -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// A listening socket on exactly `addr`.
-pub fn listen(addr: SocketAddr, transparent: bool, backlog: i32) -> io::Result<TcpListener> {
+/// A listening socket on exactly `addr`, before any runtime exists (non-blocking).
+pub fn listen_std(addr: SocketAddr, transparent: bool, backlog: i32) -> io::Result<std::net::TcpListener> {
     let sock = new_socket(&addr, transparent)?;
     sock.bind(&SockAddr::from(addr))?;
     sock.listen(backlog)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
+}
+
+/// A listening socket on exactly `addr`, registered with the running tokio runtime.
+pub fn listen(addr: SocketAddr, transparent: bool, backlog: i32) -> io::Result<TcpListener> {
+    TcpListener::from_std(listen_std(addr, transparent, backlog)?)
 }
 
 /// A data listener on `ip`, on a free port of `range` (or a kernel-chosen port without one).

@@ -210,7 +210,6 @@ impl Conn<'_> {
                 r = srd.read(&mut schunk) => match r {
                     Ok(0) | Err(_) => Step::Stop(Outcome::ServerClosed),
                     Ok(n) => {
-                        self.server_clock = Instant::now();
                         sbuf.extend_from_slice(&schunk[..n]);
                         let mut step = Step::Continue;
                         while let Some(frame) = sframer.next_frame(&mut sbuf) {
@@ -226,6 +225,11 @@ impl Conn<'_> {
                             };
                             if !self.greeted && !actions.is_empty() {
                                 self.greeted = !self.session.awaiting_reply();
+                            }
+                            // The reply clock restarts only when a reply is complete, so an
+                            // endless multi-line reply is cut off by the reply timeout.
+                            if !self.session.mid_reply() {
+                                self.server_clock = Instant::now();
                             }
                             step = self.exec(actions).await;
                             if matches!(step, Step::Stop(_)) { break; }

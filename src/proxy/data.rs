@@ -8,6 +8,7 @@ use crate::data::sockets::listen_in_range;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 /// The addresses a session's data channels are derived from.
@@ -55,6 +56,7 @@ pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) ->
     } else {
         ep.client_side.ip()
     };
+    let permit = data_permit(shared)?;
     let listener = listen_in_range(bind_ip, Some(cfg.passive_ports), tproxy)?;
     let port = listener.local_addr()?.port();
     let ip: IpAddr = match cfg.advertise {
@@ -69,17 +71,30 @@ pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) ->
         // Servers such as vsftpd insist that data comes from the control connection's address.
         source: Some(ep.server_side.ip()),
     };
-    Ok((SocketAddr::new(ip, port), spawn(plan, timeouts(shared))))
+    Ok((SocketAddr::new(ip, port), spawn(plan, timeouts(shared), permit)))
 }
 
 /// Binds the server-facing listener; returns its address (for PORT/EPRT) and the channel.
 pub fn open_active(shared: &Shared, ep: &Endpoints, client_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
+    let permit = data_permit(shared)?;
     let listener = listen_in_range(ep.server_side.ip(), shared.cfg.active_ports, false)?;
     let at = listener.local_addr()?;
     let plan = DataPlan::Active { listener, server_ip: ep.upstream.ip(), client_data, source: None };
-    Ok((at, spawn(plan, timeouts(shared))))
+    Ok((at, spawn(plan, timeouts(shared), permit)))
 }
 
-fn spawn(plan: DataPlan, t: DataTimeouts) -> DataTask {
-    DataTask { handle: tokio::spawn(channel::run(plan, t)), started: Instant::now() }
+/// One of `limits.max_data_channels`, held for as long as the channel's task lives.
+fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
+    shared.data_permits.clone().try_acquire_owned().map_err(|_| {
+        io::Error::other(format!("all {} data channels of the gateway are in use", shared.cfg.max_data_channels))
+    })
+}
+
+fn spawn(plan: DataPlan, t: DataTimeouts, permit: OwnedSemaphorePermit) -> DataTask {
+    let handle = tokio::spawn(async move {
+        let outcome = channel::run(plan, t).await;
+        drop(permit);
+        outcome
+    });
+    DataTask { handle, started: Instant::now() }
 }

@@ -6,9 +6,11 @@ mod data;
 use crate::config::Config;
 use crate::data::sockets;
 use crate::intercept::{InterceptError, Interceptor};
+use ipnet::IpNet;
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -24,18 +26,60 @@ pub enum StartError {
     Intercept(#[from] InterceptError),
 }
 
-/// What every session of this process shares (read-only).
+/// What every session of this process shares.
 pub struct Shared {
     pub cfg: Config,
     pub interceptor: Interceptor,
     /// The addresses actually bound (port 0 resolved).
     pub listening: Vec<SocketAddr>,
+    /// Open data channels, all sessions together.
+    pub data_permits: Arc<Semaphore>,
+    /// Sessions per client network (`limits.client_prefix_v4/v6`).
+    per_client: Mutex<HashMap<IpNet, usize>>,
 }
 
-/// Bound listeners, ready to serve.
+/// A session's place in the per-client count; released when the session ends.
+struct ClientSlot {
+    shared: Arc<Shared>,
+    key: IpNet,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn client_key(&self, ip: IpAddr) -> IpNet {
+        let ip = crate::addr::canonical_ip(ip);
+        let prefix = if ip.is_ipv4() { self.cfg.client_prefix_v4 } else { self.cfg.client_prefix_v6 };
+        IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
+    }
+
+    fn take_client_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let key = self.client_key(ip);
+        let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_insert(0);
+        if *n >= self.cfg.max_sessions_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { shared: self.clone(), key })
+    }
+}
+
+/// Bound listeners, ready to serve. Binding needs no runtime, so that privileges can be
+/// dropped between binding and starting the runtime's threads (capabilities are per thread).
 pub struct Gateway {
     shared: Arc<Shared>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<std::net::TcpListener>,
 }
 
 impl Gateway {
@@ -44,7 +88,7 @@ impl Gateway {
         let interceptor = Interceptor::new(cfg.intercept)?;
         let mut listeners = Vec::new();
         for &addr in &cfg.listen {
-            let l = sockets::listen(addr, interceptor.transparent(), 1024).map_err(|source| {
+            let l = sockets::listen_std(addr, interceptor.transparent(), 1024).map_err(|source| {
                 let hint = match source.kind() {
                     io::ErrorKind::AddrInUse => " (another process holds this port)",
                     io::ErrorKind::PermissionDenied if interceptor.transparent() => {
@@ -59,7 +103,13 @@ impl Gateway {
             listeners.push(l);
         }
         let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        Ok(Self { shared: Arc::new(Shared { cfg, interceptor, listening }), listeners })
+        let data_permits = Arc::new(Semaphore::new(cfg.max_data_channels));
+        let shared = Shared { cfg, interceptor, listening, data_permits, per_client: Mutex::new(HashMap::new()) };
+        Ok(Self { shared: Arc::new(shared), listeners })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.cfg
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
@@ -81,6 +131,13 @@ impl Gateway {
         );
         let mut accepting = Vec::new();
         for l in self.listeners {
+            let l = match TcpListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, "cannot register a listener with the runtime");
+                    continue;
+                }
+            };
             let shared = self.shared.clone();
             let permits = permits.clone();
             let mut stop = shutdown.clone();
@@ -121,24 +178,24 @@ impl Gateway {
 }
 
 fn admit(shared: &Arc<Shared>, permits: &Arc<Semaphore>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    match permits.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                control::serve(shared, stream, peer).await;
-                drop(permit);
-            });
-        }
-        Err(_) => {
-            warn!(%peer, reason = "limit", "session refused: max_sessions reached");
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    stream.write_all(b"421 Too many sessions, try again later\r\n"),
-                )
-                .await;
-            });
-        }
-    }
+    let refusal = match permits.clone().try_acquire_owned() {
+        Err(_) => "421 Too many sessions, try again later\r\n",
+        Ok(permit) => match shared.take_client_slot(peer.ip()) {
+            None => "421 Too many sessions from your address, try again later\r\n",
+            Some(slot) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    control::serve(shared, stream, peer).await;
+                    drop(slot);
+                    drop(permit);
+                });
+                return;
+            }
+        },
+    };
+    warn!(%peer, reason = "limit", "session refused: {}", refusal.trim_end());
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(refusal.as_bytes())).await;
+    });
 }

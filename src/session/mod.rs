@@ -26,9 +26,52 @@ pub enum ServerDataPolicy {
     Refuse,
 }
 
+/// Who may log in through the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserPolicy {
+    /// Only `anonymous` and `ftp`.
+    pub anonymous_only: bool,
+    /// When not empty, only these user names (compared case-insensitively).
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl UserPolicy {
+    pub fn permits(&self, user: &str) -> bool {
+        let is = |list: &[String]| list.iter().any(|u| u.eq_ignore_ascii_case(user));
+        let anonymous = user.eq_ignore_ascii_case("anonymous") || user.eq_ignore_ascii_case("ftp");
+        (!self.anonymous_only || anonymous) && (self.allow.is_empty() || is(&self.allow)) && !is(&self.deny)
+    }
+}
+
+/// Which commands the gateway relays (verbs in upper case). QUIT is always allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandPolicy {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl CommandPolicy {
+    pub fn permits(&self, verb: &str) -> bool {
+        verb == "QUIT"
+            || ((self.allow.is_empty() || self.allow.iter().any(|v| v == verb)) && !self.deny.iter().any(|v| v == verb))
+    }
+}
+
+/// One FXP allowance: clients in `client` may name data endpoints in `data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FxpRule {
+    pub client: ipnet::IpNet,
+    pub data: ipnet::IpNet,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPolicy {
     pub server_data: ServerDataPolicy,
+    pub users: UserPolicy,
+    pub commands: CommandPolicy,
+    /// Empty: FXP off, PORT/EPRT must name the client's own address.
+    pub fxp: Vec<FxpRule>,
     pub refuse_tls: bool,
     /// Consecutive malformed or overlong lines tolerated before the session is closed.
     pub max_malformed: u32,
@@ -42,6 +85,9 @@ impl Default for SessionPolicy {
     fn default() -> Self {
         Self {
             server_data: ServerDataPolicy::Substitute,
+            users: UserPolicy::default(),
+            commands: CommandPolicy::default(),
+            fxp: Vec::new(),
             refuse_tls: true,
             max_malformed: 8,
             max_passive_reply: 4096,
@@ -168,6 +214,11 @@ impl Session {
         matches!(self.expect.front(), Some(Expect::Transfer { preliminary: true }))
     }
 
+    /// True while a multi-line reply from the server is open.
+    pub fn mid_reply(&self) -> bool {
+        self.tracker.in_multiline()
+    }
+
     /// The verb of the last transfer command (for the transfer log).
     pub fn last_transfer(&self) -> Option<&str> {
         self.last_transfer.as_deref()
@@ -226,7 +277,17 @@ impl Session {
     }
 
     fn on_command(&mut self, cmd: Command, interrupted: bool) -> Vec<Action> {
+        if !self.policy.commands.permits(cmd.name()) {
+            return refuse(Refusal::CommandRefused(cmd.name().to_owned()));
+        }
         match cmd.verb {
+            Verb::User => {
+                let user = cmd.arg_text();
+                if !self.policy.users.permits(user.trim()) {
+                    return refuse(Refusal::UserRefused(user.trim().to_owned()));
+                }
+                self.forward(&cmd, Expect::Relay)
+            }
             Verb::Pasv | Verb::Epsv => self.on_passive_command(&cmd),
             Verb::Port | Verb::Eprt => self.on_active_command(&cmd),
             Verb::Lprt | Verb::Lpsv | Verb::Spsv => refuse(Refusal::NotSupported(cmd.name().to_owned())),
@@ -306,14 +367,24 @@ impl Session {
         if named.is_ipv6() != client_ip.is_ipv6() {
             return refuse(Refusal::FamilyMismatch { verb });
         }
+        let mut out = vec![Action::DropData];
         if canonical_ip(named.ip()) != client_ip {
-            return refuse(Refusal::Bounce { verb, named, client: client_ip });
+            let fxp = self
+                .policy
+                .fxp
+                .iter()
+                .any(|r| r.client.contains(&client_ip) && r.data.contains(&canonical_ip(named.ip())));
+            if !fxp {
+                return refuse(Refusal::Bounce { verb, named, client: client_ip });
+            }
+            out.push(Action::Quirk("FXP: data address allowed by fxp rule"));
         }
         if named.port() < 1024 {
             return refuse(Refusal::PrivilegedPort { verb, port: named.port() });
         }
         self.waiting = Some(Waiting::Active);
-        vec![Action::DropData, Action::OpenActive { client_data: named }]
+        out.push(Action::OpenActive { client_data: named });
+        out
     }
 
     /// The client-facing listener for the last `OpenPassive` is ready at `advertise` (the

@@ -40,6 +40,10 @@ pub enum Refusal {
     FamilyMismatch { verb: &'static str },
     #[error("{0} is not allowed through the gateway")]
     NotSupported(String),
+    #[error("user {0:?} is not allowed through this gateway")]
+    UserRefused(String),
+    #[error("command {0} is not allowed by gateway policy")]
+    CommandRefused(String),
     #[error("AUTH (FTPS) refused by policy")]
     TlsRefused,
     #[error("data connection commands other than EPSV refused after EPSV ALL")]
@@ -61,7 +65,9 @@ impl Refusal {
             | Refusal::ServerDataElsewhere { .. }
             | Refusal::ServerPrivilegedPort(_)
             | Refusal::MalformedReply => Fault::Server,
-            Refusal::TlsRefused | Refusal::NotSupported(_) => Fault::Local,
+            Refusal::TlsRefused | Refusal::NotSupported(_) | Refusal::UserRefused(_) | Refusal::CommandRefused(_) => {
+                Fault::Local
+            }
             _ => Fault::Client,
         }
     }
@@ -78,7 +84,11 @@ impl Refusal {
             | Refusal::BadPassiveReply { .. } => "malformed",
             Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => "bounce",
             Refusal::ServerDataElsewhere { .. } | Refusal::ServerPrivilegedPort(_) => "server_data_address",
-            Refusal::NotSupported(_) | Refusal::TlsRefused | Refusal::AfterEpsvAll => "policy",
+            Refusal::NotSupported(_)
+            | Refusal::TlsRefused
+            | Refusal::AfterEpsvAll
+            | Refusal::UserRefused(_)
+            | Refusal::CommandRefused(_) => "policy",
         }
     }
 
@@ -89,7 +99,8 @@ impl Refusal {
             Refusal::MalformedFlood => 421,
             Refusal::BadAddress { .. } | Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => 501,
             Refusal::FamilyMismatch { .. } => 522,
-            Refusal::NotSupported(_) => 502,
+            Refusal::NotSupported(_) | Refusal::CommandRefused(_) => 502,
+            Refusal::UserRefused(_) => 530,
             Refusal::TlsRefused => 534,
             Refusal::AfterEpsvAll => 503,
             Refusal::BadPassiveReply { .. }

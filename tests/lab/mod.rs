@@ -24,6 +24,8 @@ pub const FW_S4: &str = "198.51.100.1";
 pub const FW_S4_ALT: &str = "198.51.100.3";
 pub const SERVER4: &str = "198.51.100.2";
 pub const CLIENT6: &str = "2001:db8:1::2";
+/// A second client-side address: the stranger in port-stealing tests, a second client in limits.
+pub const CLIENT4_ALT: &str = "203.0.113.3";
 pub const FW_C6: &str = "2001:db8:1::1";
 pub const FW_S6: &str = "2001:db8:2::1";
 pub const SERVER6: &str = "2001:db8:2::2";
@@ -174,7 +176,9 @@ pub struct Lab {
 impl Lab {
     /// Builds the three namespaces, addresses, routes and guards, and loads the path's rules.
     pub fn new(path: LabPath) -> Lab {
-        let id = format!("fg{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        // FTPGATE_LAB_TAG lets a CI run find exactly the namespaces its own tests made.
+        let tag = std::env::var("FTPGATE_LAB_TAG").unwrap_or_else(|_| "fg".to_owned());
+        let id = format!("{tag}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let dir = tempfile::Builder::new().prefix(&format!("{id}-")).tempdir().expect("lab temp dir");
         // Servers drop privileges and must traverse into the tree.
         set_mode(dir.path(), 0o755);
@@ -198,7 +202,7 @@ impl Lab {
         must(&["ip", "-n", &f, "link", "add", "cside", "type", "veth", "peer", "name", "eth0", "netns", &c]);
         must(&["ip", "-n", &f, "link", "add", "sside", "type", "veth", "peer", "name", "eth0", "netns", &s]);
         for (ns, dev, addrs) in [
-            (&c, "eth0", vec![format!("{CLIENT4}/24"), format!("{CLIENT6}/64")]),
+            (&c, "eth0", vec![format!("{CLIENT4}/24"), format!("{CLIENT6}/64"), format!("{CLIENT4_ALT}/32")]),
             (&f, "cside", vec![format!("{FW_C4}/24"), format!("{FW_C6}/64")]),
             // The /32 never wins source selection toward the /24, so FW_S4 stays the default.
             (&f, "sside", vec![format!("{FW_S4}/24"), format!("{FW_S6}/64"), format!("{FW_S4_ALT}/32")]),
@@ -356,6 +360,23 @@ impl Lab {
         (pid, log)
     }
 
+    /// Waits (bounded: 30 s) for a process this lab started that is expected to finish on its
+    /// own, and forgets it; true when it exited successfully.
+    pub fn reap(&mut self, name: &str) -> bool {
+        let Some(i) = self.procs.iter().position(|p| p.name == name) else { return false };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.procs[i].child.try_wait() {
+                self.procs.remove(i);
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Polls (bounded: 10 s, 20 ms apart) until something listens on `port` at `addr` in `ns`:
     /// there is nothing to await for a foreign process's readiness.
     pub fn wait_listening(&mut self, ns: &str, addr: &str, port: u16) {
@@ -417,35 +438,75 @@ impl Lab {
         tree
     }
 
+    /// Writes a file into the lab's directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Starts the misbehaving server (tests/lab/hostile_server.py) on the server's IPv4 address.
+    pub fn start_hostile(&mut self, behaviour: &str) {
+        let script = manifest().join("tests/lab/hostile_server.py").to_str().unwrap().to_owned();
+        let ns = self.server_ns.clone();
+        let argv: Vec<String> =
+            ["python3", &script, "--addr", SERVER4, "--behaviour", behaviour].iter().map(|s| s.to_string()).collect();
+        self.spawn("hostile", &ns, &argv);
+        self.wait_listening(&ns, SERVER4, 21);
+    }
+
+    /// Runs tests/lab/attack.py in the client namespace against `host:port` with `steps`.
+    pub fn attack(&self, host: &str, port: u16, steps: &[&str]) -> (bool, String) {
+        let script = manifest().join("tests/lab/attack.py").to_str().unwrap().to_owned();
+        let port = port.to_string();
+        let mut argv = vec!["python3", script.as_str(), host, port.as_str()];
+        argv.extend_from_slice(steps);
+        let (ok, out) = self.client_run(&argv);
+        (ok && out.lines().any(|l| l == "OK"), out)
+    }
+
+    /// Listening TCP sockets in the firewall namespace with a port in ftpgate's passive range.
+    pub fn passive_listeners(&self) -> usize {
+        let out = self.exec_ok(&self.fw_ns, &["ss", "-Hltn"]);
+        out.lines()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .filter_map(|a| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
+            .filter(|p| (50000..=50999).contains(p))
+            .count()
+    }
+
     /// Starts ftpgate in the firewall namespace for this lab's path (plus `extra` flags).
-    pub fn start_ftpgate(&mut self, extra: &[&str]) {
+    pub fn start_ftpgate(&mut self, extra: &[&str]) -> Vec<u32> {
         let bin = env!("CARGO_BIN_EXE_ftpgate").to_owned();
         let fw = self.fw_ns.clone();
         let mut base: Vec<String> = vec![bin, "--log-level".into(), "debug,ftpgate::proxy::control=trace".into()];
         base.extend(extra.iter().map(|s| s.to_string()));
         match self.path {
             LabPath::Redirect => {
-                self.spawn("ftpgate", &fw, &base);
+                let (pid, _) = self.spawn("ftpgate", &fw, &base);
                 self.wait_listening(&fw, "0.0.0.0", PROXY_PORT);
+                vec![pid]
             }
             LabPath::Tproxy => {
                 base.extend(["--intercept".into(), "tproxy".into()]);
-                self.spawn("ftpgate", &fw, &base);
+                let (pid, _) = self.spawn("ftpgate", &fw, &base);
                 self.wait_listening(&fw, "0.0.0.0", PROXY_PORT);
+                vec![pid]
             }
             LabPath::Reverse => {
                 // One instance per family, each in front of the server's address of that family.
                 let mut v4 = base.clone();
                 v4.extend(["--listen".into(), format!("{FW_C4}:21"), "--upstream".into(), format!("{SERVER4}:21")]);
-                self.spawn("ftpgate-v4", &fw, &v4);
+                let (p4, _) = self.spawn("ftpgate-v4", &fw, &v4);
                 let mut v6 = base;
                 v6.extend(["--listen".into(), format!("[{FW_C6}]:21"), "--upstream".into(), format!("[{SERVER6}]:21")]);
                 v6.extend(["--passive-ports".into(), "51000-51999".into()]);
-                self.spawn("ftpgate-v6", &fw, &v6);
+                let (p6, _) = self.spawn("ftpgate-v6", &fw, &v6);
                 self.wait_listening(&fw, FW_C4, 21);
                 self.wait_listening(&fw, FW_C6, 21);
+                vec![p4, p6]
             }
-            LabPath::Routed | LabPath::KernelHelper => {}
+            LabPath::Routed | LabPath::KernelHelper => Vec::new(),
         }
     }
 
