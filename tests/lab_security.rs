@@ -316,7 +316,11 @@ fn after_dropping_privileges_transfers_work_and_only_net_admin_is_held() {
     for path in [LabPath::Tproxy, LabPath::Redirect] {
         let mut lab = Lab::new(path);
         let tree = lab.start_server(ServerKind::Vsftpd);
-        let pids = lab.start_ftpgate(&["--user", "nobody", "--group", "nogroup"]);
+        let jail = lab.dir.path().join("jail");
+        std::fs::create_dir_all(&jail).unwrap();
+        let pids = lab.start_ftpgate(&["--user", "nobody", "--group", "nogroup", "--chroot", jail.to_str().unwrap()]);
+        let root = std::fs::read_link(format!("/proc/{}/root", pids[0])).unwrap();
+        assert_eq!(root, jail.canonicalize().unwrap(), "ftpgate must run chrooted");
         let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap();
         let field = |name: &str| {
             status

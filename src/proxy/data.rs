@@ -23,10 +23,12 @@ pub struct Endpoints {
     pub server_side: LocalAddr,
 }
 
-/// A running data channel; dropping it aborts the transfer.
+/// A running data channel; dropping it aborts the transfer and frees its place under
+/// `limits.max_data_channels` at once (the aborted task itself ends at its next poll).
 pub struct DataTask {
     pub handle: JoinHandle<DataOutcome>,
     pub started: Instant,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for DataTask {
@@ -91,10 +93,5 @@ fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
 }
 
 fn spawn(plan: DataPlan, t: DataTimeouts, permit: OwnedSemaphorePermit) -> DataTask {
-    let handle = tokio::spawn(async move {
-        let outcome = channel::run(plan, t).await;
-        drop(permit);
-        outcome
-    });
-    DataTask { handle, started: Instant::now() }
+    DataTask { handle: tokio::spawn(channel::run(plan, t)), started: Instant::now(), _permit: permit }
 }
