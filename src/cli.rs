@@ -40,6 +40,9 @@ pub struct Cli {
     /// Directory to chroot into after binding.
     #[arg(long, value_name = "DIR")]
     pub chroot: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
@@ -81,6 +84,9 @@ impl Cli {
         }
         if let Some(c) = &self.chroot {
             raw.privileges.chroot = Some(c.clone());
+        }
+        if let Some(m) = &self.metrics_listen {
+            raw.metrics.listen = Some(m.clone());
         }
         if let Some(f) = &self.log_format {
             raw.log.format = f.clone();

@@ -4,7 +4,6 @@ use ftpgate::config::{Config, InterceptMode, LogFormat};
 use ftpgate::privileges::{drop_privileges, Keep};
 use ftpgate::proxy::Gateway;
 use std::process::ExitCode;
-use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// Exit codes an admin's scripts can tell apart.
@@ -73,9 +72,36 @@ fn main() -> ExitCode {
             wait_for_signal().await;
             let _ = tx.send(true);
         });
-        gateway.serve(rx, Duration::from_secs(30)).await;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload_on_sighup(cli, reload_tx));
+        gateway.serve(rx, reload_rx).await;
+        tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP: read the file again (with the command line's overrides); a file that does not
+/// validate is refused with its reason and the running configuration stays.
+async fn reload_on_sighup(cli: Cli, to: tokio::sync::mpsc::Sender<Config>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler: reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if cli.config.is_none() {
+            tracing::warn!("SIGHUP: no --config file to reload");
+            continue;
+        }
+        match cli.config() {
+            Ok(cfg) => {
+                if to.send(cfg).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!(reason = "config", "reload refused, keeping the running configuration: {e}"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -98,6 +98,7 @@ pub struct Timeouts {
     pub idle: Duration,
     pub data_accept: Duration,
     pub data_idle: Duration,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +135,8 @@ pub struct Config {
     pub session: SessionPolicy,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Where `/metrics` is served; off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -283,6 +286,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         idle: duration(t.idle, "timeouts.idle")?,
         data_accept: duration(t.data_accept, "timeouts.data_accept")?,
         data_idle: duration(t.data_idle, "timeouts.data_idle")?,
+        shutdown_grace: t.shutdown_grace,
     };
     let log_format = match raw.log.format.as_str() {
         "human" => LogFormat::Human,
@@ -320,6 +324,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         },
         log_format,
         log_level: raw.log.level.clone(),
+        metrics_listen: raw.metrics.listen.as_deref().map(|s| socket_addr(s, "metrics.listen")).transpose()?,
     })
 }
 

@@ -20,6 +20,13 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub timeouts: RawTimeouts,
     pub log: RawLog,
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
 }
 
 impl Default for RawConfig {
@@ -40,6 +47,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             timeouts: RawTimeouts::default(),
             log: RawLog::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -135,6 +143,8 @@ pub struct RawTimeouts {
     pub data_accept: Duration,
     #[serde(with = "humantime_serde")]
     pub data_idle: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RawTimeouts {
@@ -146,6 +156,7 @@ impl Default for RawTimeouts {
             idle: Duration::from_secs(900),
             data_accept: Duration::from_secs(60),
             data_idle: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

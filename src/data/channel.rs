@@ -87,7 +87,8 @@ async fn accept_from(
         if canonical_ip(peer.ip()) == expected {
             return Ok(stream);
         }
-        tracing::warn!(%peer, %expected, "refused data connection from unexpected peer");
+        tracing::warn!(%peer, %expected, reason = "port_stealing", "refused data connection from unexpected peer");
+        crate::metrics::metrics().reject("port_stealing");
         // Bounded: a flood of strangers cannot grow this past what fits in one log line.
         if refused.len() < 16 {
             refused.push(peer);
@@ -101,6 +102,11 @@ pub async fn run(plan: DataPlan, t: DataTimeouts) -> DataOutcome {
     let started = Instant::now();
     let mode = plan.mode();
     let mut refused = Vec::new();
+    let m = crate::metrics::metrics();
+    let (to_client_bytes, to_server_bytes) =
+        (m.bytes.with_label_values(&["to_client"]), m.bytes.with_label_values(&["to_server"]));
+    let to_client = move |n: u64| to_client_bytes.inc_by(n);
+    let to_server = move |n: u64| to_server_bytes.inc_by(n);
     let outcome = |to_client, to_server, result, refused| DataOutcome {
         mode,
         to_client,
@@ -120,7 +126,7 @@ pub async fn run(plan: DataPlan, t: DataTimeouts) -> DataOutcome {
                 Ok(s) => s,
                 Err(err) => return outcome(0, 0, Err(DataError::Connect { to: server_data, err }), refused),
             };
-            let r = relay(client, server, t.idle).await;
+            let r = relay(client, server, t.idle, &to_server, &to_client).await;
             outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused)
         }
         DataPlan::Active { listener, server_ip, client_data, source } => {
@@ -133,7 +139,7 @@ pub async fn run(plan: DataPlan, t: DataTimeouts) -> DataOutcome {
                 Ok(s) => s,
                 Err(err) => return outcome(0, 0, Err(DataError::Connect { to: client_data, err }), refused),
             };
-            let r = relay(server, client, t.idle).await;
+            let r = relay(server, client, t.idle, &to_client, &to_server).await;
             outcome(r.a_to_b, r.b_to_a, r.result.map_err(DataError::Relay), refused)
         }
     }

@@ -22,7 +22,11 @@ pub struct RelayOutcome {
     pub result: Result<(), String>,
 }
 
-async fn pump<R, W>(mut r: R, mut w: W, idle: Duration, count: &AtomicU64) -> io::Result<()>
+/// Called with every chunk's size as it is delivered (live byte metrics, exact even when a
+/// transfer is aborted).
+pub type OnBytes<'a> = &'a (dyn Fn(u64) + Sync);
+
+async fn pump<R, W>(mut r: R, mut w: W, idle: Duration, count: &AtomicU64, on: OnBytes<'_>) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -44,18 +48,19 @@ where
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "data connection stalled")),
         }
         count.fetch_add(n as u64, Ordering::Relaxed);
+        on(n as u64);
     }
 }
 
 /// Relays between `a` and `b` until one direction has delivered its end of file, an error, or
 /// `idle` passes without progress.
-pub async fn relay(a: TcpStream, b: TcpStream, idle: Duration) -> RelayOutcome {
+pub async fn relay(a: TcpStream, b: TcpStream, idle: Duration, on_ab: OnBytes<'_>, on_ba: OnBytes<'_>) -> RelayOutcome {
     let (ar, aw) = a.into_split();
     let (br, bw) = b.into_split();
     let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));
     let result = tokio::select! {
-        r = pump(ar, bw, idle, &ab) => r,
-        r = pump(br, aw, idle, &ba) => r,
+        r = pump(ar, bw, idle, &ab, on_ab) => r,
+        r = pump(br, aw, idle, &ba, on_ba) => r,
     };
     RelayOutcome { a_to_b: ab.into_inner(), b_to_a: ba.into_inner(), result: result.map_err(|e| e.to_string()) }
 }
@@ -82,7 +87,8 @@ mod tests {
             server.shutdown().await.unwrap();
             server
         });
-        let relay = tokio::spawn(relay(proxy_s, proxy_c, Duration::from_secs(5)));
+        let relay =
+            tokio::spawn(async move { relay(proxy_s, proxy_c, Duration::from_secs(5), &|_| {}, &|_| {}).await });
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         let out = relay.await.unwrap();
@@ -97,7 +103,7 @@ mod tests {
     async fn idle_data_connection_times_out() {
         let (_server, proxy_s) = pair().await;
         let (proxy_c, _client) = pair().await;
-        let out = relay(proxy_s, proxy_c, Duration::from_millis(50)).await;
+        let out = relay(proxy_s, proxy_c, Duration::from_millis(50), &|_| {}, &|_| {}).await;
         assert!(out.result.unwrap_err().contains("idle"));
     }
 }

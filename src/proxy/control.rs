@@ -6,7 +6,8 @@ use super::Shared;
 use crate::addr::{canonical, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::InterceptMode;
 use crate::data::sockets::connect;
-use crate::data::DataOutcome;
+use crate::data::{DataError, DataOutcome};
+use crate::metrics::{metrics, verb_label};
 use crate::protocol::reply::reply_line;
 use crate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
 use crate::session::{Action, Session};
@@ -25,7 +26,7 @@ const MAX_REPLY_LINE: usize = 8192;
 const IAC_IP_IAC: [u8; 3] = [255, 244, 255];
 const DM: u8 = 242;
 
-/// Why a session ended, for the session log line.
+/// Why a session ended, for the session log line and `ftpgate_sessions_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     ClientQuit,
@@ -37,7 +38,38 @@ enum Outcome {
     Error,
 }
 
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::ClientQuit => "client_quit",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::ServerClosed => "server_closed",
+            Outcome::Refused => "refused",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::ReplyTimeout => "reply_timeout",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Counts a session as active for as long as it lives.
+struct ActiveSession;
+
+impl ActiveSession {
+    fn new() -> Self {
+        metrics().sessions_active.inc();
+        Self
+    }
+}
+
+impl Drop for ActiveSession {
+    fn drop(&mut self) {
+        metrics().sessions_active.dec();
+    }
+}
+
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
+    let _active = ActiveSession::new();
     let client_addr = ClientAddr(canonical(peer));
     let local = match client.local_addr() {
         Ok(a) => LocalAddr(canonical(a)),
@@ -51,6 +83,9 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     async move {
         let (outcome, up, down) = run(&shared, client, client_addr, local).await;
+        let m = metrics();
+        m.sessions.with_label_values(&[outcome.label()]).inc();
+        m.session_duration.observe(started.elapsed().as_secs_f64());
         info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
     }
     .instrument(span)
@@ -77,6 +112,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(o) => o,
         Err(e) => {
             warn!(reason = "intercept", error = %e, "cannot tell where the client was going");
+            metrics().reject("intercept");
             return refuse(client, 421, "Gateway cannot determine the destination").await;
         }
     };
@@ -85,6 +121,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         (Some(dst), None) => {
             if is_loop(shared, dst, local) {
                 warn!(reason = "loop", %dst, "connection addressed to ftpgate itself, refused");
+                metrics().reject("loop");
                 return refuse(client, 421, "Connection to the gateway itself refused (not diverted)").await;
             }
             UpstreamAddr(dst.0)
@@ -102,6 +139,8 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(s) => s,
         Err(e) => {
             warn!(reason = "upstream_connect", error = %e, "cannot connect to server");
+            metrics().upstream_connect_failures.inc();
+            metrics().reject("upstream_connect");
             return refuse(client, 421, &format!("Cannot connect to {upstream}: {e}")).await;
         }
     };
@@ -109,6 +148,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(a) => LocalAddr(canonical(a)),
         Err(e) => return refuse(client, 421, &format!("Gateway error: {e}")).await,
     };
+    metrics().upstream_connect_duration.observe(connect_started.elapsed().as_secs_f64());
     info!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "session start");
     // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
     let _ = SockRef::from(&client).set_out_of_band_inline(true);
@@ -216,7 +256,11 @@ impl Conn<'_> {
                             let actions = match frame {
                                 Frame::Line(line) => {
                                     tracing::trace!(reply = %String::from_utf8_lossy(&line).trim_end(), "server");
-                                    self.session.on_server_line(&line)
+                                    let actions = self.session.on_server_line(&line);
+                                    if !self.session.mid_reply() {
+                                        count_reply_class(&line);
+                                    }
+                                    actions
                                 }
                                 Frame::Overlong => vec![
                                     Action::ToClient(reply_line(421, "Server sent an overlong reply line, closing")),
@@ -244,6 +288,7 @@ impl Conn<'_> {
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let (code, text, outcome) = on_expiry;
                     warn!(reason = "timeout", "{text}");
+                    metrics().reject("timeout");
                     let _ = self.write_client(&reply_line(code, text)).await;
                     Step::Stop(outcome)
                 }
@@ -338,6 +383,7 @@ impl Conn<'_> {
                 }
                 Action::Refused(why) => {
                     warn!(reason = why.label(), fault = why.fault().label(), "refused: {why}");
+                    metrics().reject(why.label());
                     Ok(())
                 }
                 Action::Quirk(what) => {
@@ -369,6 +415,7 @@ impl Conn<'_> {
     fn finish_data(&mut self, r: Result<DataOutcome, tokio::task::JoinError>) {
         self.data = None;
         let verb = self.session.last_transfer().unwrap_or("-");
+        let m = metrics();
         match r {
             Ok(o) => {
                 self.up += o.to_server;
@@ -392,6 +439,15 @@ impl Conn<'_> {
                         reason = e.label(),
                         "transfer failed: {e}"
                     ),
+                }
+                match &o.result {
+                    // Nobody came: no transfer took place.
+                    Err(DataError::AcceptTimeout { .. }) => m.reject("timeout"),
+                    r => {
+                        let outcome = if r.is_ok() { "ok" } else { "failed" };
+                        m.transfers.with_label_values(&[verb_label(verb), outcome]).inc();
+                        m.transfer_duration.observe(o.duration.as_secs_f64());
+                    }
                 }
                 if !o.stolen_attempts.is_empty() {
                     warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
@@ -459,6 +515,14 @@ fn read_past_urgent_mark(rd: &OwnedReadHalf, buf: &mut [u8]) -> Option<usize> {
     match (&*sock).read(buf) {
         Ok(n) if n > 0 => Some(n),
         _ => None,
+    }
+}
+
+/// `ftpgate_server_replies_total{class}` for a reply's final line.
+fn count_reply_class(line: &[u8]) {
+    if let Some(code) = crate::protocol::reply::parse_code(line) {
+        let class = ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(code / 100 - 1).min(4)];
+        metrics().server_replies.with_label_values(&[class]).inc();
     }
 }
 

@@ -5,6 +5,8 @@ use crate::addr::{ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::{Advertise, InterceptMode};
 use crate::data::channel::{self, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::listen_in_range;
+use crate::metrics::metrics;
+use prometheus::IntGauge;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -29,6 +31,26 @@ pub struct DataTask {
     pub handle: JoinHandle<DataOutcome>,
     pub started: Instant,
     _permit: OwnedSemaphorePermit,
+    _active: ActiveChannel,
+}
+
+/// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
+struct ActiveChannel(IntGauge);
+
+impl ActiveChannel {
+    fn new(mode: &str, family: &str) -> Self {
+        let m = metrics();
+        m.data_channels.with_label_values(&[mode, family]).inc();
+        let g = m.data_channels_active.with_label_values(&[mode, family]);
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for ActiveChannel {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Drop for DataTask {
@@ -73,7 +95,7 @@ pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) ->
         // Servers such as vsftpd insist that data comes from the control connection's address.
         source: Some(ep.server_side.ip()),
     };
-    Ok((SocketAddr::new(ip, port), spawn(plan, timeouts(shared), permit)))
+    Ok((SocketAddr::new(ip, port), spawn(plan, timeouts(shared), permit, ep)))
 }
 
 /// Binds the server-facing listener; returns its address (for PORT/EPRT) and the channel.
@@ -82,7 +104,7 @@ pub fn open_active(shared: &Shared, ep: &Endpoints, client_data: SocketAddr) -> 
     let listener = listen_in_range(ep.server_side.ip(), shared.cfg.active_ports, false)?;
     let at = listener.local_addr()?;
     let plan = DataPlan::Active { listener, server_ip: ep.upstream.ip(), client_data, source: None };
-    Ok((at, spawn(plan, timeouts(shared), permit)))
+    Ok((at, spawn(plan, timeouts(shared), permit, ep)))
 }
 
 /// One of `limits.max_data_channels`, held for as long as the channel's task lives.
@@ -92,6 +114,8 @@ fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
     })
 }
 
-fn spawn(plan: DataPlan, t: DataTimeouts, permit: OwnedSemaphorePermit) -> DataTask {
-    DataTask { handle: tokio::spawn(channel::run(plan, t)), started: Instant::now(), _permit: permit }
+fn spawn(plan: DataPlan, t: DataTimeouts, permit: OwnedSemaphorePermit, ep: &Endpoints) -> DataTask {
+    let family = if ep.client.is_ipv6() { "ipv6" } else { "ipv4" };
+    let active = ActiveChannel::new(plan.mode(), family);
+    DataTask { handle: tokio::spawn(channel::run(plan, t)), started: Instant::now(), _permit: permit, _active: active }
 }

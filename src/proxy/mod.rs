@@ -2,6 +2,7 @@
 
 mod control;
 mod data;
+mod metrics_endpoint;
 
 use crate::config::Config;
 use crate::data::sockets;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
 #[derive(Debug, Error)]
@@ -27,15 +28,17 @@ pub enum StartError {
 }
 
 /// What every session of this process shares.
+/// A session keeps the generation it started with; a reload makes a new one for new sessions,
+/// sharing the process-wide state (interceptor, limits' counters).
 pub struct Shared {
     pub cfg: Config,
-    pub interceptor: Interceptor,
+    pub interceptor: Arc<Interceptor>,
     /// The addresses actually bound (port 0 resolved).
     pub listening: Vec<SocketAddr>,
     /// Open data channels, all sessions together.
     pub data_permits: Arc<Semaphore>,
     /// Sessions per client network (`limits.client_prefix_v4/v6`).
-    per_client: Mutex<HashMap<IpNet, usize>>,
+    per_client: Arc<Mutex<HashMap<IpNet, usize>>>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -57,6 +60,35 @@ impl Drop for ClientSlot {
 }
 
 impl Shared {
+    /// The next generation for `new`. What only a restart can change (sockets, interception,
+    /// privileges, sizes of process-wide pools) keeps its running value; the names of those
+    /// fields come back so the reload can say so.
+    fn reloaded(&self, mut new: Config) -> (Shared, Vec<&'static str>) {
+        let old = &self.cfg;
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($field:ident),*) => {$(
+                if new.$field != old.$field {
+                    kept.push(stringify!($field));
+                    new.$field = old.$field.clone();
+                }
+            )*};
+        }
+        keep!(listen, intercept, privileges, metrics_listen, max_sessions, max_data_channels);
+        if new.upstream.is_some() != old.upstream.is_some() {
+            kept.push("upstream");
+            new.upstream = old.upstream;
+        }
+        let next = Shared {
+            cfg: new,
+            interceptor: self.interceptor.clone(),
+            listening: self.listening.clone(),
+            data_permits: self.data_permits.clone(),
+            per_client: self.per_client.clone(),
+        };
+        (next, kept)
+    }
+
     fn client_key(&self, ip: IpAddr) -> IpNet {
         let ip = crate::addr::canonical_ip(ip);
         let prefix = if ip.is_ipv4() { self.cfg.client_prefix_v4 } else { self.cfg.client_prefix_v6 };
@@ -80,6 +112,7 @@ impl Shared {
 pub struct Gateway {
     shared: Arc<Shared>,
     listeners: Vec<std::net::TcpListener>,
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl Gateway {
@@ -102,10 +135,24 @@ impl Gateway {
             })?;
             listeners.push(l);
         }
+        let metrics_listener = match cfg.metrics_listen {
+            Some(addr) => Some(sockets::listen_std(addr, false, 64).map_err(|source| StartError::Listen {
+                addr,
+                source,
+                hint: " (metrics.listen)",
+            })?),
+            None => None,
+        };
         let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let data_permits = Arc::new(Semaphore::new(cfg.max_data_channels));
-        let shared = Shared { cfg, interceptor, listening, data_permits, per_client: Mutex::new(HashMap::new()) };
-        Ok(Self { shared: Arc::new(shared), listeners })
+        let shared = Shared {
+            cfg,
+            interceptor: Arc::new(interceptor),
+            listening,
+            data_permits,
+            per_client: Arc::new(Mutex::new(HashMap::new())),
+        };
+        Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
     }
 
     pub fn config(&self) -> &Config {
@@ -116,9 +163,12 @@ impl Gateway {
         &self.shared.listening
     }
 
-    /// Serves until `shutdown` turns true, then lets sessions finish for up to `grace`.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    /// Serves until `shutdown` turns true, then lets sessions finish for up to the configured
+    /// grace period. Each configuration received on `reloads` applies to sessions started after.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>, mut reloads: mpsc::Receiver<Config>) {
         let cfg = &self.shared.cfg;
+        let grace = cfg.timeouts.shutdown_grace;
+        let (current_tx, current) = watch::channel(self.shared.clone());
         let max = cfg.max_sessions;
         let permits = Arc::new(Semaphore::new(max));
         info!(
@@ -129,6 +179,17 @@ impl Gateway {
             max_sessions = max,
             "ftpgate listening"
         );
+        let _metrics_task = match self.metrics_listener.map(TcpListener::from_std) {
+            Some(Ok(l)) => {
+                info!(listen = ?l.local_addr().ok(), "serving /metrics");
+                Some(AbortOnDrop(tokio::spawn(metrics_endpoint::serve(l))))
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "cannot register the metrics listener");
+                None
+            }
+            None => None,
+        };
         let mut accepting = Vec::new();
         for l in self.listeners {
             let l = match TcpListener::from_std(l) {
@@ -138,7 +199,7 @@ impl Gateway {
                     continue;
                 }
             };
-            let shared = self.shared.clone();
+            let current = current.clone();
             let permits = permits.clone();
             let mut stop = shutdown.clone();
             accepting.push(tokio::spawn(async move {
@@ -146,7 +207,10 @@ impl Gateway {
                     tokio::select! {
                         _ = stop.changed() => break,
                         r = l.accept() => match r {
-                            Ok((stream, peer)) => admit(&shared, &permits, stream, peer),
+                            Ok((stream, peer)) => {
+                                let shared = current.borrow().clone();
+                                admit(&shared, &permits, stream, peer)
+                            }
                             Err(e) => {
                                 // EMFILE and friends: back off instead of spinning.
                                 warn!(error = %e, "accept failed");
@@ -158,8 +222,17 @@ impl Gateway {
             }));
         }
         while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
+            tokio::select! {
+                r = shutdown.changed() => if r.is_err() { break },
+                Some(new) = reloads.recv() => {
+                    let (next, kept) = current.borrow().reloaded(new);
+                    if !kept.is_empty() {
+                        warn!(fields = ?kept, "configuration reloaded; these fields need a restart and keep their running values");
+                    } else {
+                        info!("configuration reloaded; new sessions use it, running ones keep theirs");
+                    }
+                    let _ = current_tx.send(Arc::new(next));
+                }
             }
         }
         for a in accepting {
@@ -174,6 +247,14 @@ impl Gateway {
         } else {
             warn!(left = max - permits.available_permits(), "grace period over, closing remaining sessions");
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -194,6 +275,7 @@ fn admit(shared: &Arc<Shared>, permits: &Arc<Semaphore>, stream: tokio::net::Tcp
         },
     };
     warn!(%peer, reason = "limit", "session refused: {}", refusal.trim_end());
+    crate::metrics::metrics().reject("limit");
     tokio::spawn(async move {
         let mut stream = stream;
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(refusal.as_bytes())).await;
