@@ -46,6 +46,9 @@ pub struct Cli {
     /// Log format.
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
+    /// Transfer log file in xferlog format.
+    #[arg(long, value_name = "FILE")]
+    pub xferlog: Option<String>,
     /// Log level or filter (e.g. debug, ftpgate=debug).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -90,6 +93,9 @@ impl Cli {
         }
         if let Some(f) = &self.log_format {
             raw.log.format = f.clone();
+        }
+        if let Some(x) = &self.xferlog {
+            raw.log.xferlog = Some(x.clone());
         }
         if let Some(l) = &self.log_level {
             raw.log.level = l.clone();

@@ -10,3 +10,4 @@ pub mod privileges;
 pub mod protocol;
 pub mod proxy;
 pub mod session;
+pub mod xferlog;

@@ -38,7 +38,8 @@ fn metrics_count_known_transfers_exactly() {
     }
     let mut lab = Lab::new(LabPath::Redirect);
     let tree = lab.start_server(ServerKind::Vsftpd);
-    lab.start_ftpgate(&["--metrics-listen", "127.0.0.1:9121"]);
+    let xferlog = lab.dir.path().join("xferlog");
+    lab.start_ftpgate(&["--metrics-listen", "127.0.0.1:9121", "--xferlog", xferlog.to_str().unwrap()]);
     let cases = [
         Case { client: Client::Curl, mode: Mode::Pasv, family: Family::V4, op: Op::RetrSmall },
         Case { client: Client::Curl, mode: Mode::Epsv, family: Family::V4, op: Op::RetrLarge },
@@ -71,6 +72,25 @@ fn metrics_count_known_transfers_exactly() {
     assert!(value(&m, "ftpgate_server_replies_total{class=\"2xx\"}") >= 8.0);
     assert_eq!(value(&m, "ftpgate_build_info{version=\"0.1.0\"}"), 1.0);
     println!("metrics after 4 known transfers: bytes, transfers, channels, sessions and rejections exact");
+    // The transfer log has one xferlog line per file transfer, fields in their places.
+    let log = std::fs::read_to_string(&xferlog).unwrap();
+    let rows: Vec<Vec<&str>> = log.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 4, "{log}");
+    let want = [
+        ("203.0.113.2", "1536", "small.bin", "o", "a", "anonymous"),
+        ("203.0.113.2", "67108864", "large.bin", "o", "a", "anonymous"),
+        ("203.0.113.2", "3145728", "up-2-curl.bin", "i", "r", "ftpgatelab"),
+        ("2001:db8:1::2", "1536", "small.bin", "o", "a", "anonymous"),
+    ];
+    for (row, (host, bytes, file, dir, mode, user)) in rows.iter().zip(want) {
+        assert_eq!(row.len(), 18, "{row:?}");
+        assert_eq!(
+            (row[6], row[7], row[8], row[9], row[11], row[12], row[13]),
+            (host, bytes, file, "b", dir, mode, user),
+            "{row:?}"
+        );
+        assert_eq!(row[17], "c");
+    }
     lab.finish();
 }
 

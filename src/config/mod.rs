@@ -137,6 +137,8 @@ pub struct Config {
     pub log_level: String,
     /// Where `/metrics` is served; off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Transfer log in xferlog format; off when `None`.
+    pub xferlog: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -325,6 +327,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         log_format,
         log_level: raw.log.level.clone(),
         metrics_listen: raw.metrics.listen.as_deref().map(|s| socket_addr(s, "metrics.listen")).transpose()?,
+        xferlog: match raw.log.xferlog.as_deref() {
+            Some(p) if !p.starts_with('/') => {
+                return Err(invalid("log.xferlog", format!("`{p}` is not an absolute path")))
+            }
+            p => p.map(Into::into),
+        },
     })
 }
 

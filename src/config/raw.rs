@@ -166,10 +166,11 @@ impl Default for RawTimeouts {
 pub struct RawLog {
     pub format: String,
     pub level: String,
+    pub xferlog: Option<String>,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
-        Self { format: "human".into(), level: "info".into() }
+        Self { format: "human".into(), level: "info".into(), xferlog: None }
     }
 }

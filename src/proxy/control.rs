@@ -452,10 +452,34 @@ impl Conn<'_> {
                 if !o.stolen_attempts.is_empty() {
                     warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
                 }
+                self.log_transfer(&o);
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => warn!(error = %e, "data task failed"),
         }
+    }
+
+    /// The xferlog line of a file transfer that got its data connection.
+    fn log_transfer(&self, o: &DataOutcome) {
+        let (Some(log), Some(t)) = (&self.shared.xferlog, self.session.transfer_info()) else { return };
+        let outgoing = match t.verb.as_str() {
+            "RETR" => true,
+            "STOR" | "STOU" | "APPE" => false,
+            _ => return,
+        };
+        if matches!(o.result, Err(DataError::AcceptTimeout { .. }) | Err(DataError::Accept(_))) {
+            return;
+        }
+        log.write(&crate::xferlog::Entry {
+            client: self.ep.client.ip(),
+            bytes: if outgoing { o.to_client } else { o.to_server },
+            duration: o.duration,
+            path: &t.path,
+            binary: t.binary,
+            outgoing,
+            user: self.session.user().unwrap_or("-"),
+            complete: o.result.is_ok(),
+        });
     }
 
     async fn flush_held(&mut self) -> Step {

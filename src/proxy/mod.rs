@@ -7,6 +7,7 @@ mod metrics_endpoint;
 use crate::config::Config;
 use crate::data::sockets;
 use crate::intercept::{InterceptError, Interceptor};
+use crate::xferlog::XferLog;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +26,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: io::Error, hint: &'static str },
     #[error(transparent)]
     Intercept(#[from] InterceptError),
+    #[error("cannot open {what} file {}: {source}", path.display())]
+    File { what: &'static str, path: std::path::PathBuf, source: io::Error },
 }
 
 /// What every session of this process shares.
@@ -39,6 +42,7 @@ pub struct Shared {
     pub data_permits: Arc<Semaphore>,
     /// Sessions per client network (`limits.client_prefix_v4/v6`).
     per_client: Arc<Mutex<HashMap<IpNet, usize>>>,
+    pub xferlog: Option<Arc<XferLog>>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -74,7 +78,7 @@ impl Shared {
                 }
             )*};
         }
-        keep!(listen, intercept, privileges, metrics_listen, max_sessions, max_data_channels);
+        keep!(listen, intercept, privileges, metrics_listen, max_sessions, max_data_channels, xferlog);
         if new.upstream.is_some() != old.upstream.is_some() {
             kept.push("upstream");
             new.upstream = old.upstream;
@@ -85,6 +89,7 @@ impl Shared {
             listening: self.listening.clone(),
             data_permits: self.data_permits.clone(),
             per_client: self.per_client.clone(),
+            xferlog: self.xferlog.clone(),
         };
         (next, kept)
     }
@@ -143,6 +148,14 @@ impl Gateway {
             })?),
             None => None,
         };
+        let xferlog = match &cfg.xferlog {
+            Some(p) => Some(Arc::new(XferLog::open(p).map_err(|source| StartError::File {
+                what: "log.xferlog",
+                path: p.clone(),
+                source,
+            })?)),
+            None => None,
+        };
         let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let data_permits = Arc::new(Semaphore::new(cfg.max_data_channels));
         let shared = Shared {
@@ -151,6 +164,7 @@ impl Gateway {
             listening,
             data_permits,
             per_client: Arc::new(Mutex::new(HashMap::new())),
+            xferlog,
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
     }

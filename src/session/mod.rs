@@ -134,6 +134,15 @@ pub enum Action {
     Close,
 }
 
+/// The command behind a data transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferInfo {
+    pub verb: String,
+    /// The argument as the client sent it (lossy UTF-8).
+    pub path: String,
+    pub binary: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     Greeting,
@@ -181,7 +190,11 @@ pub struct Session {
     malformed_run: u32,
     epsv_all: bool,
     waiting: Option<Waiting>,
-    last_transfer: Option<String>,
+    last_transfer: Option<TransferInfo>,
+    /// The user name last sent with USER (for the transfer log).
+    user: Option<String>,
+    /// TYPE I (or L 8) in force.
+    binary: bool,
     /// Client lines that arrived while an ABOR was being answered, with their interrupt flag.
     deferred: VecDeque<(Frame, bool)>,
 }
@@ -199,6 +212,8 @@ impl Session {
             epsv_all: false,
             waiting: None,
             last_transfer: None,
+            user: None,
+            binary: false,
             deferred: VecDeque::new(),
         }
     }
@@ -221,7 +236,17 @@ impl Session {
 
     /// The verb of the last transfer command (for the transfer log).
     pub fn last_transfer(&self) -> Option<&str> {
-        self.last_transfer.as_deref()
+        self.last_transfer.as_ref().map(|t| t.verb.as_str())
+    }
+
+    /// What the last transfer command was, for the transfer log.
+    pub fn transfer_info(&self) -> Option<&TransferInfo> {
+        self.last_transfer.as_ref()
+    }
+
+    /// The user name the client logged in with, as far as the gateway saw.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// A frame from the client's control stream. `interrupted` is set when a Telnet IP or DM
@@ -286,6 +311,12 @@ impl Session {
                 if !self.policy.users.permits(user.trim()) {
                     return refuse(Refusal::UserRefused(user.trim().to_owned()));
                 }
+                self.user = Some(user.trim().to_owned());
+                self.forward(&cmd, Expect::Relay)
+            }
+            Verb::Other if cmd.name() == "TYPE" => {
+                let t = cmd.arg_text().trim().to_ascii_uppercase();
+                self.binary = t.starts_with('I') || t.starts_with('L');
                 self.forward(&cmd, Expect::Relay)
             }
             Verb::Pasv | Verb::Epsv => self.on_passive_command(&cmd),
@@ -301,7 +332,8 @@ impl Session {
                 vec![Action::DropData, send]
             }
             v if v.uses_data_channel() => {
-                self.last_transfer = Some(cmd.name().to_owned());
+                self.last_transfer =
+                    Some(TransferInfo { verb: cmd.name().to_owned(), path: cmd.arg_text(), binary: self.binary });
                 self.forward(&cmd, Expect::Transfer { preliminary: false })
             }
             _ => self.forward(&cmd, Expect::Relay),
