@@ -212,3 +212,33 @@ fn broken_or_missing_redirect_rules_break_interception() {
     assert!(e.contains("not from/to the firewall"), "{e}");
     lab.finish();
 }
+
+#[test]
+fn filtering_ruleset_admits_the_gateway_and_drops_the_bypass() {
+    if !gate("filter rules", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Redirect);
+    lab.load_rules("ftpgate-filter.nft").unwrap_or_else(|e| panic!("filter rules: {e}"));
+    let tree = lab.start_server(ServerKind::Vsftpd);
+    let cfg = lab.write("active.yaml", &format!("active: {{ports: \"{}\"}}\n", lab::ACTIVE_PORTS));
+    lab.start_ftpgate(&["--config", cfg.to_str().unwrap()]);
+    use lab::clients::{run_case, Case, Client, Mode, Op};
+    for (mode, family) in [
+        (Mode::Pasv, lab::Family::V4),
+        (Mode::Epsv, lab::Family::V4),
+        (Mode::Port, lab::Family::V4),
+        (Mode::Eprt, lab::Family::V4),
+        (Mode::Epsv, lab::Family::V6),
+        (Mode::Eprt, lab::Family::V6),
+    ] {
+        let case = Case { client: Client::Curl, mode, family, op: Op::RetrSmall };
+        run_case(&lab, &tree, &case, 0)
+            .unwrap_or_else(|e| panic!("{} behind the filter: {e}\n{}", case.label(), lab.logs()));
+    }
+    // Without the redirect, FTP from the client side may not bypass the gateway.
+    lab.exec_ok(&lab.fw_ns.clone(), &["nft", "delete", "table", "inet", "ftpgate_redirect"]);
+    let (ok, out) = lab.client_run(&["curl", "-sS", "--max-time", "5", &format!("ftp://{}/small.bin", lab::SERVER4)]);
+    assert!(!ok, "FTP bypassed the gateway: {out}");
+    lab.finish();
+}

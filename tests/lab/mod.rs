@@ -32,6 +32,8 @@ pub const SERVER6: &str = "2001:db8:2::2";
 pub const PROXY_PORT: u16 = 8021;
 pub const PASSIVE_PORTS: &str = "50000-50999";
 pub const SERVER_PASV: (u16, u16) = (40000, 40999);
+/// ftpgate's fixed active-mode range when the filtering ruleset is loaded.
+pub const ACTIVE_PORTS: &str = "45000-45999";
 const TPROXY_MARK: &str = "0x2121";
 
 /// What sits between client and server.
@@ -319,6 +321,8 @@ impl Lab {
                 &format!("PROXY_PORT={PROXY_PORT}"),
                 "-D",
                 &format!("PASSIVE_PORTS={PASSIVE_PORTS}"),
+                "-D",
+                &format!("ACTIVE_PORTS={ACTIVE_PORTS}"),
                 "-D",
                 &format!("MARK={TPROXY_MARK}"),
                 "-f",

@@ -1,0 +1,541 @@
+//! The deployment files parse, and every metric they query is one ftpgate exports, with labels
+//! and label values it really has: the Prometheus scrape configuration and alert rules, the
+//! Grafana dashboard, and the Containerfile's essentials.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// A metric ftpgate exports: its name, whether it is a histogram (then `_bucket`, `_sum` and
+/// `_count` series exist) and its labels with their possible values (empty: any value).
+#[derive(Debug)]
+struct Metric {
+    name: &'static str,
+    histogram: bool,
+    labels: &'static [(&'static str, &'static [&'static str])],
+}
+
+const OUTCOMES: &[&str] =
+    &["client_quit", "client_closed", "server_closed", "refused", "idle_timeout", "reply_timeout", "error"];
+const MODES: &[&str] = &["passive", "active"];
+const FAMILIES: &[&str] = &["ipv4", "ipv6"];
+const REASONS: &[&str] = &[
+    "bounce",
+    "port_stealing",
+    "limit",
+    "timeout",
+    "malformed",
+    "policy",
+    "loop",
+    "server_data_address",
+    "upstream_connect",
+    "intercept",
+];
+
+const METRICS: &[Metric] = &[
+    Metric { name: "ftpgate_build_info", histogram: false, labels: &[("version", &[])] },
+    Metric { name: "ftpgate_sessions_active", histogram: false, labels: &[] },
+    Metric { name: "ftpgate_sessions_total", histogram: false, labels: &[("outcome", OUTCOMES)] },
+    Metric { name: "ftpgate_upstream_connect_failures_total", histogram: false, labels: &[] },
+    Metric { name: "ftpgate_upstream_connect_duration_seconds", histogram: true, labels: &[] },
+    Metric { name: "ftpgate_session_duration_seconds", histogram: true, labels: &[] },
+    Metric { name: "ftpgate_data_channels_active", histogram: false, labels: &[("mode", MODES), ("family", FAMILIES)] },
+    Metric { name: "ftpgate_data_channels_total", histogram: false, labels: &[("mode", MODES), ("family", FAMILIES)] },
+    Metric { name: "ftpgate_bytes_total", histogram: false, labels: &[("direction", &["to_client", "to_server"])] },
+    Metric {
+        name: "ftpgate_transfers_total",
+        histogram: false,
+        labels: &[("verb", &["RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"]), ("outcome", &["ok", "failed"])],
+    },
+    Metric { name: "ftpgate_transfer_duration_seconds", histogram: true, labels: &[] },
+    Metric { name: "ftpgate_rejections_total", histogram: false, labels: &[("reason", REASONS)] },
+    Metric {
+        name: "ftpgate_server_replies_total",
+        histogram: false,
+        labels: &[("class", &["1xx", "2xx", "3xx", "4xx", "5xx"])],
+    },
+    // Prometheus' own per-target series.
+    Metric { name: "up", histogram: false, labels: &[] },
+];
+
+/// Labels every scraped series carries.
+const TARGET_LABELS: &[&str] = &["job", "instance"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn yaml(rel: &str) -> serde_yaml::Value {
+    serde_yaml::from_str::<serde_yaml::Value>(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// One `name{label op "value", ...}` in an expression.
+#[derive(Debug)]
+struct Selector {
+    /// The series name as written (`..._bucket` included).
+    series: String,
+    /// The exported metric it belongs to.
+    metric: &'static Metric,
+    matchers: Vec<(String, String, String)>,
+}
+
+/// What an expression references.
+#[derive(Debug, Default)]
+struct Refs {
+    selectors: Vec<Selector>,
+    /// Labels named in by/without/on/ignoring/group_left/group_right.
+    grouping: Vec<String>,
+}
+
+fn lookup(series: &str) -> Option<&'static Metric> {
+    if let Some(m) = METRICS.iter().find(|m| m.name == series) {
+        return Some(m);
+    }
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .filter_map(|suffix| series.strip_suffix(suffix))
+        .find_map(|base| METRICS.iter().find(|m| m.histogram && m.name == base))
+}
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_' || c == ':'
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+/// A quoted string starting at `chars[*i]`, which is the quote; leaves `*i` after the closing one.
+fn quoted(chars: &[char], i: &mut usize) -> Result<String, String> {
+    let q = chars[*i];
+    let mut s = String::new();
+    *i += 1;
+    while *i < chars.len() {
+        let c = chars[*i];
+        *i += 1;
+        if c == q {
+            return Ok(s);
+        }
+        if c == '\\' && q != '`' && *i < chars.len() {
+            s.push(chars[*i]);
+            *i += 1;
+        } else {
+            s.push(c);
+        }
+    }
+    Err("unterminated string".into())
+}
+
+fn skip_ws(chars: &[char], i: &mut usize) {
+    while *i < chars.len() && chars[*i].is_whitespace() {
+        *i += 1;
+    }
+}
+
+fn ident(chars: &[char], i: &mut usize) -> String {
+    let start = *i;
+    while *i < chars.len() && is_ident(chars[*i]) {
+        *i += 1;
+    }
+    chars[start..*i].iter().collect()
+}
+
+/// The metric selectors and grouping labels of a PromQL expression (a lexical scan, enough for
+/// the expressions of dashboards and rules). Names that are neither ftpgate's (`ftpgate_`) nor
+/// `up` are taken for functions and keywords.
+fn scan(expr: &str) -> Result<Refs, String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut refs = Refs::default();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            quoted(&chars, &mut i)?;
+        } else if c == '[' {
+            // A range or subquery duration, possibly a Grafana variable.
+            while i < chars.len() && chars[i] != ']' {
+                i += 1;
+            }
+            i += 1;
+        } else if c == '$' || c.is_ascii_digit() || c == '.' {
+            // A Grafana variable or a number (durations like 5m included).
+            i += 1;
+            while i < chars.len() && (is_ident(chars[i]) || chars[i] == '.') {
+                i += 1;
+            }
+        } else if c == '{' {
+            return Err(format!("selector without a metric name at {i}"));
+        } else if is_ident_start(c) {
+            let name = ident(&chars, &mut i);
+            let mut j = i;
+            skip_ws(&chars, &mut j);
+            let next = chars.get(j).copied();
+            if matches!(name.as_str(), "by" | "without" | "on" | "ignoring" | "group_left" | "group_right")
+                && next == Some('(')
+            {
+                i = j + 1;
+                loop {
+                    skip_ws(&chars, &mut i);
+                    match chars.get(i) {
+                        Some(')') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(',') => i += 1,
+                        Some(&c) if is_ident_start(c) => refs.grouping.push(ident(&chars, &mut i)),
+                        other => return Err(format!("unexpected {other:?} in the label list of `{name}`")),
+                    }
+                }
+            } else if name.starts_with("ftpgate_") || name == "up" {
+                let metric = lookup(&name).ok_or_else(|| format!("`{name}` is not a metric ftpgate exports"))?;
+                let mut matchers = Vec::new();
+                if next == Some('{') {
+                    i = j + 1;
+                    loop {
+                        skip_ws(&chars, &mut i);
+                        match chars.get(i) {
+                            Some('}') => {
+                                i += 1;
+                                break;
+                            }
+                            Some(',') => i += 1,
+                            Some(&c) if is_ident_start(c) => {
+                                let label = ident(&chars, &mut i);
+                                skip_ws(&chars, &mut i);
+                                let op: String = chars[i..].iter().take_while(|c| "=!~".contains(**c)).collect();
+                                if !["=", "!=", "=~", "!~"].contains(&op.as_str()) {
+                                    return Err(format!("bad matcher operator `{op}` after `{label}` in `{name}`"));
+                                }
+                                i += op.len();
+                                skip_ws(&chars, &mut i);
+                                if !matches!(chars.get(i), Some('"' | '\'' | '`')) {
+                                    return Err(format!("matcher `{label}` of `{name}` has no quoted value"));
+                                }
+                                let value = quoted(&chars, &mut i)?;
+                                matchers.push((label, op, value));
+                            }
+                            other => return Err(format!("unexpected {other:?} in the selector of `{name}`")),
+                        }
+                    }
+                }
+                refs.selectors.push(Selector { series: name, metric, matchers });
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Ok(refs)
+}
+
+/// Scans `expr` and checks that every selector names an exported metric with its own labels and
+/// possible values, that grouping uses labels the referenced series have, and that it
+/// references at least one metric.
+fn check_expr(expr: &str) -> Result<Refs, String> {
+    let refs = scan(expr)?;
+    if refs.selectors.is_empty() {
+        return Err("references no ftpgate metric".into());
+    }
+    let mut known: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
+    for s in &refs.selectors {
+        let is_bucket = s.series.ends_with("_bucket") && s.metric.histogram;
+        if is_bucket {
+            known.insert("le");
+        }
+        known.extend(s.metric.labels.iter().map(|(l, _)| *l));
+        for (label, op, value) in &s.matchers {
+            if TARGET_LABELS.contains(&label.as_str()) || (is_bucket && label == "le") {
+                continue;
+            }
+            let Some((_, values)) = s.metric.labels.iter().find(|(l, _)| l == label) else {
+                return Err(format!("`{}` has no label `{label}`", s.series));
+            };
+            if values.is_empty() {
+                continue;
+            }
+            let alternatives: Vec<&str> = if op.ends_with('~') {
+                if !value.chars().all(|c| is_ident(c) || c == '|') {
+                    continue; // a real regular expression: nothing to compare with
+                }
+                value.split('|').collect()
+            } else {
+                vec![value.as_str()]
+            };
+            for v in alternatives {
+                if !values.contains(&v) {
+                    return Err(format!("`{}{{{label}}}` never has the value `{v}` (it has {values:?})", s.series));
+                }
+            }
+        }
+    }
+    for g in &refs.grouping {
+        if !known.contains(g.as_str()) {
+            return Err(format!("grouping by `{g}`, which none of the referenced series has"));
+        }
+    }
+    Ok(refs)
+}
+
+fn families(refs: &Refs) -> impl Iterator<Item = &'static str> + '_ {
+    refs.selectors.iter().map(|s| s.metric.name)
+}
+
+#[test]
+fn the_expression_checker_catches_wrong_names_labels_and_values() {
+    let ok = check_expr(
+        r#"histogram_quantile(0.99, sum by (le) (rate(ftpgate_transfer_duration_seconds_bucket{job=~"$job"}[$__rate_interval])))"#,
+    )
+    .unwrap();
+    assert_eq!(ok.selectors[0].metric.name, "ftpgate_transfer_duration_seconds");
+    check_expr(r#"sum by (reason) (increase(ftpgate_rejections_total{reason=~"bounce|port_stealing"}[10m])) > 5"#)
+        .unwrap();
+    check_expr(r#"up{job="ftpgate"} == 0"#).unwrap();
+    for bad in [
+        "ftpgate_session_active",                               // not exported
+        "rate(ftpgate_sessions_total_count[5m])",               // not a histogram
+        r#"ftpgate_sessions_total{outcome="fail"}"#,            // no such value
+        r#"ftpgate_bytes_total{direction=~"in|out"}"#,          // no such values
+        r#"ftpgate_transfers_total{reason="bounce"}"#,          // label of another metric
+        "sum by (reson) (ftpgate_rejections_total)",            // misspelt grouping label
+        "sum by (le) (ftpgate_session_duration_seconds_count)", // le only on buckets
+        "vector(1)",                                            // no metric at all
+        r#"ftpgate_rejections_total{reason="bounce""#,          // unterminated selector
+    ] {
+        assert!(check_expr(bad).is_err(), "accepted: {bad}");
+    }
+}
+
+fn scrape_job() -> serde_yaml::Value {
+    let cfg = yaml("deploy/prometheus/ftpgate-scrape.yml");
+    let jobs = cfg["scrape_configs"].as_sequence().expect("scrape_configs is a list");
+    let job = jobs.iter().find(|j| j["job_name"].as_str() == Some("ftpgate")).expect("a job named ftpgate");
+    job.clone()
+}
+
+#[test]
+fn the_scrape_config_targets_the_metrics_port() {
+    let job = scrape_job();
+    let path = job["metrics_path"].as_str().unwrap_or("/metrics");
+    assert_eq!(path, "/metrics");
+    assert!(matches!(job["scheme"].as_str(), None | Some("http")), "{:?}", job["scheme"]);
+    let targets: Vec<&str> = job["static_configs"]
+        .as_sequence()
+        .expect("static_configs")
+        .iter()
+        .flat_map(|sc| sc["targets"].as_sequence().expect("targets").iter())
+        .map(|t| t.as_str().expect("a target is a string"))
+        .collect();
+    assert!(!targets.is_empty());
+    for t in targets {
+        let (host, port) = t.rsplit_once(':').unwrap_or_else(|| panic!("target {t} has no port"));
+        assert!(!host.is_empty(), "{t}");
+        assert_eq!(port, "9121", "target {t}");
+    }
+}
+
+#[test]
+fn the_alert_rules_are_complete_and_query_exported_metrics() {
+    let job_name = scrape_job()["job_name"].as_str().unwrap().to_string();
+    let doc = yaml("deploy/prometheus/ftpgate-alerts.yml");
+    let groups = doc["groups"].as_sequence().expect("groups is a list");
+    assert!(!groups.is_empty());
+    let mut names = BTreeSet::new();
+    let mut all: Vec<Refs> = Vec::new();
+    for g in groups {
+        assert!(g["name"].as_str().is_some_and(|n| !n.is_empty()), "group without a name");
+        for r in g["rules"].as_sequence().expect("rules is a list") {
+            let name = r["alert"].as_str().expect("every rule is an alert");
+            assert!(names.insert(name.to_string()), "alert {name} defined twice");
+            assert!(name.chars().next().is_some_and(|c| c.is_ascii_uppercase()), "{name}");
+            let expr = r["expr"].as_str().unwrap_or_else(|| panic!("{name}: no expr"));
+            let refs = check_expr(expr).unwrap_or_else(|e| panic!("{name}: {e}\n{expr}"));
+            for s in &refs.selectors {
+                for (label, op, value) in &s.matchers {
+                    if label == "job" && op == "=" {
+                        assert_eq!(value, &job_name, "{name}: job label differs from the scrape job");
+                    }
+                }
+            }
+            if let Some(f) = r.get("for") {
+                let f = f.as_str().unwrap_or_else(|| panic!("{name}: `for` is not a duration"));
+                let (n, unit) = f.split_at(f.len() - 1);
+                assert!(n.parse::<u32>().is_ok() && ["s", "m", "h"].contains(&unit), "{name}: for {f}");
+            }
+            let severity = r["labels"]["severity"].as_str().unwrap_or_else(|| panic!("{name}: no severity"));
+            assert!(["critical", "warning", "info"].contains(&severity), "{name}: severity {severity}");
+            for a in ["summary", "description"] {
+                assert!(r["annotations"][a].as_str().is_some_and(|s| !s.trim().is_empty()), "{name}: no {a}");
+            }
+            all.push(refs);
+        }
+    }
+    // The alerts asked for: ftpgate down, bounce/port stealing, upstream connect failures,
+    // failing transfers.
+    let has = |pred: &dyn Fn(&Selector) -> bool| all.iter().any(|r| r.selectors.iter().any(pred));
+    assert!(has(&|s| s.metric.name == "up"), "no alert on up");
+    assert!(
+        has(&|s| s.metric.name == "ftpgate_rejections_total"
+            && s.matchers.iter().any(|(l, _, v)| l == "reason" && v.contains("bounce") && v.contains("port_stealing"))),
+        "no alert on bounce and port_stealing rejections"
+    );
+    assert!(has(&|s| s.metric.name == "ftpgate_upstream_connect_failures_total"), "no alert on upstream failures");
+    assert!(
+        has(&|s| s.metric.name == "ftpgate_transfers_total"
+            && s.matchers.iter().any(|(l, _, v)| l == "outcome" && v == "failed")),
+        "no alert on failed transfers"
+    );
+}
+
+/// Every value under a key named `key`, anywhere in `v`.
+fn strings_under<'a>(v: &'a serde_json::Value, key: &str, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map {
+                if k == key {
+                    if let Some(s) = x.as_str() {
+                        out.push(s);
+                    }
+                }
+                strings_under(x, key, out);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|x| strings_under(x, key, out)),
+        _ => {}
+    }
+}
+
+/// Panels, with the panels of collapsed rows.
+fn all_panels(d: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels is a list") {
+        out.push(p);
+        if let Some(inner) = p["panels"].as_array() {
+            out.extend(inner);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_is_valid_and_shows_every_exported_metric() {
+    let rel = "deploy/grafana/ftpgate-dashboard.json";
+    let d: serde_json::Value = serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let schema = d["schemaVersion"].as_u64().expect("schemaVersion");
+    assert!((36..=41).contains(&schema), "schemaVersion {schema}");
+    assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()));
+
+    let vars = d["templating"]["list"].as_array().expect("templating.list");
+    let ds_var = vars
+        .iter()
+        .find(|v| v["type"] == "datasource" && v["query"] == "prometheus")
+        .expect("a Prometheus data source variable");
+    let ds_ref = format!("${{{}}}", ds_var["name"].as_str().unwrap());
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(v["datasource"]["uid"], ds_ref.as_str(), "variable {}", v["name"]);
+        let q = v["query"]["query"].as_str().or(v["query"].as_str()).expect("variable query");
+        let refs = check_expr(q).unwrap_or_else(|e| panic!("variable {}: {e}\n{q}", v["name"]));
+        used.extend(families(&refs));
+    }
+
+    let mut ids = BTreeSet::new();
+    let panels = all_panels(&d);
+    assert!(panels.len() >= 10, "only {} panels", panels.len());
+    for p in panels {
+        let title = p["title"].as_str().expect("panel title");
+        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "panel id of {title} repeated");
+        let g = &p["gridPos"];
+        let (x, w) = (g["x"].as_u64().expect("gridPos.x"), g["w"].as_u64().expect("gridPos.w"));
+        assert!(w > 0 && x + w <= 24 && g["h"].as_u64().is_some() && g["y"].as_u64().is_some(), "{title}: {g}");
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], ds_ref.as_str(), "{title}: data source");
+        let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{title}: no targets"));
+        assert!(!targets.is_empty(), "{title}: no targets");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], ds_ref.as_str(), "{title}: target data source");
+        }
+        let mut exprs = Vec::new();
+        strings_under(p, "expr", &mut exprs);
+        assert_eq!(exprs.len(), targets.len(), "{title}: a target without expr");
+        for e in exprs {
+            let refs = check_expr(e).unwrap_or_else(|err| panic!("{title}: {err}\n{e}"));
+            used.extend(families(&refs));
+        }
+    }
+    for m in METRICS {
+        assert!(used.contains(m.name), "the dashboard does not show {}", m.name);
+    }
+}
+
+/// The Containerfile's instructions, continuation lines joined.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if cur.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        if let Some(part) = t.strip_suffix('\\') {
+            cur.push_str(part);
+            cur.push(' ');
+            continue;
+        }
+        cur.push_str(t);
+        let (op, args) = cur.split_once(char::is_whitespace).unwrap_or((&cur, ""));
+        out.push((op.to_ascii_uppercase(), args.trim().to_string()));
+        cur.clear();
+    }
+    out
+}
+
+#[test]
+fn the_containerfile_builds_a_release_and_runs_unprivileged() {
+    let text = read("deploy/Containerfile");
+    let ins = instructions(&text);
+    let froms: Vec<usize> = ins.iter().enumerate().filter(|(_, (op, _))| op == "FROM").map(|(i, _)| i).collect();
+    assert!(froms.len() >= 2, "not a multi-stage build");
+    let runtime = *froms.last().unwrap();
+    assert!(ins[runtime].1.contains("debian:bookworm-slim"), "runtime stage: {}", ins[runtime].1);
+    assert!(
+        ins[..runtime].iter().any(|(op, a)| op == "RUN" && a.contains("cargo build --release --locked")),
+        "the build stage does not run `cargo build --release --locked`"
+    );
+    let user = ins[runtime..].iter().rev().find(|(op, _)| op == "USER").map(|(_, a)| a.as_str());
+    let user = user.expect("the runtime stage sets no USER");
+    let uid = user.split(':').next().unwrap();
+    assert!(!["root", "0"].contains(&uid), "USER {user} is root");
+    let exposed: Vec<&str> = ins
+        .iter()
+        .filter(|(op, _)| op == "EXPOSE")
+        .flat_map(|(_, a)| a.split_whitespace())
+        .map(|p| p.trim_end_matches("/tcp"))
+        .collect();
+    for port in ["8021", "9121"] {
+        assert!(exposed.contains(&port), "port {port} not exposed: {exposed:?}");
+    }
+    assert!(
+        ins.iter().any(|(op, a)| op == "COPY"
+            && a.contains("examples/ftpgate.yaml")
+            && a.ends_with("/etc/ftpgate/ftpgate.yaml")),
+        "the example configuration is not installed as /etc/ftpgate/ftpgate.yaml"
+    );
+    // Sources copied from the build context exist in the repository.
+    for (op, args) in ins.iter().filter(|(op, _)| op == "COPY" || op == "ADD") {
+        let words: Vec<&str> = args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
+        if args.split_whitespace().any(|w| w.starts_with("--from")) {
+            continue;
+        }
+        for src in &words[..words.len() - 1] {
+            assert!(root().join(src).exists(), "{op} {src}: no such file in the repository");
+        }
+    }
+    for needed in ["--network host", "NET_ADMIN"] {
+        assert!(text.contains(needed), "the Containerfile does not explain `{needed}`");
+    }
+}
