@@ -13,6 +13,7 @@ fn redirect_lab(server: Option<ServerKind>, extra: &[&str], config: Option<&str>
     let mut lab = Lab::new(LabPath::Redirect);
     let tree = server.map(|s| lab.start_server(s));
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(["--metrics-listen".to_owned(), METRICS.to_owned()]);
     if let Some(yaml) = config {
         let f = lab.write("ftpgate.yaml", yaml);
         args.extend(["--config".to_owned(), f.to_str().unwrap().to_owned()]);
@@ -22,14 +23,32 @@ fn redirect_lab(server: Option<ServerKind>, extra: &[&str], config: Option<&str>
     Some((lab, tree))
 }
 
-/// Runs the steps against the server through ftpgate; asserts they held and that ftpgate logged
-/// each `reasons` entry.
+const METRICS: &str = "127.0.0.1:9121";
+
+/// `ftpgate_rejections_total{reason}` as scraped from the lab's ftpgate.
+fn rejections(lab: &Lab, reason: &str) -> u64 {
+    let text =
+        lab.exec(&lab.fw_ns, &["curl", "-sS", "--max-time", "10", &format!("http://{METRICS}/metrics")]).unwrap();
+    let series = format!("ftpgate_rejections_total{{reason=\"{reason}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Starts ftpgate (with its metrics endpoint) in front of the hostile server.
+fn start_gateway(lab: &mut Lab, extra: &[&str]) {
+    let mut args = vec!["--metrics-listen", METRICS];
+    args.extend_from_slice(extra);
+    lab.start_ftpgate(&args);
+}
+
+/// Runs the steps against the server through ftpgate; asserts they held, that ftpgate logged
+/// each `reasons` entry and counted it in its rejection metric.
 fn attack(lab: &Lab, steps: &[&str], reasons: &[&str]) {
     let (ok, out) = lab.attack(SERVER4, 21, steps);
     assert!(ok, "attack steps failed:\n{out}\n{}", lab.logs());
     let log = lab.log_of("ftpgate");
     for r in reasons {
         assert!(log.contains(&format!("reason=\"{r}\"")), "no log line with reason={r}:\n{log}");
+        assert!(rejections(lab, r) > 0, "ftpgate_rejections_total{{reason={r}}} did not count it");
     }
 }
 
@@ -144,6 +163,7 @@ fn data_listener_closes_after_the_accept_timeout() {
     assert_eq!(lab.passive_listeners(), 0);
     let log = lab.log_of("ftpgate");
     assert!(log.contains("reason=\"accept_timeout\"") && log.contains("reason=\"timeout\""), "{}", lab.logs());
+    assert!(rejections(&lab, "timeout") >= 2, "data accept and idle timeouts must both count");
     lab.finish();
 }
 
@@ -156,14 +176,14 @@ fn hostile_server_passive_replies_are_never_followed_blindly() {
     // 227 naming another host: ftpgate connects to the server's own address instead.
     let mut lab = Lab::new(LabPath::Redirect);
     lab.start_hostile("pasv-elsewhere");
-    lab.start_ftpgate(&[]);
+    start_gateway(&mut lab, &[]);
     attack(&lab, &["expect:220", "login", &format!("retr:pasv:x:{sha}")], &["server_data_address"]);
     lab.finish();
     // ... or refuses, when configured so.
     let mut lab = Lab::new(LabPath::Redirect);
     lab.start_hostile("pasv-elsewhere");
     let f = lab.write("refuse.yaml", "server_data_address: refuse\n");
-    lab.start_ftpgate(&["--config", f.to_str().unwrap()]);
+    start_gateway(&mut lab, &["--config", f.to_str().unwrap()]);
     attack(
         &lab,
         &["expect:220", "login", "send:PASV\r\n", "expect:425", "send:NOOP\r\n", "expect:200"],
@@ -173,13 +193,13 @@ fn hostile_server_passive_replies_are_never_followed_blindly() {
     // A privileged data port is refused.
     let mut lab = Lab::new(LabPath::Redirect);
     lab.start_hostile("pasv-privileged");
-    lab.start_ftpgate(&[]);
+    start_gateway(&mut lab, &[]);
     attack(&lab, &["expect:220", "login", "send:PASV\r\n", "expect:425"], &["server_data_address"]);
     lab.finish();
     // A 227 nobody asked for opens nothing.
     let mut lab = Lab::new(LabPath::Redirect);
     lab.start_hostile("unsolicited-227");
-    lab.start_ftpgate(&[]);
+    start_gateway(&mut lab, &[]);
     attack(&lab, &["expect:220", "login", "send:NOOP\r\n", "expect:227"], &[]);
     assert_eq!(lab.passive_listeners(), 0, "an unsolicited 227 must not open a data path");
     lab.finish();
@@ -192,18 +212,19 @@ fn hostile_server_replies_are_cut_off() {
     }
     for (behaviour, steps, reason) in [
         ("endless", vec!["expect:220", "login", "send:HELP\r\n", "expectclose:421"], "timeout"),
-        ("no-eol", vec!["expect:220", "login", "send:NOOP\r\n", "expectclose:421"], ""),
+        ("no-eol", vec!["expect:220", "login", "send:NOOP\r\n", "expectclose:421"], "malformed"),
         ("mismatch", vec!["expect:220", "login", "send:NOOP\r\n", "expectclose:421"], "timeout"),
         ("no-greeting", vec!["expectclose:421"], "timeout"),
     ] {
         let mut lab = Lab::new(LabPath::Redirect);
         lab.start_hostile(behaviour);
         let f = lab.write("t.yaml", TIMEOUTS);
-        lab.start_ftpgate(&["--config", f.to_str().unwrap()]);
+        start_gateway(&mut lab, &["--config", f.to_str().unwrap()]);
         let (ok, out) = lab.attack(SERVER4, 21, &steps);
         assert!(ok, "{behaviour}: {out}\n{}", lab.logs());
         if !reason.is_empty() {
             assert!(lab.log_of("ftpgate").contains(&format!("reason=\"{reason}\"")), "{behaviour}: {}", lab.logs());
+            assert!(rejections(&lab, reason) > 0, "{behaviour}: not counted under {reason}");
         }
         lab.finish();
     }
@@ -305,6 +326,7 @@ fn connect_and_idle_timeouts() {
     let (ok, out) = lab.attack("198.51.100.99", 21, &["expectclose:421"]);
     assert!(ok, "{out}");
     assert!(lab.log_of("ftpgate").contains("reason=\"upstream_connect\""));
+    assert!(rejections(&lab, "upstream_connect") > 0);
     lab.finish();
 }
 

@@ -33,7 +33,9 @@ impl LineFramer {
     }
 
     /// Takes the next frame out of `buf`. Returns `None` when `buf` holds no complete line; the
-    /// buffer then never holds more than `max` bytes, so the caller's buffer stays bounded.
+    /// buffer then never holds more than `max` bytes, so the caller's buffer stays bounded. An
+    /// overlong line is reported as soon as it crosses the bound (an unterminated line must not
+    /// wait for an LF that never comes); its rest is skipped up to the next LF.
     pub fn next_frame(&mut self, buf: &mut Vec<u8>) -> Option<Frame> {
         loop {
             let lf = buf.iter().position(|&b| b == b'\n');
@@ -42,7 +44,7 @@ impl LineFramer {
                     Some(i) => {
                         buf.drain(..=i);
                         self.skipping = false;
-                        return Some(Frame::Overlong);
+                        continue;
                     }
                     None => {
                         buf.clear();
@@ -50,22 +52,23 @@ impl LineFramer {
                     }
                 }
             }
-            match lf {
+            return match lf {
                 Some(i) if i < self.max => {
                     let mut line: Vec<u8> = buf.drain(..=i).collect();
                     line.pop();
-                    return Some(Frame::Line(line));
+                    Some(Frame::Line(line))
                 }
                 Some(_) => {
                     self.skipping = true;
-                    continue;
+                    Some(Frame::Overlong)
                 }
                 None if buf.len() >= self.max => {
                     self.skipping = true;
-                    continue;
+                    buf.clear();
+                    Some(Frame::Overlong)
                 }
-                None => return None,
-            }
+                None => None,
+            };
         }
     }
 }
@@ -99,6 +102,16 @@ mod tests {
         let long = vec![b'A'; 100];
         let out = frames(16, &[&long, &long, b"\r\nNOOP\r\n"]);
         assert_eq!(out, vec![Frame::Overlong, Frame::Line(b"NOOP\r".to_vec())]);
+    }
+
+    #[test]
+    fn an_unterminated_line_is_reported_when_it_crosses_the_bound() {
+        let mut f = LineFramer::new(16);
+        let mut buf = vec![b'A'; 40];
+        assert_eq!(f.next_frame(&mut buf), Some(Frame::Overlong));
+        assert_eq!(f.next_frame(&mut buf), None);
+        buf.extend_from_slice(b"more\r\nNOOP\r\n");
+        assert_eq!(f.next_frame(&mut buf), Some(Frame::Line(b"NOOP\r".to_vec())));
     }
 
     #[test]

@@ -263,6 +263,7 @@ impl Conn<'_> {
                                     actions
                                 }
                                 Frame::Overlong => vec![
+                                    Action::Refused(crate::session::Refusal::MalformedReply),
                                     Action::ToClient(reply_line(421, "Server sent an overlong reply line, closing")),
                                     Action::Close,
                                 ],

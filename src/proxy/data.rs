@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// The addresses a session's data channels are derived from.
 #[derive(Debug, Clone, Copy)]
@@ -117,5 +118,8 @@ fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
 fn spawn(plan: DataPlan, t: DataTimeouts, permit: OwnedSemaphorePermit, ep: &Endpoints) -> DataTask {
     let family = if ep.client.is_ipv6() { "ipv6" } else { "ipv4" };
     let active = ActiveChannel::new(plan.mode(), family);
-    DataTask { handle: tokio::spawn(channel::run(plan, t)), started: Instant::now(), _permit: permit, _active: active }
+    // A child of the session's span, so data-channel log lines carry the session's fields.
+    let span = tracing::info_span!("data", mode = plan.mode());
+    let handle = tokio::spawn(channel::run(plan, t).instrument(span));
+    DataTask { handle, started: Instant::now(), _permit: permit, _active: active }
 }
