@@ -83,9 +83,14 @@ fn ipv6_strategy() -> impl Strategy<Value = Ipv6Addr> {
         any::<Ipv6Addr>(),
         // Zero runs exercise "::" compression in the textual form.
         vec(prop_oneof![Just(0u16), any::<u16>()], 8)
-            .prop_map(|s| { Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]) }),
+            .prop_map(|s| Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])),
         any::<Ipv4Addr>().prop_map(|v4| v4.to_ipv6_mapped()),
     ]
+}
+
+/// Any byte a framed command argument can hold.
+fn arg_byte() -> impl Strategy<Value = u8> {
+    any::<u8>().prop_filter("no CR/LF/NUL", |b| !matches!(b, b'\r' | b'\n' | 0))
 }
 
 fn ip_strategy() -> impl Strategy<Value = IpAddr> {
@@ -140,7 +145,7 @@ proptest! {
     #[test]
     fn command_parse_encode_round_trips(
         verb in "[A-Za-z]{1,8}",
-        arg in proptest::option::of(vec(any::<u8>().prop_filter("no CR/LF/NUL", |b| !matches!(b, b'\r' | b'\n' | 0)), 0..64)),
+        arg in proptest::option::of(vec(arg_byte(), 0..64)),
     ) {
         let mut line = verb.as_bytes().to_vec();
         if let Some(a) = &arg {
@@ -523,7 +528,8 @@ fn server_line(upstream: IpAddr) -> impl Strategy<Value = Vec<u8>> {
     ]);
     // Lines that end the session: rare, or nothing after them would be explored.
     let closing = text(&["421 bye", "hello", "600 no", "200x"]);
-    prop_oneof![12 => terminated(fixed), 4 => passive_reply(upstream), 1 => terminated(closing), 1 => vec(any::<u8>(), 0..30)]
+    let garbage = vec(any::<u8>(), 0..30);
+    prop_oneof![12 => terminated(fixed), 4 => passive_reply(upstream), 1 => terminated(closing), 1 => garbage]
 }
 
 fn ready_addr(hint: IpAddr) -> impl Strategy<Value = SocketAddr> {
