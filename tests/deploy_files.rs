@@ -18,18 +18,8 @@ const OUTCOMES: &[&str] =
     &["client_quit", "client_closed", "server_closed", "refused", "idle_timeout", "reply_timeout", "error"];
 const MODES: &[&str] = &["passive", "active"];
 const FAMILIES: &[&str] = &["ipv4", "ipv6"];
-const REASONS: &[&str] = &[
-    "bounce",
-    "port_stealing",
-    "limit",
-    "timeout",
-    "malformed",
-    "policy",
-    "loop",
-    "server_data_address",
-    "upstream_connect",
-    "intercept",
-];
+/// The reasons the code defines, so the dashboard and alerts are checked against the source.
+const REASONS: &[&str] = &ftpgate::metrics::REASONS;
 
 const METRICS: &[Metric] = &[
     Metric { name: "ftpgate_build_info", histogram: false, labels: &[("version", &[])] },

@@ -344,32 +344,14 @@ impl Conn<'_> {
                 Action::ToServer(b) => self.write_server(&b).await,
                 Action::ToServerUrgent(b) => self.write_server_urgent(&b).await,
                 Action::OpenPassive { server_data } => {
-                    let follow = match open_passive(self.shared, &self.ep, server_data) {
-                        Ok((advertise, task)) => {
-                            debug!(%advertise, %server_data, "passive data channel open");
-                            self.data = Some(task);
-                            self.session.on_passive_ready(advertise)
-                        }
-                        Err(e) => {
-                            warn!(reason = "data_setup", error = %e, "cannot open passive listener");
-                            self.session.on_data_setup_failed(&e.to_string())
-                        }
-                    };
+                    let opened = open_passive(self.shared, &self.ep, server_data);
+                    let follow = self.data_opened(opened, "passive", server_data, Session::on_passive_ready);
                     prepend(&mut queue, follow);
                     Ok(())
                 }
                 Action::OpenActive { client_data } => {
-                    let follow = match open_active(self.shared, &self.ep, client_data) {
-                        Ok((at, task)) => {
-                            debug!(listen = %at, %client_data, "active data channel open");
-                            self.data = Some(task);
-                            self.session.on_active_ready(at)
-                        }
-                        Err(e) => {
-                            warn!(reason = "data_setup", error = %e, "cannot open active listener");
-                            self.session.on_data_setup_failed(&e.to_string())
-                        }
-                    };
+                    let opened = open_active(self.shared, &self.ep, client_data);
+                    let follow = self.data_opened(opened, "active", client_data, Session::on_active_ready);
                     prepend(&mut queue, follow);
                     Ok(())
                 }
@@ -401,6 +383,28 @@ impl Conn<'_> {
             }
         }
         Step::Continue
+    }
+
+    /// Hands the result of opening a data listener to the session: the address to announce,
+    /// or the failure that becomes a 425.
+    fn data_opened(
+        &mut self,
+        opened: io::Result<(SocketAddr, DataTask)>,
+        mode: &'static str,
+        towards: SocketAddr,
+        ready: fn(&mut Session, SocketAddr) -> Vec<Action>,
+    ) -> Vec<Action> {
+        match opened {
+            Ok((at, task)) => {
+                debug!(mode, listen = %at, %towards, "data channel open");
+                self.data = Some(task);
+                ready(&mut self.session, at)
+            }
+            Err(e) => {
+                warn!(reason = "data_setup", mode, error = %e, "cannot open a data listener");
+                self.session.on_data_setup_failed(&e.to_string())
+            }
+        }
     }
 
     fn hold(&mut self, b: &[u8]) {
