@@ -5,8 +5,8 @@ mod lab;
 
 use lab::clients::{run_case, Case, Client, Mode, Op};
 use lab::servers::ServerKind;
-use lab::{gate, sha256_file, Family, Lab, LabPath, LARGE_BYTES, SERVER4};
-use std::time::{Duration, Instant};
+use lab::{eventually, gate, sha256_file, Family, Lab, LabPath, LARGE_BYTES, SERVER4};
+use std::time::Duration;
 
 fn scrape(lab: &Lab) -> String {
     lab.exec(&lab.fw_ns, &["curl", "-sS", "--max-time", "10", "http://127.0.0.1:9121/metrics"])
@@ -20,15 +20,6 @@ fn value(metrics: &str, series: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
-}
-
-/// Bounded poll for a condition on something another process does (10 s, 50 ms apart).
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -55,7 +46,9 @@ fn metrics_count_known_transfers_exactly() {
     assert!(ok, "{out}");
     let (ok, out) = lab.attack(lab::FW_C4, lab::PROXY_PORT, &["expectclose:421"]);
     assert!(ok, "{out}");
-    eventually("all sessions to end", || value(&scrape(&lab), "ftpgate_sessions_active") == 0.0);
+    eventually(Duration::from_secs(10), "all sessions to end", || {
+        value(&scrape(&lab), "ftpgate_sessions_active") == 0.0
+    });
     let m = scrape(&lab);
     let small = 1536.0;
     assert_eq!(value(&m, "ftpgate_bytes_total{direction=\"to_client\"}"), 2.0 * small + LARGE_BYTES as f64);
@@ -105,7 +98,9 @@ fn slow_download(lab: &mut Lab, name: &str) -> std::path::PathBuf {
         .collect();
     lab.spawn(name, &ns, &argv);
     let o = out.clone();
-    eventually("the download to start", || std::fs::metadata(&o).is_ok_and(|m| m.len() > (1 << 20)));
+    eventually(Duration::from_secs(10), "the download to start", || {
+        std::fs::metadata(&o).is_ok_and(|m| m.len() > (1 << 20))
+    });
     out
 }
 
@@ -119,7 +114,9 @@ fn sigterm_during_a_large_transfer_lets_it_finish_intact_and_exits_0() {
     let pid = lab.start_ftpgate(&[])[0];
     let out = slow_download(&mut lab, "download");
     lab::sh(&["kill", "-TERM", &pid.to_string()]).unwrap();
-    eventually("ftpgate to stop accepting", || lab.log_of("ftpgate").contains("shutting down"));
+    eventually(Duration::from_secs(10), "ftpgate to stop accepting", || {
+        lab.log_of("ftpgate").contains("shutting down")
+    });
     // New sessions are no longer accepted: nothing listens behind the redirect.
     let (ok, text) = lab.client_run(&["curl", "-sS", "--max-time", "10", &format!("ftp://{SERVER4}/small.bin")]);
     assert!(!ok && text.contains("onnect"), "a new session was served after SIGTERM: {text}");
@@ -143,14 +140,14 @@ fn sighup_reload_applies_to_new_sessions_and_refuses_a_bad_file() {
     // New policy: NLST refused.
     std::fs::write(&cfg, "policy:\n  commands: {deny: [NLST]}\n").unwrap();
     lab::sh(&["kill", "-HUP", &pid]).unwrap();
-    eventually("the reload", || lab.log_of("ftpgate").contains("configuration reloaded"));
+    eventually(Duration::from_secs(10), "the reload", || lab.log_of("ftpgate").contains("configuration reloaded"));
     let nlst = ["expect:220", "login", "send:NLST\r\n", "expect:502"];
     let (ok, text) = lab.attack(SERVER4, 21, &nlst);
     assert!(ok, "new session does not use the reloaded policy: {text}");
     // A broken file is refused with its reason, and the running configuration stays.
     std::fs::write(&cfg, "passive:\n  ports: 10-20\n").unwrap();
     lab::sh(&["kill", "-HUP", &pid]).unwrap();
-    eventually("the refusal", || lab.log_of("ftpgate").contains("reload refused"));
+    eventually(Duration::from_secs(10), "the refusal", || lab.log_of("ftpgate").contains("reload refused"));
     assert!(lab.log_of("ftpgate").contains("passive.ports"));
     let (ok, text) = lab.attack(SERVER4, 21, &nlst);
     assert!(ok, "the refused file replaced the running configuration: {text}");

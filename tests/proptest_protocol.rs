@@ -740,9 +740,9 @@ fn invariant_checker_catches_violations() {
         Action::ToServer(b"RETR a\r\nDELE b\r\n".to_vec()),
         Action::ToServer(b"RETR a".to_vec()),
         Action::ToServerUrgent(b"ABOR\0\r\n".to_vec()),
-        Action::OpenActive { client_data: "10.0.0.1:5000".parse().unwrap() },
+        Action::OpenActive { client_data: "203.0.113.99:5000".parse().unwrap() },
         Action::OpenActive { client_data: "203.0.113.2:25".parse().unwrap() },
-        Action::OpenPassive { server_data: "10.0.0.1:5000".parse().unwrap() },
+        Action::OpenPassive { server_data: "203.0.113.99:5000".parse().unwrap() },
         Action::OpenPassive { server_data: "198.51.100.2:1023".parse().unwrap() },
     ];
     for a in bad {

@@ -604,6 +604,16 @@ fn set_mode(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Bounded poll (within `limit`, 50 ms apart) for something another process does, which
+/// cannot be awaited from the test.
+pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The served test tree and its expected checksums.
 pub struct Tree {
     pub anon: PathBuf,
