@@ -61,9 +61,37 @@ pub fn canonical(sa: SocketAddr) -> SocketAddr {
     SocketAddr::new(canonical_ip(sa.ip()), sa.port())
 }
 
+/// The IPv4 address embedded in `ip` under the NAT64 `prefix` (RFC 6052 section 2.2: the
+/// four octets follow the prefix, skipping bits 64-71), or `None` outside the prefix.
+pub fn nat64_embedded(prefix: ipnet::Ipv6Net, ip: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    if !prefix.contains(&ip) {
+        return None;
+    }
+    let o = ip.octets();
+    let mut v4 = (usize::from(prefix.prefix_len()) / 8..16).filter(|&i| i != 8).map(|i| o[i]);
+    Some(std::net::Ipv4Addr::new(v4.next()?, v4.next()?, v4.next()?, v4.next()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nat64_addresses_of_every_rfc6052_length() {
+        // The prefixes of RFC 6052 section 2.4's table, embedding 198.51.100.33 (c6.33.64.21).
+        let want = std::net::Ipv4Addr::new(198, 51, 100, 33);
+        for (prefix, ip) in [
+            ("2001:db8::/32", "2001:db8:c633:6421::"),
+            ("2001:db8:100::/40", "2001:db8:1c6:3364:21::"),
+            ("2001:db8:122::/48", "2001:db8:122:c633:64:2100::"),
+            ("2001:db8:122:300::/56", "2001:db8:122:3c6:33:6421::"),
+            ("2001:db8:122:344::/64", "2001:db8:122:344:c6:3364:2100:0"),
+            ("64:ff9b::/96", "64:ff9b::198.51.100.33"),
+        ] {
+            assert_eq!(nat64_embedded(prefix.parse().unwrap(), ip.parse().unwrap()), Some(want), "{prefix}");
+        }
+        assert_eq!(nat64_embedded("64:ff9b::/96".parse().unwrap(), "2001:db8:2::2".parse().unwrap()), None);
+    }
 
     #[test]
     fn mapped_addresses_are_unmapped() {

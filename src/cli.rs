@@ -31,6 +31,15 @@ pub struct Cli {
     /// Address advertised in 227/229: original, local or an IP address.
     #[arg(long, value_name = "WHAT")]
     pub passive_advertise: Option<String>,
+    /// Port range for active data listeners toward servers, e.g. 45000-45999.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub active_ports: Option<String>,
+    /// Data mode toward the server: client (as the client asked), passive or active.
+    #[arg(long, value_name = "MODE", value_parser = ["client", "passive", "active"])]
+    pub server_data_mode: Option<String>,
+    /// NAT64 prefix (e.g. 64:ff9b::/96): IPv6 destinations inside it reach IPv4 servers.
+    #[arg(long, value_name = "PREFIX")]
+    pub nat64_prefix: Option<String>,
     /// Unprivileged user to become once the sockets are bound.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -78,6 +87,15 @@ impl Cli {
         }
         if let Some(a) = &self.passive_advertise {
             raw.passive.advertise = a.clone();
+        }
+        if let Some(p) = &self.active_ports {
+            raw.active.ports = Some(p.clone());
+        }
+        if let Some(m) = &self.server_data_mode {
+            raw.server_data_mode = m.clone();
+        }
+        if let Some(p) = &self.nat64_prefix {
+            raw.nat64_prefix = Some(p.clone());
         }
         if let Some(u) = &self.user {
             raw.privileges.user = Some(u.clone());

@@ -43,10 +43,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
-    let keep: Vec<Keep> = match gateway.config().intercept {
-        InterceptMode::Tproxy => vec![Keep::NetAdmin],
-        _ => Vec::new(),
-    };
+    let cfg = gateway.config();
+    let marks = cfg.control_tags.mark.is_some() || cfg.data_tags.mark.is_some();
+    let mut keep = Vec::new();
+    if cfg.intercept == InterceptMode::Tproxy || marks {
+        keep.push(Keep::NetAdmin);
+    }
+    if cfg.active_source_port_20 {
+        keep.push(Keep::NetBindService);
+    }
     match drop_privileges(&gateway.config().privileges, &keep) {
         Ok(Some(d)) => tracing::info!(uid = d.uid, gid = d.gid, kept = ?d.kept, "privileges dropped"),
         Ok(None) if nix::unistd::Uid::effective().is_root() => {

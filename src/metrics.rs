@@ -25,7 +25,7 @@ pub struct Metrics {
 }
 
 /// Rejection reasons, the values of `ftpgate_rejections_total{reason}`.
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 11] = [
     "bounce",
     "port_stealing",
     "limit",
@@ -36,6 +36,7 @@ pub const REASONS: [&str; 10] = [
     "server_data_address",
     "upstream_connect",
     "intercept",
+    "port_exhausted",
 ];
 
 const DURATION_BUCKETS: [f64; 14] =

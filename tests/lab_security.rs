@@ -25,12 +25,8 @@ fn redirect_lab(server: Option<ServerKind>, extra: &[&str], config: Option<&str>
 
 const METRICS: &str = "127.0.0.1:9121";
 
-/// `ftpgate_rejections_total{reason}` as scraped from the lab's ftpgate.
 fn rejections(lab: &Lab, reason: &str) -> u64 {
-    let text =
-        lab.exec(&lab.fw_ns, &["curl", "-sS", "--max-time", "10", &format!("http://{METRICS}/metrics")]).unwrap();
-    let series = format!("ftpgate_rejections_total{{reason=\"{reason}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    lab.rejections(METRICS, reason)
 }
 
 /// Starts ftpgate (with its metrics endpoint) in front of the hostile server.
@@ -189,6 +185,13 @@ fn hostile_server_passive_replies_are_never_followed_blindly() {
         &["expect:220", "login", "send:PASV\r\n", "expect:425", "send:NOOP\r\n", "expect:200"],
         &["server_data_address"],
     );
+    lab.finish();
+    // A server that refuses EPSV is asked PASV; the client still gets its 229 and its data.
+    let mut lab = Lab::new(LabPath::Redirect);
+    lab.start_hostile("no-epsv");
+    start_gateway(&mut lab, &[]);
+    attack(&lab, &["expect:220", "login", &format!("retr:epsv:x:{sha}")], &[]);
+    assert!(lab.log_of("ftpgate").contains("server refused EPSV, retrying with PASV"), "{}", lab.logs());
     lab.finish();
     // A privileged data port is refused.
     let mut lab = Lab::new(LabPath::Redirect);

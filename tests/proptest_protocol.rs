@@ -12,7 +12,7 @@ use ftpgate::protocol::address::{
 };
 use ftpgate::protocol::reply::{parse_code, reply_line};
 use ftpgate::protocol::{Command, Frame, LineFramer, ReplyLineKind, ReplyTracker, TelnetEvent, TelnetFilter};
-use ftpgate::session::{Action, ServerDataPolicy, Session, SessionPolicy};
+use ftpgate::session::{Action, ServerDataMode, ServerDataPolicy, Session, SessionPolicy};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
@@ -357,6 +357,9 @@ enum Event {
     Server(Vec<u8>),
     PassiveReady(SocketAddr),
     ActiveReady(SocketAddr),
+    /// Both listeners of a passive-to-active conversion (client's, server's).
+    ListenersReady(SocketAddr, SocketAddr),
+    ConnectStarted,
     SetupFailed,
 }
 
@@ -365,6 +368,7 @@ struct Scenario {
     client: SocketAddr,
     upstream: SocketAddr,
     server_data: ServerDataPolicy,
+    server_mode: ServerDataMode,
     max_line: usize,
     events: Vec<Event>,
 }
@@ -539,12 +543,13 @@ fn ready_addr(hint: IpAddr) -> impl Strategy<Value = SocketAddr> {
 /// One exchange as it happens on the wire, or a single event out of turn.
 fn step(client: IpAddr, upstream: IpAddr) -> impl Strategy<Value = Vec<Event>> {
     let server = |s: &'static str| Event::Server(s.as_bytes().to_vec());
-    let passive = (terminated(passive_command()), passive_reply(upstream), ready_addr(client), 0u8..4).prop_map(
+    let passive = (terminated(passive_command()), passive_reply(upstream), ready_addr(client), 0u8..5).prop_map(
         move |(cmd, reply, ready, how)| {
             let mut v = vec![Event::Client(cmd), Event::Server(reply)];
             match how {
                 0 => v.push(Event::SetupFailed),
                 1 => {}
+                2 => v.extend([Event::ListenersReady(ready, ready), Event::ConnectStarted]),
                 _ => v.push(Event::PassiveReady(ready)),
             }
             v
@@ -593,8 +598,8 @@ fn step(client: IpAddr, upstream: IpAddr) -> impl Strategy<Value = Vec<Event>> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (0..CLIENTS.len(), 0..UPSTREAMS.len(), any::<bool>(), prop_oneof![3 => Just(512usize), 1 => 16usize..80])
-        .prop_flat_map(|(ci, ui, refuse, max_line)| {
+    (0..CLIENTS.len(), 0..UPSTREAMS.len(), any::<bool>(), prop_oneof![3 => Just(512usize), 1 => 16usize..80], 0u8..3)
+        .prop_flat_map(|(ci, ui, refuse, max_line, mode)| {
             let client: SocketAddr = CLIENTS[ci].parse().unwrap();
             let upstream: SocketAddr = UPSTREAMS[ui].parse().unwrap();
             // The greeting usually comes first, as it does on the wire.
@@ -608,6 +613,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     client,
                     upstream,
                     server_data: if refuse { ServerDataPolicy::Refuse } else { ServerDataPolicy::Substitute },
+                    server_mode: [ServerDataMode::Client, ServerDataMode::Passive, ServerDataMode::Active]
+                        [usize::from(mode)],
                     max_line,
                     events,
                 }
@@ -629,6 +636,11 @@ fn check_actions(actions: &[Action], client: SocketAddr, upstream: SocketAddr) -
                 prop_assert_eq!(canonical_ip(server_data.ip()), canonical_ip(upstream.ip()), "{:?}", a);
                 prop_assert!(server_data.port() >= 1024, "{:?}", a);
             }
+            Action::ConnectBoth { server_data, client_data } => {
+                prop_assert_eq!(canonical_ip(client_data.ip()), canonical_ip(client.ip()), "{:?}", a);
+                prop_assert_eq!(canonical_ip(server_data.ip()), canonical_ip(upstream.ip()), "{:?}", a);
+                prop_assert!(client_data.port() >= 1024 && server_data.port() >= 1024, "{:?}", a);
+            }
             _ => {}
         }
     }
@@ -638,7 +650,12 @@ fn check_actions(actions: &[Action], client: SocketAddr, upstream: SocketAddr) -
 /// Runs a scenario the way the control loop does; stops at the first `Close`. Every action is
 /// checked and appended to `seen`.
 fn run_scenario(sc: &Scenario, seen: &mut Vec<Action>) -> Result<(), TestCaseError> {
-    let policy = SessionPolicy { server_data: sc.server_data, max_line: sc.max_line, ..SessionPolicy::default() };
+    let policy = SessionPolicy {
+        server_data: sc.server_data,
+        server_mode: sc.server_mode,
+        max_line: sc.max_line,
+        ..SessionPolicy::default()
+    };
     let mut s = Session::new(ClientAddr(sc.client), UpstreamAddr(sc.upstream), policy);
     let mut telnet = TelnetFilter::new();
     let mut cframer = LineFramer::new(sc.max_line);
@@ -671,6 +688,8 @@ fn run_scenario(sc: &Scenario, seen: &mut Vec<Action>) -> Result<(), TestCaseErr
             }
             Event::PassiveReady(a) => batches.push(s.on_passive_ready(*a)),
             Event::ActiveReady(a) => batches.push(s.on_active_ready(*a)),
+            Event::ListenersReady(c, a) => batches.push(s.on_listeners_ready(*c, *a)),
+            Event::ConnectStarted => batches.push(s.on_connect_started()),
             Event::SetupFailed => batches.push(s.on_data_setup_failed("no free port")),
         }
         for actions in batches {
@@ -713,6 +732,8 @@ fn session_scenarios_reach_the_interesting_paths() {
     let reached = [
         ("OpenPassive", count(&|a| matches!(a, Action::OpenPassive { .. }))),
         ("OpenActive", count(&|a| matches!(a, Action::OpenActive { .. }))),
+        ("OpenListeners", count(&|a| matches!(a, Action::OpenListeners))),
+        ("ConnectBoth", count(&|a| matches!(a, Action::ConnectBoth { .. }))),
         ("ToServerUrgent", count(&|a| matches!(a, Action::ToServerUrgent(_)))),
         ("gateway NOOP", count(&|a| *a == Action::ToServer(b"NOOP\r\n".to_vec()))),
         ("PORT from gateway", count(&|a| matches!(a, Action::ToServer(p) if p.starts_with(b"PORT ")))),

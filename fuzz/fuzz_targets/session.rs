@@ -4,7 +4,8 @@
 //! Input: records separated by LF. An optional first record `#` followed by up to four bytes
 //! configures the session: client address (byte 1 mod 3: v4, v6, v4-mapped), upstream address
 //! (byte 2 mod 3: same), policy bits (byte 3: bit 0 refuses foreign passive addresses instead of
-//! substituting, bit 1 lets AUTH through), client line bound (byte 4: 16 + 2 * byte; default
+//! substituting, bit 1 lets AUTH through, bits 2 and up mod 3: data mode toward the server
+//! client, passive, active), client line bound (byte 4: 16 + 2 * byte; default
 //! 512). Every other record is one event, by its first byte:
 //!
 //! - `C` client sends the rest + CRLF; `L` the rest + LF; `c` the rest as is (a partial read);
@@ -12,12 +13,14 @@
 //! - `S` server sends the rest + CRLF; `s` the rest as is
 //! - `P` / `A` the passive / active data listener is ready at the address in the rest
 //!   (`ip:port` text, or derived from the raw bytes)
+//! - `B` both listeners of a passive-to-active conversion are ready (the rest as for `P`)
+//! - `K` the connections of an active-to-passive conversion are under way
 //! - `F` data setup failed; anything else is ignored
 //!
 //! Asserted for every action until the session asks to close: what goes to the server is
 //! exactly one line ending in CRLF, with no other CR, LF or NUL; an active data connection only
-//! ever goes to the client's own address, a passive one only to the server's own address, and
-//! neither to a port below 1024.
+//! ever goes to the client's own address, a passive one only to the server's own address (a
+//! converted one: each side to its own), and none to a port below 1024.
 //!
 //! `FUZZ_TRACE=1 fuzz/target/<triple>/release/session <file>` prints what each event did.
 
@@ -25,7 +28,7 @@
 
 use ftpgate::addr::{canonical_ip, ClientAddr, UpstreamAddr};
 use ftpgate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
-use ftpgate::session::{Action, ServerDataPolicy, Session, SessionPolicy};
+use ftpgate::session::{Action, ServerDataMode, ServerDataPolicy, Session, SessionPolicy};
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -54,6 +57,7 @@ fn run(data: &[u8]) {
     let policy = SessionPolicy {
         server_data: if flags & 1 != 0 { ServerDataPolicy::Refuse } else { ServerDataPolicy::Substitute },
         refuse_tls: flags & 2 == 0,
+        server_mode: [ServerDataMode::Client, ServerDataMode::Passive, ServerDataMode::Active][usize::from(flags >> 2) % 3],
         max_line,
         ..SessionPolicy::default()
     };
@@ -106,6 +110,8 @@ fn run(data: &[u8]) {
             }
             b'P' => batches.push(s.on_passive_ready(addr(rest, client.ip()))),
             b'A' => batches.push(s.on_active_ready(addr(rest, upstream.ip()))),
+            b'B' => batches.push(s.on_listeners_ready(addr(rest, client.ip()), addr(rest, upstream.ip()))),
+            b'K' => batches.push(s.on_connect_started()),
             b'F' => batches.push(s.on_data_setup_failed(&String::from_utf8_lossy(rest))),
             _ => {}
         }
@@ -159,6 +165,11 @@ fn check(actions: &[Action], client: SocketAddr, upstream: SocketAddr) {
             Action::OpenPassive { server_data } => {
                 assert_eq!(canonical_ip(server_data.ip()), canonical_ip(upstream.ip()), "{a:?}");
                 assert!(server_data.port() >= 1024, "{a:?}");
+            }
+            Action::ConnectBoth { server_data, client_data } => {
+                assert_eq!(canonical_ip(client_data.ip()), canonical_ip(client.ip()), "{a:?}");
+                assert_eq!(canonical_ip(server_data.ip()), canonical_ip(upstream.ip()), "{a:?}");
+                assert!(client_data.port() >= 1024 && server_data.port() >= 1024, "{a:?}");
             }
             _ => {}
         }

@@ -5,8 +5,9 @@ mod raw;
 
 pub use raw::RawConfig;
 
-use crate::session::{CommandPolicy, FxpRule, ServerDataPolicy, SessionPolicy, UserPolicy};
-use ipnet::IpNet;
+use crate::data::sockets::SocketTags;
+use crate::session::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
+use ipnet::{IpNet, Ipv6Net};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -124,6 +125,14 @@ pub struct Config {
     pub passive_ports: PortRange,
     pub advertise: Advertise,
     pub active_ports: Option<PortRange>,
+    /// Active connections to clients leave from port 20.
+    pub active_source_port_20: bool,
+    /// Original destinations inside this RFC 6052 prefix are IPv4 servers (NAT64).
+    pub nat64_prefix: Option<Ipv6Net>,
+    /// Tags of the upstream control connection.
+    pub control_tags: SocketTags,
+    /// Tags of every data connection, both sides.
+    pub data_tags: SocketTags,
     pub max_sessions: usize,
     pub max_sessions_per_client: usize,
     pub client_prefix_v4: u8,
@@ -169,6 +178,18 @@ fn duration(d: Duration, field: &'static str) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
+fn tags(raw: &raw::RawTags, dscp_field: &'static str, mark_field: &'static str) -> Result<SocketTags, ConfigError> {
+    if let Some(d) = raw.dscp {
+        if d > 63 {
+            return Err(invalid(dscp_field, format!("{d} is not a DSCP value (0-63)")));
+        }
+    }
+    if raw.mark.is_some() && !cfg!(target_os = "linux") {
+        return Err(invalid(mark_field, "SO_MARK exists only on Linux (on pf, tag with a rule instead)"));
+    }
+    Ok(SocketTags { mark: raw.mark, dscp: raw.dscp })
+}
+
 /// Turns the raw form into the typed configuration, naming the first bad field.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     if raw.listen.is_empty() {
@@ -208,6 +229,33 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
             })?),
         };
     let active_ports = raw.active.ports.as_deref().map(|s| PortRange::parse(s, "active.ports")).transpose()?;
+    let server_mode = match raw.server_data_mode.as_str() {
+        "client" => ServerDataMode::Client,
+        "passive" => ServerDataMode::Passive,
+        "active" => ServerDataMode::Active,
+        other => return Err(invalid("server_data_mode", format!("`{other}` is not client, passive or active"))),
+    };
+    let nat64_prefix = match raw.nat64_prefix.as_deref() {
+        None => None,
+        Some(_) if upstream.is_some() => {
+            return Err(invalid(
+                "nat64_prefix",
+                "applies to intercepted connections only; in reverse mode set `upstream` to the IPv4 server",
+            ))
+        }
+        Some(s) => {
+            let net: Ipv6Net = s
+                .trim()
+                .parse()
+                .map_err(|_| invalid("nat64_prefix", format!("`{s}` is not an IPv6 prefix like 64:ff9b::/96")))?;
+            if ![32, 40, 48, 56, 64, 96].contains(&net.prefix_len()) {
+                return Err(invalid("nat64_prefix", format!("`{s}`: RFC 6052 allows /32, /40, /48, /56, /64 or /96")));
+            }
+            Some(net.trunc())
+        }
+    };
+    let control_tags = tags(&raw.shaping.control, "shaping.control.dscp", "shaping.control.mark")?;
+    let data_tags = tags(&raw.shaping.data, "shaping.data.dscp", "shaping.data.mark")?;
     let server_data = match raw.server_data_address.as_str() {
         "substitute" => ServerDataPolicy::Substitute,
         "refuse" => ServerDataPolicy::Refuse,
@@ -306,6 +354,10 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         passive_ports,
         advertise,
         active_ports,
+        active_source_port_20: raw.active.source_port_20,
+        nat64_prefix,
+        control_tags,
+        data_tags,
         max_sessions: l.max_sessions,
         max_sessions_per_client: l.max_sessions_per_client,
         client_prefix_v4: l.client_prefix_v4,
@@ -316,6 +368,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         privileges,
         session: SessionPolicy {
             server_data,
+            server_mode,
             users,
             commands,
             fxp,

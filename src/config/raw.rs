@@ -14,6 +14,9 @@ pub struct RawConfig {
     pub passive: RawPassive,
     pub active: RawActive,
     pub server_data_address: String,
+    pub server_data_mode: String,
+    pub nat64_prefix: Option<String>,
+    pub shaping: RawShaping,
     pub tls: String,
     pub policy: RawPolicy,
     pub privileges: RawPrivileges,
@@ -41,6 +44,9 @@ impl Default for RawConfig {
             passive: RawPassive::default(),
             active: RawActive::default(),
             server_data_address: "substitute".into(),
+            server_data_mode: "client".into(),
+            nat64_prefix: None,
+            shaping: RawShaping::default(),
             tls: "refuse".into(),
             policy: RawPolicy::default(),
             privileges: RawPrivileges::default(),
@@ -69,6 +75,21 @@ impl Default for RawPassive {
 #[serde(deny_unknown_fields, default)]
 pub struct RawActive {
     pub ports: Option<String>,
+    pub source_port_20: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawShaping {
+    pub control: RawTags,
+    pub data: RawTags,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTags {
+    pub mark: Option<u32>,
+    pub dscp: Option<u8>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -1,13 +1,15 @@
 //! One data channel: wait for the expected peer on a listener, connect the other side, relay.
 
 use super::relay::relay;
-use super::sockets::connect;
+use super::sockets::{connect, SocketTags};
 use crate::addr::canonical_ip;
+use socket2::SockRef;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy)]
 pub struct DataTimeouts {
@@ -16,20 +18,40 @@ pub struct DataTimeouts {
     pub idle: Duration,
 }
 
-/// A data channel ready to run: the listener is bound and advertised.
+/// A data channel ready to run: its listeners are bound and advertised.
 #[derive(Debug)]
 pub enum DataPlan {
     /// The listener faces the client; its connection is relayed to the server's data port.
-    Passive { listener: TcpListener, client_ip: IpAddr, server_data: SocketAddr, source: Option<IpAddr> },
+    /// `handed_over` fires when a site-to-site transfer of the same client takes the server's
+    /// data port over, and the client will not come.
+    Passive {
+        listener: TcpListener,
+        client_ip: IpAddr,
+        server_data: SocketAddr,
+        source: Option<SocketAddr>,
+        handed_over: Option<oneshot::Receiver<()>>,
+    },
     /// The listener faces the server; its connection is relayed to the port the client named.
-    Active { listener: TcpListener, server_ip: IpAddr, client_data: SocketAddr, source: Option<IpAddr> },
+    Active { listener: TcpListener, server_ip: IpAddr, client_data: SocketAddr, source: Option<SocketAddr> },
+    /// Client in passive mode, server in active mode: both sides connect to ftpgate.
+    Listeners { client: TcpListener, client_ip: IpAddr, server: TcpListener, server_ip: IpAddr },
+    /// Client in active mode, server in passive mode: ftpgate connects to both.
+    Connect {
+        server_data: SocketAddr,
+        server_source: Option<SocketAddr>,
+        client_data: SocketAddr,
+        client_source: Option<SocketAddr>,
+    },
 }
 
 impl DataPlan {
+    /// The metric label: the client's mode, and the server's where they differ.
     pub fn mode(&self) -> &'static str {
         match self {
             DataPlan::Passive { .. } => "passive",
             DataPlan::Active { .. } => "active",
+            DataPlan::Listeners { .. } => "passive_to_active",
+            DataPlan::Connect { .. } => "active_to_passive",
         }
     }
 }
@@ -44,6 +66,8 @@ pub enum DataError {
     Connect { to: SocketAddr, err: io::Error },
     #[error("relay failed: {0}")]
     Relay(String),
+    #[error("setting the socket mark or DSCP failed: {0}")]
+    Tags(io::Error),
 }
 
 impl DataError {
@@ -53,6 +77,7 @@ impl DataError {
             DataError::Accept(_) => "accept_error",
             DataError::Connect { .. } => "connect_error",
             DataError::Relay(_) => "relay_error",
+            DataError::Tags(_) => "tags_error",
         }
     }
 }
@@ -65,6 +90,8 @@ pub struct DataOutcome {
     pub duration: Duration,
     /// Connections from other addresses that were turned away (port stealing attempts).
     pub stolen_attempts: Vec<SocketAddr>,
+    /// The server's data port went to a site-to-site transfer instead of the client.
+    pub handed_over: bool,
     pub result: Result<(), DataError>,
 }
 
@@ -73,6 +100,7 @@ async fn accept_from(
     listener: &TcpListener,
     expected: IpAddr,
     wait: Duration,
+    tags: SocketTags,
     refused: &mut Vec<SocketAddr>,
 ) -> Result<TcpStream, DataError> {
     let deadline = Instant::now() + wait;
@@ -85,6 +113,7 @@ async fn accept_from(
             Ok(Ok(x)) => x,
         };
         if canonical_ip(peer.ip()) == expected {
+            tags.apply(SockRef::from(&stream), peer.is_ipv6()).map_err(DataError::Tags)?;
             return Ok(stream);
         }
         tracing::warn!(%peer, %expected, reason = "port_stealing", "refused data connection from unexpected peer");
@@ -97,52 +126,90 @@ async fn accept_from(
     }
 }
 
+async fn connect_to(
+    to: SocketAddr,
+    src: Option<SocketAddr>,
+    t: &DataTimeouts,
+    tags: SocketTags,
+) -> Result<TcpStream, DataError> {
+    connect(to, src, t.connect, tags).await.map_err(|err| DataError::Connect { to, err })
+}
+
+/// Waits for the expected peer on the listener (closed once it is there).
+async fn accept_once(
+    listener: TcpListener,
+    expected: IpAddr,
+    t: &DataTimeouts,
+    tags: SocketTags,
+    refused: &mut Vec<SocketAddr>,
+) -> Result<TcpStream, DataError> {
+    accept_from(&listener, expected, t.accept, tags, refused).await
+}
+
+/// Both ends of a channel: the client's connection and the server's. `Ok(None)`: handed over.
+async fn establish(
+    plan: DataPlan,
+    t: &DataTimeouts,
+    tags: SocketTags,
+    refused: &mut Vec<SocketAddr>,
+) -> Result<Option<(TcpStream, TcpStream)>, DataError> {
+    Ok(Some(match plan {
+        DataPlan::Passive { listener, client_ip, server_data, source, handed_over } => {
+            let client = match handed_over {
+                Some(rx) => tokio::select! {
+                    c = accept_once(listener, client_ip, t, tags, refused) => c?,
+                    Ok(()) = rx => return Ok(None),
+                },
+                None => accept_once(listener, client_ip, t, tags, refused).await?,
+            };
+            (client, connect_to(server_data, source, t, tags).await?)
+        }
+        DataPlan::Active { listener, server_ip, client_data, source } => {
+            let server = accept_once(listener, server_ip, t, tags, refused).await?;
+            (connect_to(client_data, source, t, tags).await?, server)
+        }
+        DataPlan::Listeners { client, client_ip, server, server_ip } => {
+            let mut theirs = Vec::new();
+            let both = tokio::try_join!(
+                accept_once(client, client_ip, t, tags, refused),
+                accept_once(server, server_ip, t, tags, &mut theirs)
+            );
+            refused.extend(theirs.into_iter().take(16usize.saturating_sub(refused.len())));
+            both?
+        }
+        DataPlan::Connect { server_data, server_source, client_data, client_source } => tokio::try_join!(
+            connect_to(client_data, client_source, t, tags),
+            connect_to(server_data, server_source, t, tags)
+        )?,
+    }))
+}
+
 /// Runs the channel to its end.
-pub async fn run(plan: DataPlan, t: DataTimeouts) -> DataOutcome {
+pub async fn run(plan: DataPlan, t: DataTimeouts, tags: SocketTags) -> DataOutcome {
     let started = Instant::now();
     let mode = plan.mode();
     let mut refused = Vec::new();
-    let m = crate::metrics::metrics();
-    let (to_client_bytes, to_server_bytes) =
-        (m.bytes.with_label_values(&["to_client"]), m.bytes.with_label_values(&["to_server"]));
-    let to_client = move |n: u64| to_client_bytes.inc_by(n);
-    let to_server = move |n: u64| to_server_bytes.inc_by(n);
-    let outcome = |to_client, to_server, result, refused| DataOutcome {
+    let outcome = |to_client, to_server, result, refused, handed_over| DataOutcome {
         mode,
         to_client,
         to_server,
         duration: started.elapsed(),
         stolen_attempts: refused,
+        handed_over,
         result,
     };
-    match plan {
-        DataPlan::Passive { listener, client_ip, server_data, source } => {
-            let client = match accept_from(&listener, client_ip, t.accept, &mut refused).await {
-                Ok(s) => s,
-                Err(e) => return outcome(0, 0, Err(e), refused),
-            };
-            drop(listener);
-            let server = match connect(server_data, source, t.connect).await {
-                Ok(s) => s,
-                Err(err) => return outcome(0, 0, Err(DataError::Connect { to: server_data, err }), refused),
-            };
-            let r = relay(client, server, t.idle, &to_server, &to_client).await;
-            outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused)
-        }
-        DataPlan::Active { listener, server_ip, client_data, source } => {
-            let server = match accept_from(&listener, server_ip, t.accept, &mut refused).await {
-                Ok(s) => s,
-                Err(e) => return outcome(0, 0, Err(e), refused),
-            };
-            drop(listener);
-            let client = match connect(client_data, source, t.connect).await {
-                Ok(s) => s,
-                Err(err) => return outcome(0, 0, Err(DataError::Connect { to: client_data, err }), refused),
-            };
-            let r = relay(server, client, t.idle, &to_client, &to_server).await;
-            outcome(r.a_to_b, r.b_to_a, r.result.map_err(DataError::Relay), refused)
-        }
-    }
+    let (client, server) = match establish(plan, &t, tags, &mut refused).await {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return outcome(0, 0, Ok(()), refused, true),
+        Err(e) => return outcome(0, 0, Err(e), refused, false),
+    };
+    let m = crate::metrics::metrics();
+    let (to_client_bytes, to_server_bytes) =
+        (m.bytes.with_label_values(&["to_client"]), m.bytes.with_label_values(&["to_server"]));
+    let to_client = move |n: u64| to_client_bytes.inc_by(n);
+    let to_server = move |n: u64| to_server_bytes.inc_by(n);
+    let r = relay(client, server, t.idle, &to_server, &to_client).await;
+    outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused, false)
 }
 
 #[cfg(test)]
@@ -160,8 +227,14 @@ mod tests {
         let server_data = server.local_addr().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let at = listener.local_addr().unwrap();
-        let plan = DataPlan::Passive { listener, client_ip: "127.0.0.1".parse().unwrap(), server_data, source: None };
-        let task = tokio::spawn(run(plan, t()));
+        let plan = DataPlan::Passive {
+            listener,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            server_data,
+            source: None,
+            handed_over: None,
+        };
+        let task = tokio::spawn(run(plan, t(), SocketTags::default()));
         // A stranger from another loopback address comes first.
         let stranger = tokio::net::TcpSocket::new_v4().unwrap();
         stranger.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -191,7 +264,67 @@ mod tests {
             client_data: "127.0.0.1:9".parse().unwrap(),
             source: None,
         };
-        let out = run(plan, DataTimeouts { accept: Duration::from_millis(30), ..t() }).await;
+        let out = run(plan, DataTimeouts { accept: Duration::from_millis(30), ..t() }, SocketTags::default()).await;
         assert_eq!(out.result.unwrap_err().label(), "accept_timeout");
+    }
+
+    async fn upload_through(
+        plan: DataPlan,
+        client_side: impl std::future::Future<Output = TcpStream>,
+        server: impl std::future::Future<Output = TcpStream>,
+    ) -> DataOutcome {
+        let task = tokio::spawn(run(plan, t(), SocketTags::default()));
+        let (mut c, mut s) = tokio::join!(client_side, server);
+        c.write_all(b"upload").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"upload");
+        task.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn converted_modes_relay_both_ways_of_connecting() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        // Client passive, server active: both dial ftpgate.
+        let (cl, sl) =
+            (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let (ca, sa) = (cl.local_addr().unwrap(), sl.local_addr().unwrap());
+        let plan = DataPlan::Listeners { client: cl, client_ip: lo, server: sl, server_ip: lo };
+        let out = upload_through(plan, async { TcpStream::connect(ca).await.unwrap() }, async {
+            TcpStream::connect(sa).await.unwrap()
+        })
+        .await;
+        assert_eq!((out.mode, out.to_server, out.to_client), ("passive_to_active", 6, 0));
+        assert!(out.result.is_ok());
+        // Client active, server passive: ftpgate dials both.
+        let (cl, sl) =
+            (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let plan = DataPlan::Connect {
+            server_data: sl.local_addr().unwrap(),
+            server_source: None,
+            client_data: cl.local_addr().unwrap(),
+            client_source: None,
+        };
+        let out =
+            upload_through(plan, async { cl.accept().await.unwrap().0 }, async { sl.accept().await.unwrap().0 }).await;
+        assert_eq!((out.mode, out.to_server, out.to_client), ("active_to_passive", 6, 0));
+    }
+
+    #[tokio::test]
+    async fn a_passive_channel_handed_over_ends_without_its_client() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tx, rx) = oneshot::channel();
+        let plan = DataPlan::Passive {
+            listener,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            server_data: "127.0.0.1:9".parse().unwrap(),
+            source: None,
+            handed_over: Some(rx),
+        };
+        let task = tokio::spawn(run(plan, t(), SocketTags::default()));
+        tx.send(()).unwrap();
+        let out = task.await.unwrap();
+        assert!(out.handed_over && out.result.is_ok());
     }
 }

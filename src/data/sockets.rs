@@ -3,7 +3,7 @@
 use crate::config::PortRange;
 use crate::intercept::set_transparent;
 use rand::Rng;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -66,19 +66,78 @@ pub fn listen_in_range(ip: IpAddr, range: Option<PortRange>, transparent: bool) 
     ))
 }
 
-/// Connects to `dst`, from `src` if given (port chosen by the kernel), within `timeout`.
-pub async fn connect(dst: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+/// Routing and shaping tags for a connection, set before its first packet where ftpgate
+/// connects and right after accept where it listens: a firewall mark for nftables and policy
+/// routing, and a DSCP value for tc and the network's queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketTags {
+    /// SO_MARK (Linux; needs CAP_NET_ADMIN).
+    pub mark: Option<u32>,
+    /// Differentiated Services code point, 0-63 (IP_TOS / IPV6_TCLASS).
+    pub dscp: Option<u8>,
+}
+
+impl SocketTags {
+    pub fn is_empty(&self) -> bool {
+        self.mark.is_none() && self.dscp.is_none()
+    }
+
+    pub fn apply(&self, sock: SockRef<'_>, ipv6: bool) -> io::Result<()> {
+        if let Some(mark) = self.mark {
+            set_mark(&sock, mark)?;
+        }
+        if let Some(dscp) = self.dscp {
+            // DSCP is the upper six bits of the former TOS octet; ECN keeps the lower two.
+            let tos = u32::from(dscp) << 2;
+            if ipv6 {
+                sock.set_tclass_v6(tos)?;
+            } else {
+                sock.set_tos(tos)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_mark(sock: &SockRef<'_>, mark: u32) -> io::Result<()> {
+    sock.set_mark(mark)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_mark(_sock: &SockRef<'_>, _mark: u32) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "SO_MARK exists only on Linux"))
+}
+
+/// Connects to `dst` from `src` (an address, a port, both or neither), tagged, within `timeout`.
+/// A fixed source port (20 for clients that insist on it) may be shared by several connections
+/// at once, since each goes to a different peer.
+pub async fn connect(
+    dst: SocketAddr,
+    src: Option<SocketAddr>,
+    timeout: Duration,
+    tags: SocketTags,
+) -> io::Result<TcpStream> {
     let sock = match dst {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    if let Some(ip) = src {
-        sock.bind(SocketAddr::new(ip, 0))?;
+    tags.apply(SockRef::from(&sock), dst.is_ipv6())?;
+    if let Some(src) = src {
+        if src.port() != 0 {
+            sock.set_reuseaddr(true)?;
+        }
+        sock.bind(src)?;
     }
     match tokio::time::timeout(timeout, sock.connect(dst)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {dst} timed out after {timeout:?}"))),
     }
+}
+
+/// A source address of `ip`, port chosen by the kernel.
+pub fn from_ip(ip: Option<IpAddr>) -> Option<SocketAddr> {
+    ip.map(|ip| SocketAddr::new(ip, 0))
 }
 
 #[cfg(test)]
@@ -97,5 +156,16 @@ mod tests {
         assert!(e.to_string().contains(&format!("no free port in {port}-{port}")), "{e}");
         drop(a);
         assert!(listen_in_range(ip, Some(range), false).is_ok());
+    }
+
+    #[tokio::test]
+    async fn tags_are_set_before_connecting() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tags = SocketTags { mark: None, dscp: Some(10) };
+        let s = connect(l.local_addr().unwrap(), None, Duration::from_secs(5), tags).await.unwrap();
+        assert_eq!(SockRef::from(&s).tos().unwrap(), 40);
+        let (accepted, _) = l.accept().unwrap();
+        SocketTags { mark: None, dscp: Some(46) }.apply(SockRef::from(&accepted), false).unwrap();
+        assert_eq!(SockRef::from(&accepted).tos().unwrap(), 184);
     }
 }

@@ -1,11 +1,11 @@
 //! Drives one control session: reads both sides, feeds the state machine, carries out its
 //! actions, enforces the phase timeouts.
 
-use super::data::{open_active, open_passive, DataTask, Endpoints};
+use super::data::{open_active, open_listeners, open_passive, start_connect, DataTask, Endpoints};
 use super::Shared;
-use crate::addr::{canonical, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
+use crate::addr::{canonical, nat64_embedded, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::InterceptMode;
-use crate::data::sockets::connect;
+use crate::data::sockets::{connect, from_ip};
 use crate::data::{DataError, DataOutcome};
 use crate::metrics::{metrics, verb_label};
 use crate::protocol::reply::reply_line;
@@ -13,7 +13,7 @@ use crate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
 use crate::session::{Action, Session};
 use socket2::SockRef;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,7 +124,13 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
                 metrics().reject("loop");
                 return refuse(client, 421, "Connection to the gateway itself refused (not diverted)").await;
             }
-            UpstreamAddr(dst.0)
+            match (cfg.nat64_prefix, dst.ip()) {
+                (Some(prefix), IpAddr::V6(v6)) => match nat64_embedded(prefix, v6) {
+                    Some(v4) => UpstreamAddr(SocketAddr::new(IpAddr::V4(v4), dst.port())),
+                    None => UpstreamAddr(dst.0),
+                },
+                _ => UpstreamAddr(dst.0),
+            }
         }
         (None, None) => return refuse(client, 421, "No upstream configured").await,
     };
@@ -135,7 +141,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
     span.record("upstream", tracing::field::display(upstream));
 
     let connect_started = Instant::now();
-    let server = match connect(upstream.0, cfg.upstream_source, cfg.timeouts.connect).await {
+    let server = match connect(upstream.0, from_ip(cfg.upstream_source), cfg.timeouts.connect, cfg.control_tags).await {
         Ok(s) => s,
         Err(e) => {
             warn!(reason = "upstream_connect", error = %e, "cannot connect to server");
@@ -355,6 +361,30 @@ impl Conn<'_> {
                     prepend(&mut queue, follow);
                     Ok(())
                 }
+                Action::OpenListeners => {
+                    let follow = match open_listeners(self.shared, &self.ep) {
+                        Ok((advertise, at, task)) => {
+                            debug!(mode = "passive_to_active", %advertise, listen = %at, "data channel open");
+                            self.data = Some(task);
+                            self.session.on_listeners_ready(advertise, at)
+                        }
+                        Err(e) => self.data_failed("passive_to_active", &e),
+                    };
+                    prepend(&mut queue, follow);
+                    Ok(())
+                }
+                Action::ConnectBoth { server_data, client_data } => {
+                    let follow = match start_connect(self.shared, &self.ep, server_data, client_data) {
+                        Ok(task) => {
+                            debug!(mode = "active_to_passive", %server_data, %client_data, "data channel connecting");
+                            self.data = Some(task);
+                            self.session.on_connect_started()
+                        }
+                        Err(e) => self.data_failed("active_to_passive", &e),
+                    };
+                    prepend(&mut queue, follow);
+                    Ok(())
+                }
                 Action::DropData => {
                     if let Some(task) = self.data.take() {
                         debug!(after_ms = task.started.elapsed().as_millis() as u64, "data channel closed");
@@ -400,11 +430,17 @@ impl Conn<'_> {
                 self.data = Some(task);
                 ready(&mut self.session, at)
             }
-            Err(e) => {
-                warn!(reason = "data_setup", mode, error = %e, "cannot open a data listener");
-                self.session.on_data_setup_failed(&e.to_string())
-            }
+            Err(e) => self.data_failed(mode, &e),
         }
+    }
+
+    /// A data channel could not be set up: counted by cause, and the client gets 425.
+    fn data_failed(&mut self, mode: &'static str, e: &io::Error) -> Vec<Action> {
+        // Every port of the configured range taken, or every data channel of the gateway.
+        let reason = if e.kind() == io::ErrorKind::AddrInUse { "port_exhausted" } else { "limit" };
+        warn!(reason, mode, error = %e, "cannot open a data channel");
+        metrics().reject(reason);
+        self.session.on_data_setup_failed(&e.to_string())
     }
 
     fn hold(&mut self, b: &[u8]) {
@@ -422,6 +458,9 @@ impl Conn<'_> {
         let verb = self.session.last_transfer().unwrap_or("-");
         let m = metrics();
         match r {
+            Ok(o) if o.handed_over => {
+                info!(verb, "passive data port handed over to a site-to-site transfer of this client")
+            }
             Ok(o) => {
                 self.up += o.to_server;
                 self.down += o.to_client;

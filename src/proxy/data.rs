@@ -1,15 +1,17 @@
 //! Opening data channels for a session: where listeners bind, what clients are told.
 
+use super::passive_index::Registration;
 use super::Shared;
-use crate::addr::{ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
+use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::{Advertise, InterceptMode};
 use crate::data::channel::{self, DataOutcome, DataPlan, DataTimeouts};
-use crate::data::sockets::listen_in_range;
+use crate::data::sockets::{from_ip, listen_in_range};
 use crate::metrics::metrics;
 use prometheus::IntGauge;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
+use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -33,6 +35,8 @@ pub struct DataTask {
     pub started: Instant,
     _permit: OwnedSemaphorePermit,
     _active: ActiveChannel,
+    /// A passive channel's entry in the gateway's index, removed with the channel.
+    _registration: Option<Registration>,
 }
 
 /// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
@@ -65,8 +69,9 @@ fn timeouts(shared: &Shared) -> DataTimeouts {
     DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle }
 }
 
-/// Binds the client-facing listener; returns the address to advertise and the running channel.
-pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
+/// The client-facing listener (bound as the interception mode needs) and the address the client
+/// is told.
+fn client_listener(shared: &Shared, ep: &Endpoints) -> io::Result<(TcpListener, SocketAddr)> {
     let cfg = &shared.cfg;
     let tproxy = cfg.intercept == InterceptMode::Tproxy;
     // With TPROXY the client's data connection keeps the server's address as destination: the
@@ -81,7 +86,6 @@ pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) ->
     } else {
         ep.client_side.ip()
     };
-    let permit = data_permit(shared)?;
     let listener = listen_in_range(bind_ip, Some(cfg.passive_ports), tproxy)?;
     let port = listener.local_addr()?.port();
     let ip: IpAddr = match cfg.advertise {
@@ -89,23 +93,93 @@ pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) ->
         Advertise::Local => ep.client_side.ip(),
         Advertise::Fixed(ip) => ip,
     };
+    Ok((listener, SocketAddr::new(ip, port)))
+}
+
+/// The server-facing listener, in `active.ports` when set.
+fn server_listener(shared: &Shared, ep: &Endpoints) -> io::Result<TcpListener> {
+    listen_in_range(ep.server_side.ip(), shared.cfg.active_ports, false)
+}
+
+/// Where connections toward the client come from: port 20 when configured.
+fn client_source(shared: &Shared, ep: &Endpoints) -> Option<SocketAddr> {
+    shared.cfg.active_source_port_20.then(|| {
+        let any =
+            if ep.client.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        SocketAddr::new(any, 20)
+    })
+}
+
+/// The data address a client named in PORT/EPRT, resolved: one of this gateway's own passive
+/// endpoints of the same client (a site-to-site transfer) is the server data port behind it,
+/// dialled from the server side; anything else is dialled as the client.
+fn resolve_named(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> (SocketAddr, Option<SocketAddr>) {
+    if canonical_ip(named.ip()) != canonical_ip(ep.client.ip()) {
+        if let Some(server_data) = shared.passive_index.claim(ep.client.ip(), named) {
+            tracing::info!(%named, %server_data, "FXP: data address is a passive endpoint of this gateway, connecting its server directly");
+            return (server_data, from_ip(Some(ep.server_side.ip())));
+        }
+    }
+    (named, client_source(shared, ep))
+}
+
+/// Binds the client-facing listener; returns the address to advertise and the running channel.
+pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
+    let permit = data_permit(shared)?;
+    let (listener, advertise) = client_listener(shared, ep)?;
+    let names = [advertise.ip(), ep.original.map_or(ep.client_side.ip(), |o| o.ip())];
+    let (registration, handed_over) =
+        shared.passive_index.register(ep.client.ip(), advertise.port(), names, server_data);
     let plan = DataPlan::Passive {
         listener,
         client_ip: ep.client.ip(),
         server_data,
         // Servers such as vsftpd insist that data comes from the control connection's address.
-        source: Some(ep.server_side.ip()),
+        source: from_ip(Some(ep.server_side.ip())),
+        handed_over: Some(handed_over),
     };
-    Ok((SocketAddr::new(ip, port), spawn(plan, timeouts(shared), permit, ep)))
+    let mut task = spawn(plan, shared, permit, ep);
+    task._registration = Some(registration);
+    Ok((advertise, task))
 }
 
 /// Binds the server-facing listener; returns its address (for PORT/EPRT) and the channel.
 pub fn open_active(shared: &Shared, ep: &Endpoints, client_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
     let permit = data_permit(shared)?;
-    let listener = listen_in_range(ep.server_side.ip(), shared.cfg.active_ports, false)?;
+    let listener = server_listener(shared, ep)?;
     let at = listener.local_addr()?;
-    let plan = DataPlan::Active { listener, server_ip: ep.upstream.ip(), client_data, source: None };
-    Ok((at, spawn(plan, timeouts(shared), permit, ep)))
+    let (client_data, source) = resolve_named(shared, ep, client_data);
+    let plan = DataPlan::Active { listener, server_ip: ep.upstream.ip(), client_data, source };
+    Ok((at, spawn(plan, shared, permit, ep)))
+}
+
+/// Client passive, server active: binds both listeners; returns what the client is told, where
+/// the server is sent, and the channel.
+pub fn open_listeners(shared: &Shared, ep: &Endpoints) -> io::Result<(SocketAddr, SocketAddr, DataTask)> {
+    let permit = data_permit(shared)?;
+    let (client, advertise) = client_listener(shared, ep)?;
+    let server = server_listener(shared, ep)?;
+    let at = server.local_addr()?;
+    let plan = DataPlan::Listeners { client, client_ip: ep.client.ip(), server, server_ip: ep.upstream.ip() };
+    Ok((advertise, at, spawn(plan, shared, permit, ep)))
+}
+
+/// Client active, server passive: starts connecting to both.
+pub fn start_connect(
+    shared: &Shared,
+    ep: &Endpoints,
+    server_data: SocketAddr,
+    client_data: SocketAddr,
+) -> io::Result<DataTask> {
+    let permit = data_permit(shared)?;
+    let (client_data, client_source) = resolve_named(shared, ep, client_data);
+    let plan = DataPlan::Connect {
+        server_data,
+        server_source: from_ip(Some(ep.server_side.ip())),
+        client_data,
+        client_source,
+    };
+    Ok(spawn(plan, shared, permit, ep))
 }
 
 /// One of `limits.max_data_channels`, held for as long as the channel's task lives.
@@ -115,11 +189,11 @@ fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
     })
 }
 
-fn spawn(plan: DataPlan, t: DataTimeouts, permit: OwnedSemaphorePermit, ep: &Endpoints) -> DataTask {
+fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &Endpoints) -> DataTask {
     let family = if ep.client.is_ipv6() { "ipv6" } else { "ipv4" };
     let active = ActiveChannel::new(plan.mode(), family);
     // A child of the session's span, so data-channel log lines carry the session's fields.
     let span = tracing::info_span!("data", mode = plan.mode());
-    let handle = tokio::spawn(channel::run(plan, t).instrument(span));
-    DataTask { handle, started: Instant::now(), _permit: permit, _active: active }
+    let handle = tokio::spawn(channel::run(plan, timeouts(shared), shared.cfg.data_tags).instrument(span));
+    DataTask { handle, started: Instant::now(), _permit: permit, _active: active, _registration: None }
 }

@@ -3,12 +3,14 @@
 mod control;
 mod data;
 mod metrics_endpoint;
+mod passive_index;
 
 use crate::config::Config;
 use crate::data::sockets;
 use crate::intercept::{InterceptError, Interceptor};
 use crate::xferlog::XferLog;
 use ipnet::IpNet;
+use passive_index::PassiveIndex;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +30,41 @@ pub enum StartError {
     Intercept(#[from] InterceptError),
     #[error("cannot open {what} file {}: {source}", path.display())]
     File { what: &'static str, path: std::path::PathBuf, source: io::Error },
+    #[error("`{field}` needs {needs}, which ftpgate does not have: {source}")]
+    Privilege { field: &'static str, needs: &'static str, source: io::Error },
+}
+
+/// Tries, before serving, what options need privilege for: failing at start-up beats failing
+/// each transfer later.
+fn probe_privileges(cfg: &Config) -> Result<(), StartError> {
+    use socket2::{Domain, Socket, Type};
+    let denied = |e: &io::Error| e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM);
+    if cfg.active_source_port_20 {
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, None).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&SocketAddr::from(([0, 0, 0, 0], 20)).into())
+        });
+        if let Err(e) = probe.as_ref() {
+            if denied(e) {
+                return Err(StartError::Privilege {
+                    field: "active.source_port_20",
+                    needs: "CAP_NET_BIND_SERVICE",
+                    source: probe.unwrap_err(),
+                });
+            }
+        }
+    }
+    for (field, tags) in [("shaping.control.mark", cfg.control_tags), ("shaping.data.mark", cfg.data_tags)] {
+        if tags.mark.is_none() {
+            continue;
+        }
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, None)
+            .and_then(|s| sockets::SocketTags { mark: tags.mark, dscp: None }.apply(socket2::SockRef::from(&s), false));
+        if let Err(source) = probe {
+            return Err(StartError::Privilege { field, needs: "CAP_NET_ADMIN", source });
+        }
+    }
+    Ok(())
 }
 
 /// What every session of this process shares.
@@ -43,6 +80,8 @@ pub struct Shared {
     /// Sessions per client network (`limits.client_prefix_v4/v6`).
     per_client: Arc<Mutex<HashMap<IpNet, usize>>>,
     pub xferlog: Option<Arc<XferLog>>,
+    /// Open passive endpoints, for site-to-site transfers between sessions.
+    pub passive_index: PassiveIndex,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -90,6 +129,7 @@ impl Shared {
             data_permits: self.data_permits.clone(),
             per_client: self.per_client.clone(),
             xferlog: self.xferlog.clone(),
+            passive_index: self.passive_index.clone(),
         };
         (next, kept)
     }
@@ -123,6 +163,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds every listener; fails before anything is served if one cannot be bound.
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
+        probe_privileges(&cfg)?;
         let interceptor = Interceptor::new(cfg.intercept)?;
         let mut listeners = Vec::new();
         for &addr in &cfg.listen {
@@ -165,6 +206,7 @@ impl Gateway {
             data_permits,
             per_client: Arc::new(Mutex::new(HashMap::new())),
             xferlog,
+            passive_index: PassiveIndex::default(),
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
     }

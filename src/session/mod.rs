@@ -26,6 +26,21 @@ pub enum ServerDataPolicy {
     Refuse,
 }
 
+/// Which data mode the gateway uses toward the server; the client always gets the mode it asked
+/// for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerDataMode {
+    /// The mode the client asked for.
+    #[default]
+    Client,
+    /// Always PASV/EPSV toward the server (RFC 1579): a client's PORT becomes a passive
+    /// connection to the server.
+    Passive,
+    /// Always PORT/EPRT toward the server: a client's PASV becomes an active connection from
+    /// the server.
+    Active,
+}
+
 /// Who may log in through the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserPolicy {
@@ -68,6 +83,7 @@ pub struct FxpRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPolicy {
     pub server_data: ServerDataPolicy,
+    pub server_mode: ServerDataMode,
     pub users: UserPolicy,
     pub commands: CommandPolicy,
     /// Empty: FXP off, PORT/EPRT must name the client's own address.
@@ -85,6 +101,7 @@ impl Default for SessionPolicy {
     fn default() -> Self {
         Self {
             server_data: ServerDataPolicy::Substitute,
+            server_mode: ServerDataMode::Client,
             users: UserPolicy::default(),
             commands: CommandPolicy::default(),
             fxp: Vec::new(),
@@ -124,6 +141,16 @@ pub enum Action {
     OpenActive {
         client_data: SocketAddr,
     },
+    /// The client asked for passive mode, the server gets active mode: open a client-facing and
+    /// a server-facing listener and relay their two connections. Answer with
+    /// [`Session::on_listeners_ready`] or [`Session::on_data_setup_failed`].
+    OpenListeners,
+    /// The client asked for active mode, the server gave passive mode: connect to both and
+    /// relay. Answer with [`Session::on_connect_started`] or [`Session::on_data_setup_failed`].
+    ConnectBoth {
+        server_data: SocketAddr,
+        client_data: SocketAddr,
+    },
     /// Close the pending or running data channel now.
     DropData,
     /// Something was refused: log it with its reason and count it.
@@ -148,10 +175,16 @@ enum Expect {
     Greeting,
     Relay,
     Passive {
-        client: PassiveForm,
+        client: ClientWants,
         server: PassiveForm,
     },
     PortAck,
+    /// PORT/EPRT sent for a client that asked for passive mode: a positive reply is answered
+    /// to the client with 227/229 for `advertise`.
+    ConvertedPortAck {
+        client: PassiveForm,
+        advertise: SocketAddr,
+    },
     Transfer {
         preliminary: bool,
     },
@@ -173,10 +206,20 @@ const MAX_ABORT_REPLIES: u8 = 8;
 /// Client lines held while an ABOR is being answered.
 const MAX_DEFERRED: usize = 32;
 
+/// What the client asked for that a passive exchange with the server is answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientWants {
+    Passive(PassiveForm),
+    /// PORT/EPRT naming this address, carried out in passive mode toward the server.
+    Active(SocketAddr),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
     Passive(PassiveForm),
     Active,
+    Listeners(PassiveForm),
+    Connect,
 }
 
 #[derive(Debug)]
@@ -375,9 +418,32 @@ impl Session {
                 return refuse(Refusal::FamilyMismatch { verb: "PASV" });
             }
         }
-        let server_form = if self.upstream.is_ipv6() { PassiveForm::Epsv } else { PassiveForm::Pasv };
-        self.expect.push_back(Expect::Passive { client: client_form, server: server_form });
+        if self.policy.server_mode == ServerDataMode::Active {
+            self.waiting = Some(Waiting::Listeners(client_form));
+            return vec![Action::DropData, Action::OpenListeners];
+        }
+        let server_form = self.server_passive_form(client_form);
+        self.expect.push_back(Expect::Passive { client: ClientWants::Passive(client_form), server: server_form });
         vec![Action::DropData, Action::ToServer(passive_command(server_form))]
+    }
+
+    /// The passive command for the server: EPSV toward IPv6, PASV from an IPv6 client toward
+    /// IPv4 (RFC 6384), otherwise the client's own form (a server that refuses EPSV is asked
+    /// again with PASV).
+    fn server_passive_form(&self, client_form: PassiveForm) -> PassiveForm {
+        match (self.upstream.is_ipv6(), canonical_ip(self.client.ip()).is_ipv6()) {
+            (true, _) => PassiveForm::Epsv,
+            (false, true) => PassiveForm::Pasv,
+            (false, false) => client_form,
+        }
+    }
+
+    fn port_command(&self, listen: SocketAddr) -> Vec<u8> {
+        match listen {
+            SocketAddr::V4(a) if !self.upstream.is_ipv6() => Command::new("PORT", Some(&encode_port_arg(a))),
+            a => Command::new("EPRT", Some(&encode_eprt_arg(a))),
+        }
+        .encode()
     }
 
     fn on_active_command(&mut self, cmd: &Command) -> Vec<Action> {
@@ -414,6 +480,13 @@ impl Session {
         if named.port() < 1024 {
             return refuse(Refusal::PrivilegedPort { verb, port: named.port() });
         }
+        if self.policy.server_mode == ServerDataMode::Passive {
+            let form = if cmd.verb == Verb::Port { PassiveForm::Pasv } else { PassiveForm::Epsv };
+            let server = self.server_passive_form(form);
+            self.expect.push_back(Expect::Passive { client: ClientWants::Active(named), server });
+            out.push(Action::ToServer(passive_command(server)));
+            return out;
+        }
         self.waiting = Some(Waiting::Active);
         out.push(Action::OpenActive { client_data: named });
         out
@@ -438,12 +511,31 @@ impl Session {
         if self.waiting.take() != Some(Waiting::Active) {
             return Vec::new();
         }
-        let line = match listen {
-            SocketAddr::V4(a) if !self.upstream.is_ipv6() => Command::new("PORT", Some(&encode_port_arg(a))),
-            a => Command::new("EPRT", Some(&encode_eprt_arg(a))),
-        };
         self.expect.push_back(Expect::PortAck);
-        vec![Action::ToServer(line.encode())]
+        vec![Action::ToServer(self.port_command(listen))]
+    }
+
+    /// Both listeners of the last `OpenListeners` are ready: the client will be told
+    /// `advertise` once the server has accepted PORT/EPRT for `listen`.
+    pub fn on_listeners_ready(&mut self, advertise: SocketAddr, listen: SocketAddr) -> Vec<Action> {
+        let Some(Waiting::Listeners(client)) = self.waiting.take() else { return Vec::new() };
+        self.expect.push_back(Expect::ConvertedPortAck { client, advertise });
+        vec![
+            Action::Quirk("client passive mode carried out in active mode toward the server"),
+            Action::ToServer(self.port_command(listen)),
+        ]
+    }
+
+    /// The connections of the last `ConnectBoth` are under way: the client's PORT/EPRT is
+    /// accepted.
+    pub fn on_connect_started(&mut self) -> Vec<Action> {
+        if self.waiting.take() != Some(Waiting::Connect) {
+            return Vec::new();
+        }
+        vec![
+            Action::Quirk("client active mode carried out in passive mode toward the server"),
+            Action::ToClient(reply_line(200, "Active mode accepted (passive toward the server)")),
+        ]
     }
 
     /// Opening the data listener failed (no free port, bind error): the client gets 425.
@@ -472,6 +564,10 @@ impl Session {
             _ => {}
         }
         if !rl.kind.is_final() {
+            if matches!(self.expect.front(), Some(Expect::ConvertedPortAck { .. })) {
+                // The client asked PASV/EPSV: the lines of the server's PORT reply mean nothing to it.
+                return Vec::new();
+            }
             // Every line of a running transfer's closing reply waits behind the data.
             if self.transfer_running() && !rl.is_preliminary() {
                 return vec![Action::ToClientAfterData(rl.raw)];
@@ -489,6 +585,18 @@ impl Session {
             Some(Expect::Transfer { preliminary: true }) => vec![Action::ToClientAfterData(rl.raw)],
             Some(Expect::Transfer { preliminary: false }) => vec![Action::DropData, Action::ToClient(rl.raw)],
             Some(Expect::PortAck) if !rl.is_positive() => vec![Action::DropData, Action::ToClient(rl.raw)],
+            Some(Expect::ConvertedPortAck { client, advertise }) if rl.is_positive() => {
+                self.waiting = Some(Waiting::Passive(client));
+                self.on_passive_ready(advertise)
+            }
+            Some(Expect::ConvertedPortAck { .. }) => vec![
+                Action::DropData,
+                Action::Quirk("server refused active mode"),
+                Action::ToClient(reply_line(
+                    425,
+                    &format!("Cannot open data connection: server refused active mode ({})", rl.code),
+                )),
+            ],
             Some(Expect::Quit) => vec![Action::ToClient(rl.raw), Action::Close],
             _ => vec![Action::ToClient(rl.raw)],
         };
@@ -524,7 +632,7 @@ impl Session {
         out
     }
 
-    fn on_passive_reply_line(&mut self, rl: ReplyLine, client: PassiveForm, server: PassiveForm) -> Vec<Action> {
+    fn on_passive_reply_line(&mut self, rl: ReplyLine, client: ClientWants, server: PassiveForm) -> Vec<Action> {
         if self.passive_reply.len() + rl.raw.len() > self.policy.max_passive_reply {
             return vec![
                 Action::Refused(Refusal::MalformedReply),
@@ -577,8 +685,16 @@ impl Session {
         if target.port() < 1024 {
             return refuse(Refusal::ServerPrivilegedPort(target.port()));
         }
-        self.waiting = Some(Waiting::Passive(client));
-        out.push(Action::OpenPassive { server_data: target });
+        match client {
+            ClientWants::Passive(form) => {
+                self.waiting = Some(Waiting::Passive(form));
+                out.push(Action::OpenPassive { server_data: target });
+            }
+            ClientWants::Active(client_data) => {
+                self.waiting = Some(Waiting::Connect);
+                out.push(Action::ConnectBoth { server_data: target, client_data });
+            }
+        }
         out
     }
 }

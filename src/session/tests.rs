@@ -45,13 +45,91 @@ fn pasv_round_trip_rewrites_227() {
 }
 
 #[test]
-fn epsv_to_ipv4_server_becomes_pasv_and_229_back() {
-    let mut s = v4();
+fn ipv6_client_epsv_to_ipv4_server_becomes_pasv_and_229_back() {
+    let mut s = session_with("[2001:db8:1::2]:40000", "198.51.100.2:21", SessionPolicy::default());
     assert_eq!(client(&mut s, "EPSV\r"), vec![Action::DropData, Action::ToServer(b"PASV\r\n".to_vec())]);
     let a = s.on_server_line(b"227 =198,51,100,2,200,1\r");
     assert!(matches!(a[..], [Action::OpenPassive { .. }]));
+    let a = s.on_passive_ready("[2001:db8:1::1]:50000".parse().unwrap());
+    assert_eq!(a, vec![Action::ToClient(b"229 Entering Extended Passive Mode (|||50000|)\r\n".to_vec())]);
+    // EPRT naming the IPv6 client goes to the IPv4 server as PORT.
+    let a = client(&mut s, "EPRT |2|2001:db8:1::2|50001|\r");
+    assert_eq!(a, vec![Action::DropData, Action::OpenActive { client_data: "[2001:db8:1::2]:50001".parse().unwrap() }]);
+    let a = s.on_active_ready("198.51.100.1:40001".parse().unwrap());
+    assert_eq!(a, vec![Action::ToServer(b"PORT 198,51,100,1,156,65\r\n".to_vec())]);
+}
+
+#[test]
+fn ipv4_client_pasv_to_ipv6_server_becomes_epsv_and_227_back() {
+    let mut s = session_with("203.0.113.2:40000", "[2001:db8:2::2]:21", SessionPolicy::default());
+    assert_eq!(client(&mut s, "PASV\r"), vec![Action::DropData, Action::ToServer(b"EPSV\r\n".to_vec())]);
+    let a = s.on_server_line(b"229 ok (|||6000|)\r");
+    assert_eq!(a, vec![Action::OpenPassive { server_data: "[2001:db8:2::2]:6000".parse().unwrap() }]);
+    let a = s.on_passive_ready("203.0.113.1:50000".parse().unwrap());
+    assert_eq!(a, vec![Action::ToClient(b"227 Entering Passive Mode (203,0,113,1,195,80).\r\n".to_vec())]);
+    let a = client(&mut s, "PORT 203,0,113,2,195,81\r");
+    assert!(matches!(a[..], [Action::DropData, Action::OpenActive { .. }]));
+    let a = s.on_active_ready("[2001:db8:2::1]:40001".parse().unwrap());
+    assert_eq!(a, vec![Action::ToServer(b"EPRT |2|2001:db8:2::1|40001|\r\n".to_vec())]);
+}
+
+#[test]
+fn epsv_to_ipv4_server_stays_epsv() {
+    let mut s = v4();
+    assert_eq!(client(&mut s, "EPSV\r"), vec![Action::DropData, Action::ToServer(b"EPSV\r\n".to_vec())]);
+    let a = s.on_server_line(b"229 Entering Extended Passive Mode (|||51201|)\r");
+    assert_eq!(a, vec![Action::OpenPassive { server_data: "198.51.100.2:51201".parse().unwrap() }]);
     let a = s.on_passive_ready("203.0.113.1:50000".parse().unwrap());
     assert_eq!(a, vec![Action::ToClient(b"229 Entering Extended Passive Mode (|||50000|)\r\n".to_vec())]);
+}
+
+fn with_mode(mode: ServerDataMode) -> Session {
+    let policy = SessionPolicy { server_mode: mode, ..SessionPolicy::default() };
+    session_with("203.0.113.2:40000", "198.51.100.2:21", policy)
+}
+
+#[test]
+fn client_passive_becomes_active_toward_the_server() {
+    let mut s = with_mode(ServerDataMode::Active);
+    assert_eq!(client(&mut s, "PASV\r"), vec![Action::DropData, Action::OpenListeners]);
+    let a = s.on_listeners_ready("198.51.100.2:50000".parse().unwrap(), "198.51.100.1:45000".parse().unwrap());
+    assert_eq!(a[1], Action::ToServer(b"PORT 198,51,100,1,175,200\r\n".to_vec()));
+    // Only the server's acceptance gives the client its 227.
+    assert_eq!(
+        s.on_server_line(b"200 PORT ok\r"),
+        vec![Action::ToClient(encode_227("198.51.100.2:50000".parse().unwrap()))]
+    );
+    client(&mut s, "RETR f\r");
+    assert_eq!(s.on_server_line(b"150 go\r"), vec![Action::ToClient(b"150 go\r\n".to_vec())]);
+    s.on_server_line(b"226 done\r");
+    // EPSV gets 229; a server refusing PORT gives the client 425, and the channel is dropped.
+    assert_eq!(client(&mut s, "EPSV\r"), vec![Action::DropData, Action::OpenListeners]);
+    s.on_listeners_ready("198.51.100.2:50001".parse().unwrap(), "198.51.100.1:45001".parse().unwrap());
+    let a = s.on_server_line(b"500 PORT not allowed\r");
+    assert_eq!(a[0], Action::DropData);
+    assert_eq!(to_client_code(&a), Some(425));
+}
+
+#[test]
+fn client_active_becomes_passive_toward_the_server() {
+    let mut s = with_mode(ServerDataMode::Passive);
+    let a = client(&mut s, "PORT 203,0,113,2,195,80\r");
+    assert_eq!(a, vec![Action::DropData, Action::ToServer(b"PASV\r\n".to_vec())]);
+    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,200,1).\r");
+    assert_eq!(
+        a,
+        vec![Action::ConnectBoth {
+            server_data: "198.51.100.2:51201".parse().unwrap(),
+            client_data: "203.0.113.2:50000".parse().unwrap()
+        }]
+    );
+    assert_eq!(to_client_code(&s.on_connect_started()), Some(200));
+    // The bounce check still applies before anything is sent.
+    assert_eq!(to_client_code(&client(&mut s, "PORT 203,0,113,9,195,80\r")), Some(501));
+    // EPRT asks EPSV; a server refusing EPSV is asked PASV; its refusal reaches the client.
+    assert_eq!(client(&mut s, "EPRT |1|203.0.113.2|50002|\r")[1], Action::ToServer(b"EPSV\r\n".to_vec()));
+    assert_eq!(s.on_server_line(b"500 no EPSV\r")[1], Action::ToServer(b"PASV\r\n".to_vec()));
+    assert_eq!(s.on_server_line(b"425 no PASV\r"), vec![Action::ToClient(b"425 no PASV\r\n".to_vec())]);
 }
 
 #[test]
@@ -112,18 +190,17 @@ fn a_227_nobody_asked_for_opens_nothing() {
 #[test]
 fn epsv_refused_by_server_falls_back_to_pasv() {
     let mut s = v4();
-    client(&mut s, "EPSV\r");
-    // The server saw PASV already for IPv4; simulate a server answering its own error.
-    let mut s2 = session_with("[2001:db8:1::2]:1", "198.51.100.2:21", SessionPolicy::default());
-    let _ = &mut s;
-    s2.expect.push_back(Expect::Passive { client: PassiveForm::Epsv, server: PassiveForm::Epsv });
-    let a = s2.on_server_line(b"500 EPSV not understood\r");
+    assert_eq!(client(&mut s, "EPSV\r")[1], Action::ToServer(b"EPSV\r\n".to_vec()));
+    let a = s.on_server_line(b"500 EPSV not understood\r");
     assert_eq!(
         a,
         vec![Action::Quirk("server refused EPSV, retrying with PASV"), Action::ToServer(b"PASV\r\n".to_vec())]
     );
-    let a = s2.on_server_line(b"227 ok (198,51,100,2,200,1)\r");
+    let a = s.on_server_line(b"227 ok (198,51,100,2,200,1)\r");
     assert!(matches!(a[..], [Action::OpenPassive { .. }]));
+    // The client still gets the 229 it asked for.
+    let a = s.on_passive_ready("203.0.113.1:50000".parse().unwrap());
+    assert_eq!(to_client_code(&a), Some(229));
 }
 
 #[test]
@@ -237,7 +314,7 @@ fn auth_is_refused_by_default_and_epsv_all_is_local() {
     assert_eq!(to_client_code(&client(&mut s, "EPSV ALL\r")), Some(200));
     assert_eq!(to_client_code(&client(&mut s, "PASV\r")), Some(503));
     assert_eq!(to_client_code(&client(&mut s, "PORT 203,0,113,2,195,80\r")), Some(503));
-    assert_eq!(client(&mut s, "EPSV\r")[1], Action::ToServer(b"PASV\r\n".to_vec()));
+    assert_eq!(client(&mut s, "EPSV\r")[1], Action::ToServer(b"EPSV\r\n".to_vec()));
 }
 
 #[test]

@@ -10,8 +10,30 @@ import ftplib
 import sys
 
 
+class PeerTap:
+    """The active-mode listening socket, printing who connected (`DATA-PEER ip port`)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def accept(self):
+        conn, addr = self.sock.accept()
+        print("DATA-PEER", addr[0], addr[1], flush=True)
+        return conn, addr
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
 class LabFTP(ftplib.FTP):
     mode = "pasv"
+    use_227_host = False
 
     def putcmd(self, line):
         verb = line.split(" ", 1)[0].upper()
@@ -22,6 +44,9 @@ class LabFTP(ftplib.FTP):
     def makepasv(self):
         if self.mode == "pasv":
             host, port = ftplib.parse227(self.sendcmd("PASV"))
+            print("PASV-HOST", host, flush=True)
+            if self.use_227_host:
+                return host, port
             # Like curl: the 227 host is not trusted, the control peer is dialled.
             return self.sock.getpeername()[0], port
         host, port = ftplib.parse229(self.sendcmd("EPSV"), self.sock.getpeername())
@@ -38,7 +63,7 @@ class LabFTP(ftplib.FTP):
             self.sendeprt(host, port)
         if self.timeout is not ftplib._GLOBAL_DEFAULT_TIMEOUT:
             sock.settimeout(self.timeout)
-        return sock
+        return PeerTap(sock)
 
 
 def main():
@@ -51,6 +76,8 @@ def main():
     p.add_argument("--local", required=True)
     p.add_argument("--user", default="anonymous")
     p.add_argument("--password", default="lab@")
+    p.add_argument("--epsv-all", action="store_true", help="send EPSV ALL first; PASV and PORT must then be refused")
+    p.add_argument("--use-227-host", action="store_true", help="dial the address the 227 names")
     a = p.parse_args()
 
     ftp = LabFTP(timeout=60)
@@ -58,6 +85,15 @@ def main():
     ftp.set_pasv(a.mode in ("pasv", "epsv"))
     ftp.connect(a.host, a.port)
     ftp.login(a.user, a.password)
+    ftp.use_227_host = a.use_227_host
+    if a.epsv_all:
+        print("EPSV-ALL", ftp.sendcmd("EPSV ALL"), flush=True)
+        for refused in ("PASV", "PORT 1,2,3,4,5,6"):
+            try:
+                ftp.sendcmd(refused)
+                print("EPSV-ALL-BROKEN", refused, flush=True)
+            except ftplib.error_perm as e:
+                print("EPSV-ALL-REFUSED", refused.split()[0], str(e)[:3], flush=True)
     if a.op == "retr":
         with open(a.local, "wb") as f:
             ftp.retrbinary("RETR " + a.remote, f.write, blocksize=65536)

@@ -10,6 +10,7 @@ Behaviours (--behaviour):
   endless          any command after login gets an endless multi-line reply
   no-eol           NOOP gets a reply line that never ends
   mismatch         NOOP gets "211-" followed by a "212 " line, then silence
+  no-epsv          EPSV is refused with 500 (as by servers that predate RFC 2428); PASV works
 """
 import argparse
 import socket
@@ -54,6 +55,8 @@ def session(conn, addr, behaviour):
                     out(b"211-and more\r\n" * 100)
             except OSError:
                 return
+        elif verb == "EPSV" and behaviour == "no-epsv":
+            out(b"500 EPSV not understood\r\n")
         elif verb == "PASV":
             data = data_listener(addr)
             port = data.getsockname()[1]

@@ -427,19 +427,41 @@ impl Lab {
     /// Starts `server` on the lab's server addresses with a served tree; returns the tree.
     pub fn start_server(&mut self, server: ServerKind) -> Tree {
         let tree = Tree::create(self.dir.path());
-        let run = self.dir.path().join(format!("run-{}", server.name()));
-        fs::create_dir_all(&run).unwrap();
-        let addrs: Vec<IpAddr> = vec![SERVER4.parse().unwrap(), SERVER6.parse().unwrap()];
+        self.start_server_at(server, &tree, &[SERVER4, SERVER6], server.name(), &|conf| conf);
+        tree
+    }
+
+    /// Starts `server` on `addrs` serving `tree`, its rendered configuration files passed
+    /// through `edit` (a server that refuses a data mode, say). `run` names its run directory.
+    pub fn start_server_at(
+        &mut self,
+        server: ServerKind,
+        tree: &Tree,
+        addrs: &[&str],
+        run: &str,
+        edit: &dyn Fn(String) -> String,
+    ) {
+        let run_dir = self.dir.path().join(format!("run-{run}"));
+        fs::create_dir_all(&run_dir).unwrap();
+        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
         let argvs = server
-            .prepare(&servers_dir(), &addrs, &tree.anon, &tree.upload, &run, SERVER_PASV)
+            .prepare(&servers_dir(), &ips, &tree.anon, &tree.upload, &run_dir, SERVER_PASV)
             .unwrap_or_else(|e| panic!("preparing {}: {e}", server.name()));
+        for entry in fs::read_dir(&run_dir).unwrap().flatten() {
+            for file in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                let p = file.path();
+                if p.extension().is_some_and(|e| e == "conf" || e == "args") {
+                    fs::write(&p, edit(fs::read_to_string(&p).unwrap())).unwrap();
+                }
+            }
+        }
         let ns = self.server_ns.clone();
         for (i, argv) in argvs.iter().enumerate() {
-            self.spawn(&format!("{}-{i}", server.name()), &ns, argv);
+            self.spawn(&format!("{run}-{i}"), &ns, argv);
         }
-        self.wait_listening(&ns, SERVER4, 21);
-        self.wait_listening(&ns, SERVER6, 21);
-        tree
+        for a in addrs {
+            self.wait_listening(&ns, a, 21);
+        }
     }
 
     /// Writes a file into the lab's directory.
@@ -524,7 +546,17 @@ impl Lab {
         }
     }
 
-    fn counter(&self, ns: &str, table: &str, name: &str) -> u64 {
+    /// `ftpgate_rejections_total{reason}` as scraped from the metrics endpoint of the lab's
+    /// ftpgate at `metrics` (in the firewall namespace).
+    pub fn rejections(&self, metrics: &str, reason: &str) -> u64 {
+        let url = format!("http://{metrics}/metrics");
+        let text = self.exec(&self.fw_ns, &["curl", "-sS", "--max-time", "10", &url]).unwrap();
+        let series = format!("ftpgate_rejections_total{{reason=\"{reason}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// Packets counted by the named nft counter of an `inet` table.
+    pub fn counter(&self, ns: &str, table: &str, name: &str) -> u64 {
         let out = self.exec_ok(ns, &["nft", "list", "counter", "inet", table, name]);
         let words: Vec<&str> = out.split_whitespace().collect();
         words.windows(2).find(|w| w[0] == "packets").and_then(|w| w[1].parse().ok()).unwrap_or(0)
@@ -650,7 +682,7 @@ pub fn sha256_file(p: &Path) -> String {
 }
 
 impl Tree {
-    fn create(base: &Path) -> Tree {
+    pub fn create(base: &Path) -> Tree {
         let anon = base.join("anon");
         let upload = base.join("upload");
         fs::create_dir_all(anon.join("dir")).unwrap();
