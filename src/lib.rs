@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod privileges;
 pub mod protocol;
 pub mod proxy;
+pub mod rlimit;
 pub mod session;
 pub mod xferlog;

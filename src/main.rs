@@ -43,6 +43,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
+    // While still privileged: raising the hard limit needs CAP_SYS_RESOURCE.
+    ftpgate::rlimit::apply(gateway.config());
     let cfg = gateway.config();
     let marks = cfg.control_tags.mark.is_some() || cfg.data_tags.mark.is_some();
     let mut keep = Vec::new();

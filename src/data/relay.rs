@@ -3,12 +3,24 @@
 //! FTP data connections carry bytes one way; the relay is done when that way has delivered its
 //! end of file: the other way is then dropped, so a client that keeps its socket open until the
 //! final reply arrives cannot stall the transfer.
+//!
+//! On Linux the bytes move socket → pipe → socket with splice(2) and never enter user space
+//! (`super::splice`); elsewhere, or where the kernel refuses splice before a byte has moved,
+//! through a 64 KiB buffer per direction. Either way a direction allocates nothing (no buffer,
+//! no pipe) until its source has something to say, so the way back of a transfer costs only
+//! its sockets.
+//!
+//! One watchdog covers both directions: the relay fails with `TimedOut` when `idle` passes
+//! without a byte moving either way, so a transfer that keeps flowing is never cut because the
+//! other direction is silent.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 const BUF: usize = 64 * 1024;
 
@@ -26,48 +38,203 @@ pub struct RelayOutcome {
 /// transfer is aborted).
 pub type OnBytes<'a> = &'a (dyn Fn(u64) + Sync);
 
-async fn pump<R, W>(mut r: R, mut w: W, idle: Duration, count: &AtomicU64, on: OnBytes<'_>) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+/// How a relay moves its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mode {
+    /// Through a user-space buffer per direction (on Linux only chosen by tests; the splice
+    /// fallback calls the buffered pump itself).
+    #[cfg_attr(all(target_os = "linux", not(test)), allow(dead_code))]
+    Buffered,
+    /// splice(2) through a pipe per direction, made by `open` once the direction's source turns
+    /// readable. With `fallback`, a direction whose pipe cannot be made or whose first splice
+    /// is refused (nothing moved yet) goes on with the buffer; without, that is an error.
+    #[cfg(target_os = "linux")]
+    Splice { open: super::splice::OpenPipe, fallback: bool },
+}
+
+impl Mode {
+    /// What [`relay`] uses: splice where the platform has it, with the buffered fallback.
+    pub(crate) fn auto() -> Self {
+        #[cfg(target_os = "linux")]
+        return Mode::Splice { open: super::splice::Pipe::open, fallback: true };
+        #[cfg(not(target_os = "linux"))]
+        return Mode::Buffered;
+    }
+}
+
+/// What a direction is waiting for; a timeout is named after the furthest phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Phase {
+    /// For its source (`data connection idle`).
+    Reading = 0,
+    /// For its destination to take bytes (`data connection stalled`).
+    Writing = 1,
+    /// For the half-close of its destination (`data connection stalled at close`).
+    Closing = 2,
+}
+
+/// Progress of both directions, for the idle watchdog.
+struct Progress {
+    origin: Instant,
+    /// Nanoseconds from `origin` to the last byte moved either way.
+    last: AtomicU64,
+    phases: [AtomicU8; 2],
+    /// The fallback to the buffer has been logged for this relay.
+    #[cfg(target_os = "linux")]
+    fell_back: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+            phases: [AtomicU8::new(Phase::Reading as u8), AtomicU8::new(Phase::Reading as u8)],
+            #[cfg(target_os = "linux")]
+            fell_back: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn mark(&self) {
+        let ns = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(ns, Ordering::Relaxed);
+    }
+
+    /// Returns once `idle` has passed without progress, with the error naming the stall.
+    async fn watch(&self, idle: Duration) -> io::Error {
+        loop {
+            let last = self.last.load(Ordering::Relaxed);
+            tokio::time::sleep_until(self.origin + Duration::from_nanos(last) + idle).await;
+            if self.last.load(Ordering::Relaxed) == last {
+                return self.stall();
+            }
+        }
+    }
+
+    fn stall(&self) -> io::Error {
+        let furthest = self.phases.iter().map(|p| p.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let what = match furthest {
+            x if x == Phase::Closing as u8 => "data connection stalled at close",
+            x if x == Phase::Writing as u8 => "data connection stalled",
+            _ => "data connection idle",
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+/// One direction's bookkeeping: its byte count, callback and phase.
+pub(super) struct Dir<'a> {
+    progress: &'a Progress,
+    slot: usize,
+    count: AtomicU64,
+    on: OnBytes<'a>,
+}
+
+impl<'a> Dir<'a> {
+    fn new(progress: &'a Progress, slot: usize, on: OnBytes<'a>) -> Self {
+        Self { progress, slot, count: AtomicU64::new(0), on }
+    }
+
+    pub(super) fn phase(&self, p: Phase) {
+        self.progress.phases[self.slot].store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Bytes were taken from the source (not yet delivered: not counted).
+    pub(super) fn received(&self) {
+        self.progress.mark();
+    }
+
+    /// `n` bytes were handed to the destination socket.
+    pub(super) fn delivered(&self, n: usize) {
+        self.progress.mark();
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        (self.on)(n as u64);
+    }
+
+    /// Logs, once per relay, why splice gave way to the buffer.
+    #[cfg(target_os = "linux")]
+    fn fell_back(&self, reason: &io::Error) {
+        if !self.progress.fell_back.swap(true, Ordering::Relaxed) {
+            tracing::debug!(%reason, "splice(2) unavailable, relaying this data connection through a buffer");
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+async fn buffered(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, dir: &Dir<'_>) -> io::Result<()> {
+    dir.phase(Phase::Reading);
+    r.readable().await?;
     let mut buf = vec![0u8; BUF];
     loop {
-        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "data connection idle")),
-        };
+        dir.phase(Phase::Reading);
+        let n = r.read(&mut buf).await?;
         if n == 0 {
-            return match tokio::time::timeout(idle, w.shutdown()).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "data connection stalled at close")),
-            };
+            dir.phase(Phase::Closing);
+            return w.shutdown().await;
         }
-        match tokio::time::timeout(idle, w.write_all(&buf[..n])).await {
-            Ok(r) => r?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "data connection stalled")),
+        dir.received();
+        dir.phase(Phase::Writing);
+        let mut sent = 0;
+        while sent < n {
+            let k = w.write(&buf[sent..n]).await?;
+            if k == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            sent += k;
+            dir.delivered(k);
         }
-        count.fetch_add(n as u64, Ordering::Relaxed);
-        on(n as u64);
+    }
+}
+
+async fn pump(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, dir: &Dir<'_>, mode: Mode) -> io::Result<()> {
+    match mode {
+        Mode::Buffered => buffered(r, w, dir).await,
+        #[cfg(target_os = "linux")]
+        Mode::Splice { open, fallback } => match super::splice::pump(r, w, dir, open, fallback).await? {
+            super::splice::Ended::Done => Ok(()),
+            super::splice::Ended::Refused(reason) => {
+                dir.fell_back(&reason);
+                buffered(r, w, dir).await
+            }
+        },
     }
 }
 
 /// Relays between `a` and `b` until one direction has delivered its end of file, an error, or
 /// `idle` passes without progress.
 pub async fn relay(a: TcpStream, b: TcpStream, idle: Duration, on_ab: OnBytes<'_>, on_ba: OnBytes<'_>) -> RelayOutcome {
-    let (ar, aw) = a.into_split();
-    let (br, bw) = b.into_split();
-    let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));
+    relay_with(a, b, idle, on_ab, on_ba, Mode::auto()).await
+}
+
+/// [`relay`] with the way bytes move chosen by the caller.
+pub(crate) async fn relay_with(
+    a: TcpStream,
+    b: TcpStream,
+    idle: Duration,
+    on_ab: OnBytes<'_>,
+    on_ba: OnBytes<'_>,
+    mode: Mode,
+) -> RelayOutcome {
+    let (mut ar, mut aw) = a.into_split();
+    let (mut br, mut bw) = b.into_split();
+    let progress = Progress::new();
+    let (ab, ba) = (Dir::new(&progress, 0, on_ab), Dir::new(&progress, 1, on_ba));
     let result = tokio::select! {
-        r = pump(ar, bw, idle, &ab, on_ab) => r,
-        r = pump(br, aw, idle, &ba, on_ba) => r,
+        r = pump(&mut ar, &mut bw, &ab, mode) => r,
+        r = pump(&mut br, &mut aw, &ba, mode) => r,
+        e = progress.watch(idle) => Err(e),
     };
-    RelayOutcome { a_to_b: ab.into_inner(), b_to_a: ba.into_inner(), result: result.map_err(|e| e.to_string()) }
+    RelayOutcome { a_to_b: ab.total(), b_to_a: ba.total(), result: result.map_err(|e| e.to_string()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
     use tokio::net::TcpListener;
 
     async fn pair() -> (TcpStream, TcpStream) {
@@ -76,34 +243,263 @@ mod tests {
         (c, l.accept().await.unwrap().0)
     }
 
-    #[tokio::test]
-    async fn download_is_delivered_whole_while_the_reader_keeps_its_socket_open() {
-        let (mut server, proxy_s) = pair().await;
-        let (proxy_c, mut client) = pair().await;
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let sent = data.clone();
+    /// Every way bytes can move here: the buffer, splice without a fallback (so a silent
+    /// fallback cannot hide a broken splice path), and what `relay` uses.
+    fn modes() -> Vec<Mode> {
+        let mut m = vec![Mode::Buffered];
+        #[cfg(target_os = "linux")]
+        m.push(Mode::Splice { open: super::super::splice::Pipe::open, fallback: false });
+        m.push(Mode::auto());
+        m
+    }
+
+    fn payload(len: usize) -> Vec<u8> {
+        (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    }
+
+    /// Sends `len` bytes from one end through the relay to the other, that end keeping its
+    /// socket open: `from_b` sends from `b`'s peer to `a`'s peer. Checks the bytes (SHA-256),
+    /// both counts and that the callbacks saw exactly the counted bytes.
+    async fn transfer(mode: Mode, len: usize, from_b: bool) {
+        let (peer_a, proxy_a) = pair().await;
+        let (proxy_b, peer_b) = pair().await;
+        let (mut sender, mut receiver) = if from_b { (peer_b, peer_a) } else { (peer_a, peer_b) };
+        let data = payload(len);
+        let want = Sha256::digest(&data);
         let writer = tokio::spawn(async move {
-            server.write_all(&sent).await.unwrap();
-            server.shutdown().await.unwrap();
-            server
+            sender.write_all(&data).await.unwrap();
+            sender.shutdown().await.unwrap();
+            sender
         });
-        let relay =
-            tokio::spawn(async move { relay(proxy_s, proxy_c, Duration::from_secs(5), &|_| {}, &|_| {}).await });
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        let out = relay.await.unwrap();
-        assert_eq!(out.result, Ok(()));
-        assert_eq!(out.a_to_b, data.len() as u64);
-        assert_eq!(out.b_to_a, 0);
-        assert_eq!(got, data);
+        let relay = tokio::spawn(async move {
+            let (seen_ab, seen_ba) = (AtomicU64::new(0), AtomicU64::new(0));
+            let on_ab = |n| {
+                seen_ab.fetch_add(n, Ordering::Relaxed);
+            };
+            let on_ba = |n| {
+                seen_ba.fetch_add(n, Ordering::Relaxed);
+            };
+            let out = relay_with(proxy_a, proxy_b, Duration::from_secs(10), &on_ab, &on_ba, mode).await;
+            (out, seen_ab.into_inner(), seen_ba.into_inner())
+        });
+        let mut got = Vec::with_capacity(len);
+        receiver.read_to_end(&mut got).await.unwrap();
+        let (out, seen_ab, seen_ba) = relay.await.unwrap();
+        assert_eq!(out.result, Ok(()), "{mode:?}");
+        assert_eq!(got.len(), len, "{mode:?}");
+        assert_eq!(Sha256::digest(&got), want, "{mode:?}");
+        let (moved, other) = if from_b { (out.b_to_a, out.a_to_b) } else { (out.a_to_b, out.b_to_a) };
+        assert_eq!((moved, other), (len as u64, 0), "{mode:?}");
+        assert_eq!((seen_ab, seen_ba), (out.a_to_b, out.b_to_a), "{mode:?}");
+        // The sender's socket is still open: the relay ended on its end of file alone.
         drop(writer.await.unwrap());
     }
 
     #[tokio::test]
+    async fn multi_mib_transfers_arrive_whole_and_counted_each_way() {
+        for mode in modes() {
+            transfer(mode, 12 << 20, false).await;
+            transfer(mode, 9 << 20, true).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn small_and_empty_transfers() {
+        for mode in modes() {
+            for len in [0, 1, 1460, 65_537] {
+                transfer(mode, len, false).await;
+                transfer(mode, len, true).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn download_is_delivered_whole_while_the_reader_keeps_its_socket_open() {
+        for mode in modes() {
+            let (mut server, proxy_s) = pair().await;
+            let (proxy_c, mut client) = pair().await;
+            let data = payload(3_000_000);
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                server.write_all(&sent).await.unwrap();
+                server.shutdown().await.unwrap();
+                server
+            });
+            let relay = tokio::spawn(async move {
+                relay_with(proxy_s, proxy_c, Duration::from_secs(5), &|_| {}, &|_| {}, mode).await
+            });
+            // The client reads to the end of file without closing or shutting down anything.
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            let out = relay.await.unwrap();
+            assert_eq!(out.result, Ok(()), "{mode:?}");
+            assert_eq!((out.a_to_b, out.b_to_a), (data.len() as u64, 0), "{mode:?}");
+            assert!(got == data, "{mode:?}");
+            // The client can still write: only the relay's side toward it was half-closed.
+            client.write_all(b"still open").await.unwrap();
+            drop(writer.await.unwrap());
+        }
+    }
+
+    #[tokio::test]
     async fn idle_data_connection_times_out() {
-        let (_server, proxy_s) = pair().await;
-        let (proxy_c, _client) = pair().await;
-        let out = relay(proxy_s, proxy_c, Duration::from_millis(50), &|_| {}, &|_| {}).await;
-        assert!(out.result.unwrap_err().contains("idle"));
+        for mode in modes() {
+            let (_server, proxy_s) = pair().await;
+            let (proxy_c, _client) = pair().await;
+            let out = relay_with(proxy_s, proxy_c, Duration::from_millis(50), &|_| {}, &|_| {}, mode).await;
+            assert_eq!(out.result, Err("data connection idle".to_string()), "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_after_some_bytes_times_out_with_the_bytes_counted() {
+        for mode in modes() {
+            let (mut server, proxy_s) = pair().await;
+            let (proxy_c, mut client) = pair().await;
+            server.write_all(b"partial").await.unwrap();
+            let relay = tokio::spawn(async move {
+                relay_with(proxy_s, proxy_c, Duration::from_millis(100), &|_| {}, &|_| {}, mode).await
+            });
+            let mut got = [0u8; 7];
+            client.read_exact(&mut got).await.unwrap();
+            let out = relay.await.unwrap();
+            assert_eq!(out.result, Err("data connection idle".to_string()), "{mode:?}");
+            assert_eq!((out.a_to_b, out.b_to_a), (7, 0), "{mode:?}");
+            drop(server);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_stops_reading_is_a_stall() {
+        for mode in modes() {
+            let (mut server, proxy_s) = pair().await;
+            let (proxy_c, _client) = pair().await;
+            // The server sends until every buffer on the way is full; the client never reads.
+            let writer = tokio::spawn(async move {
+                let chunk = vec![7u8; 1 << 20];
+                while server.write_all(&chunk).await.is_ok() {}
+            });
+            let out = relay_with(proxy_s, proxy_c, Duration::from_millis(200), &|_| {}, &|_| {}, mode).await;
+            assert_eq!(out.result, Err("data connection stalled".to_string()), "{mode:?}");
+            assert!(out.a_to_b > 0, "{mode:?}");
+            writer.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transfer_longer_than_idle_is_not_cut_while_it_progresses() {
+        for mode in modes() {
+            let (mut server, proxy_s) = pair().await;
+            let (proxy_c, mut client) = pair().await;
+            // Paced writes for more than two idle periods; the way back carries nothing all along.
+            let writer = tokio::spawn(async move {
+                for _ in 0..12 {
+                    server.write_all(&[1u8; 1000]).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                server.shutdown().await.unwrap();
+                server
+            });
+            let relay = tokio::spawn(async move {
+                relay_with(proxy_s, proxy_c, Duration::from_millis(250), &|_| {}, &|_| {}, mode).await
+            });
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            let out = relay.await.unwrap();
+            assert_eq!(out.result, Ok(()), "{mode:?}");
+            assert_eq!((out.a_to_b, got.len()), (12_000, 12_000), "{mode:?}");
+            drop(writer.await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_source_is_an_error() {
+        for mode in modes() {
+            let (server, proxy_s) = pair().await;
+            let (proxy_c, _client) = pair().await;
+            // Linger 0: close sends a reset instead of an end of file.
+            socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
+            drop(server);
+            let out = relay_with(proxy_s, proxy_c, Duration::from_secs(5), &|_| {}, &|_| {}, mode).await;
+            let err = out.result.unwrap_err();
+            assert!(err.contains("reset"), "{mode:?}: {err}");
+        }
+    }
+
+    /// Loopback throughput, buffered against splice with several pipe sizes:
+    /// `cargo test --release --lib loopback_throughput -- --ignored --nocapture`.
+    /// `FTPGATE_BENCH_MIB` sets the volume (default 2048).
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[ignore]
+    fn loopback_throughput() {
+        use super::super::splice::Pipe;
+        use std::io::{Read, Write};
+        let mib: usize = std::env::var("FTPGATE_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+        let modes: [(&str, Mode); 6] = [
+            ("buffered 64 KiB", Mode::Buffered),
+            ("splice, pipe 8 KiB", Mode::Splice { open: || Pipe::with_size(8 << 10), fallback: false }),
+            ("splice, pipe 64 KiB", Mode::Splice { open: || Pipe::with_size(64 << 10), fallback: false }),
+            ("splice, pipe 256 KiB", Mode::Splice { open: || Pipe::with_size(256 << 10), fallback: false }),
+            ("splice, pipe 512 KiB", Mode::Splice { open: || Pipe::with_size(512 << 10), fallback: false }),
+            ("splice, pipe 1 MiB", Mode::Splice { open: || Pipe::with_size(1 << 20), fallback: false }),
+        ];
+        for round in 0..4 {
+            for (name, mode) in modes {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let (src_l, dst_l) = (
+                    std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+                    std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+                );
+                let (src_at, dst_at) = (src_l.local_addr().unwrap(), dst_l.local_addr().unwrap());
+                // Source and sink are plain blocking threads; the relay has one runtime thread.
+                let source = std::thread::spawn(move || {
+                    let (mut s, _) = src_l.accept().unwrap();
+                    let chunk = vec![0x5au8; 1 << 20];
+                    for _ in 0..mib {
+                        s.write_all(&chunk).unwrap();
+                    }
+                });
+                let sink = std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(dst_at).unwrap();
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut n = 0u64;
+                    loop {
+                        match s.read(&mut buf).unwrap() {
+                            0 => return n,
+                            k => n += k as u64,
+                        }
+                    }
+                });
+                let cpu = || {
+                    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD).unwrap();
+                    let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+                    t(u.user_time()) + t(u.system_time())
+                };
+                let (started, cpu0) = (std::time::Instant::now(), cpu());
+                let out = rt.block_on(async move {
+                    let a = TcpStream::connect(src_at).await.unwrap();
+                    let (b, _) = TcpListener::from_std({
+                        dst_l.set_nonblocking(true).unwrap();
+                        dst_l
+                    })
+                    .unwrap()
+                    .accept()
+                    .await
+                    .unwrap();
+                    relay_with(a, b, Duration::from_secs(30), &|_| {}, &|_| {}, mode).await
+                });
+                let (secs, relay_cpu) = (started.elapsed().as_secs_f64(), cpu() - cpu0);
+                source.join().unwrap();
+                assert_eq!(sink.join().unwrap(), (mib as u64) << 20);
+                assert_eq!(out.result, Ok(()));
+                if round > 0 {
+                    println!(
+                        "{name:>22}: {mib} MiB in {secs:.2} s = {:.0} MB/s, relay thread CPU {relay_cpu:.2} s",
+                        (mib << 20) as f64 / secs / 1e6
+                    );
+                }
+            }
+        }
     }
 }
