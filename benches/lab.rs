@@ -262,24 +262,8 @@ impl BigFile {
             fs::write(&path, b"").expect("bench temp file");
             return BigFile { _dir: dir, path, sha: String::new() };
         }
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&path).expect("create the 1 GiB file"));
-        let chunk = lab::random_bytes(8 << 20, 1234);
-        let mut left = GIB as usize;
-        let mut i = 0u8;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            // Every 8 MiB chunk differs, so that no two regions of the file are equal.
-            let mut c = chunk[..n].to_vec();
-            c[0] = i;
-            c[n / 2] ^= i;
-            f.write_all(&c).expect("write the 1 GiB file");
-            left -= n;
-            i = i.wrapping_add(1);
-        }
-        f.flush().expect("write the 1 GiB file");
-        drop(f);
+        let sha = lab::write_big(&path, GIB as usize);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let sha = lab::sha256_file(&path);
         BigFile { _dir: dir, path, sha }
     }
 }

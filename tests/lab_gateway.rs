@@ -6,32 +6,10 @@ mod lab;
 
 use lab::servers::ServerKind;
 use lab::{gate, sha256_file, Lab, LabPath, PROXY_PORT};
-use std::path::Path;
 use std::time::Instant;
 
 const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/scenarios.py");
 const GIB: usize = 1 << 30;
-
-fn write_big(path: &Path, len: usize) -> String {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
-    let chunk = lab::random_bytes(8 << 20, 99);
-    let mut left = len;
-    let mut i = 0u8;
-    while left > 0 {
-        let n = left.min(chunk.len());
-        // Vary each chunk so that no two regions of the file are equal.
-        let mut c = chunk[..n].to_vec();
-        c[0] = i;
-        c[n / 2] ^= i;
-        f.write_all(&c).unwrap();
-        left -= n;
-        i = i.wrapping_add(1);
-    }
-    f.flush().unwrap();
-    drop(f);
-    sha256_file(path)
-}
 
 /// (RETR MB/s, STOR MB/s) of a 1 GiB file with curl through `path`, checksums verified.
 fn bulk(path: LabPath) -> (f64, f64) {
@@ -39,7 +17,7 @@ fn bulk(path: LabPath) -> (f64, f64) {
     let tree = lab.start_server(ServerKind::Vsftpd);
     lab.start_ftpgate(&[]);
     let big = tree.anon.join("gig.bin");
-    let want = write_big(&big, GIB);
+    let want = lab::write_big(&big, GIB);
     let host = lab.dial_host(lab::Family::V4);
     // RETR into the page cache, hashed afterwards so the hash does not compete with the relay.
     let out_file = lab.dir.path().join("gig-down.bin");
@@ -60,7 +38,7 @@ fn bulk(path: LabPath) -> (f64, f64) {
     std::fs::remove_file(&big).unwrap();
     // STOR of the same bytes, from a file the client reads.
     let src = lab.dir.path().join("gig-up.bin");
-    let want_up = write_big(&src, GIB);
+    let want_up = lab::write_big(&src, GIB);
     let url = format!("ftp://{}:{}@{host}/gig-up.bin", lab::servers::LAB_USER, lab::servers::LAB_PASS);
     let started = Instant::now();
     let (ok, out) = lab.client_run(&["curl", "-sS", "--fail", "--disable-epsv", "-T", src.to_str().unwrap(), &url]);

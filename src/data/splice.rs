@@ -174,16 +174,10 @@ pub(crate) async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::relay::tests::pair;
     use crate::data::relay::{relay_with, Mode};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        (c, l.accept().await.unwrap().0)
-    }
 
     /// Two descriptors that are not a pipe: splice refuses them with EINVAL.
     fn not_a_pipe() -> io::Result<Pipe> {

@@ -673,6 +673,29 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// Writes `len` bytes of varied random data to `path` (every 8 MiB chunk differs, so no two
+/// regions of the file are equal); returns its SHA-256.
+pub fn write_big(path: &Path, len: usize) -> String {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let chunk = random_bytes(8 << 20, 99);
+    let mut left = len;
+    let mut i = 0u8;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        // Vary each chunk so that no two regions of the file are equal.
+        let mut c = chunk[..n].to_vec();
+        c[0] = i;
+        c[n / 2] ^= i;
+        f.write_all(&c).unwrap();
+        left -= n;
+        i = i.wrapping_add(1);
+    }
+    f.flush().unwrap();
+    drop(f);
+    sha256_file(path)
+}
+
 pub fn sha256_file(p: &Path) -> String {
     use sha2::{Digest, Sha256};
     let mut f = fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
