@@ -180,11 +180,7 @@ fn ipv6_clients_reach_an_ipv4_server_through_nat64() {
 
 #[test]
 fn reverse_mode_joins_either_family_to_the_other() {
-    if !gate("reverse mixes", Some(ServerKind::Vsftpd)) {
-        return;
-    }
-    let mut lab = Lab::new(LabPath::Reverse);
-    let tree = lab.start_server(ServerKind::Vsftpd);
+    let Some((mut lab, tree)) = lab::with_server("reverse mixes", LabPath::Reverse, ServerKind::Vsftpd) else { return };
     let fw = lab.fw_ns.clone();
     let six_to_four = [FTPGATE, "--listen", "[2001:db8:1::1]:21", "--upstream", "198.51.100.2:21"];
     let four_to_six =

@@ -130,11 +130,9 @@ fn a_connection_not_diverted_is_refused_as_a_loop() {
 
 #[test]
 fn upstream_source_address_is_used_for_control_and_data() {
-    if !gate("upstream source", Some(ServerKind::Vsftpd)) {
+    let Some((mut lab, tree)) = lab::with_server("upstream source", LabPath::Redirect, ServerKind::Vsftpd) else {
         return;
-    }
-    let mut lab = Lab::new(LabPath::Redirect);
-    let tree = lab.start_server(ServerKind::Vsftpd);
+    };
     lab.start_ftpgate(&["--upstream-source", lab::FW_S4_ALT]);
     lab.reset_watch();
     let (ok, out) =

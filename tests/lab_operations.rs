@@ -5,7 +5,7 @@ mod lab;
 
 use lab::clients::{run_case, Case, Client, Mode, Op};
 use lab::servers::ServerKind;
-use lab::{eventually, gate, sha256_file, Family, Lab, LabPath, LARGE_BYTES, SERVER4};
+use lab::{eventually, sha256_file, Family, Lab, LabPath, LARGE_BYTES, SERVER4};
 use std::time::Duration;
 
 fn scrape(lab: &Lab) -> String {
@@ -24,11 +24,7 @@ fn value(metrics: &str, series: &str) -> f64 {
 
 #[test]
 fn metrics_count_known_transfers_exactly() {
-    if !gate("metrics", Some(ServerKind::Vsftpd)) {
-        return;
-    }
-    let mut lab = Lab::new(LabPath::Redirect);
-    let tree = lab.start_server(ServerKind::Vsftpd);
+    let Some((mut lab, tree)) = lab::with_server("metrics", LabPath::Redirect, ServerKind::Vsftpd) else { return };
     let xferlog = lab.dir.path().join("xferlog");
     lab.start_ftpgate(&["--metrics-listen", "127.0.0.1:9121", "--xferlog", xferlog.to_str().unwrap()]);
     let cases = [
@@ -106,11 +102,9 @@ fn slow_download(lab: &mut Lab, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn sigterm_during_a_large_transfer_lets_it_finish_intact_and_exits_0() {
-    if !gate("graceful shutdown", Some(ServerKind::Vsftpd)) {
+    let Some((mut lab, tree)) = lab::with_server("graceful shutdown", LabPath::Redirect, ServerKind::Vsftpd) else {
         return;
-    }
-    let mut lab = Lab::new(LabPath::Redirect);
-    let tree = lab.start_server(ServerKind::Vsftpd);
+    };
     let pid = lab.start_ftpgate(&[])[0];
     let out = slow_download(&mut lab, "download");
     lab::sh(&["kill", "-TERM", &pid.to_string()]).unwrap();
@@ -129,11 +123,7 @@ fn sigterm_during_a_large_transfer_lets_it_finish_intact_and_exits_0() {
 
 #[test]
 fn sighup_reload_applies_to_new_sessions_and_refuses_a_bad_file() {
-    if !gate("reload", Some(ServerKind::Vsftpd)) {
-        return;
-    }
-    let mut lab = Lab::new(LabPath::Redirect);
-    let tree = lab.start_server(ServerKind::Vsftpd);
+    let Some((mut lab, tree)) = lab::with_server("reload", LabPath::Redirect, ServerKind::Vsftpd) else { return };
     let cfg = lab.write("ftpgate.yaml", "log: {level: info}\n");
     let pid = lab.start_ftpgate(&["--config", cfg.to_str().unwrap()])[0].to_string();
     let out = slow_download(&mut lab, "download");

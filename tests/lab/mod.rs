@@ -636,6 +636,17 @@ fn set_mode(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// The usual start of a lab test: the gate for `test`, then a lab on `path` with `server`
+/// started and its tree ready. `None` when the test is skipped.
+pub fn with_server(test: &str, path: LabPath, server: ServerKind) -> Option<(Lab, Tree)> {
+    if !gate(test, Some(server)) {
+        return None;
+    }
+    let mut lab = Lab::new(path);
+    let tree = lab.start_server(server);
+    Some((lab, tree))
+}
+
 /// Bounded poll (within `limit`, 50 ms apart) for something another process does, which
 /// cannot be awaited from the test.
 pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
