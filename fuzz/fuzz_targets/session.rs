@@ -1,5 +1,5 @@
-//! The session state machine driven by a conversation read from the input, fed through the
-//! same Telnet filter and framers as the I/O edge uses.
+//! The control core driven by a conversation read from the input, through the same entry
+//! points the gateway's driver uses, every action checked by the shared invariant checker.
 //!
 //! Input: records separated by LF. An optional first record `#` followed by up to four bytes
 //! configures the session: client address (byte 1 mod 3: v4, v6, v4-mapped), upstream address
@@ -11,32 +11,43 @@
 //! - `C` client sends the rest + CRLF; `L` the rest + LF; `c` the rest as is (a partial read);
 //!   `U` a Telnet Synch (IAC IP IAC DM), then the rest + CRLF
 //! - `S` server sends the rest + CRLF; `s` the rest as is
-//! - `P` / `A` the passive / active data listener is ready at the address in the rest
-//!   (`ip:port` text, or derived from the raw bytes)
+//! - `P` / `A` the newest data channel is listening at the address in the rest (`ip:port`
+//!   text, or derived from the raw bytes)
 //! - `B` both listeners of a passive-to-active conversion are ready (the rest as for `P`)
 //! - `K` the connections of an active-to-passive conversion are under way
-//! - `F` data setup failed; anything else is ignored
+//! - `F` data setup failed; `D` the newest data channel finished; `X` a report about an older
+//!   channel (stale)
+//! - `T` time passes (the rest's first byte, squared, in seconds), then the timers run
+//! - `E` the client hangs up; `e` the server does; anything else is ignored
 //!
-//! Asserted for every action until the session asks to close: what goes to the server is
-//! exactly one line ending in CRLF, with no other CR, LF or NUL; an active data connection only
-//! ever goes to the client's own address, a passive one only to the server's own address (a
-//! converted one: each side to its own), and none to a port below 1024.
+//! Asserted for every action (the invariants of `ftpgate::session::invariants`): what goes to
+//! the server is exactly one line ending in CRLF, with no other CR, LF or NUL; data connections
+//! go only to the client's own address or the server's own, never to a port below 1024;
+//! replies reach the client in command order; nothing follows Close. Also: an open session
+//! always has a deadline ahead once its timers have run.
 //!
 //! `FUZZ_TRACE=1 fuzz/target/<triple>/release/session <file>` prints what each event did.
 
 #![no_main]
 
-use ftpgate::addr::{canonical_ip, ClientAddr, UpstreamAddr};
-use ftpgate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
-use ftpgate::session::{Action, ServerDataMode, ServerDataPolicy, Session, SessionPolicy};
+use ftpgate::addr::{ClientAddr, UpstreamAddr};
+use ftpgate::session::invariants::Checker;
+use ftpgate::session::{
+    Action, ControlCore, CoreTimeouts, DataId, DataReady, ServerDataMode, ServerDataPolicy, SessionPolicy,
+};
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 const CLIENTS: [&str; 3] = ["203.0.113.2:40000", "[2001:db8:1::2]:40000", "[::ffff:203.0.113.2]:40000"];
 const UPSTREAMS: [&str; 3] = ["198.51.100.2:21", "[2001:db8:2::2]:21", "[::ffff:198.51.100.2]:21"];
-/// The edge's bound on a server line.
-const MAX_REPLY_LINE: usize = 8192;
 const IAC: u8 = 255;
+const TIMEOUTS: CoreTimeouts = CoreTimeouts {
+    banner: Duration::from_secs(30),
+    reply: Duration::from_secs(120),
+    idle: Duration::from_secs(900),
+    data_idle: Duration::from_secs(300),
+};
 
 fuzz_target!(|data: &[u8]| run(data));
 
@@ -62,16 +73,13 @@ fn run(data: &[u8]) {
         ..SessionPolicy::default()
     };
 
-    let mut s = Session::new(ClientAddr(client), UpstreamAddr(upstream), policy);
-    let mut telnet = TelnetFilter::new();
-    let mut cframer = LineFramer::new(max_line);
-    let mut sframer = LineFramer::new(MAX_REPLY_LINE);
-    let (mut cbuf, mut sbuf, mut tevents) = (Vec::new(), Vec::new(), Vec::new());
-    let mut interrupted = false;
+    let mut checker = Checker::new(client, upstream, &policy);
+    let mut now = Instant::now();
+    let mut core = ControlCore::new(ClientAddr(client), UpstreamAddr(upstream), policy, TIMEOUTS, now);
+    let mut last = DataId(0);
 
     for rec in records {
         let Some((&kind, rest)) = rec.split_first() else { continue };
-        let mut batches: Vec<Vec<Action>> = Vec::new();
         match kind {
             b'C' | b'L' | b'c' | b'U' => {
                 let mut bytes = Vec::with_capacity(rest.len() + 6);
@@ -84,46 +92,57 @@ fn run(data: &[u8]) {
                     b'L' => bytes.push(b'\n'),
                     _ => {}
                 }
-                telnet.feed(&bytes, &mut cbuf, &mut tevents);
-                for e in tevents.drain(..) {
-                    if matches!(e, TelnetEvent::InterruptProcess | TelnetEvent::DataMark) {
-                        interrupted = true;
-                    }
-                }
-                while let Some(frame) = cframer.next_frame(&mut cbuf) {
-                    batches.push(s.on_client_frame(frame, interrupted));
-                    interrupted = false;
-                }
+                core.handle_client_bytes(&bytes, now);
             }
             b'S' | b's' => {
-                sbuf.extend_from_slice(rest);
+                let mut bytes = rest.to_vec();
                 if kind == b'S' {
-                    sbuf.extend_from_slice(b"\r\n");
+                    bytes.extend_from_slice(b"\r\n");
                 }
-                while let Some(frame) = sframer.next_frame(&mut sbuf) {
-                    match frame {
-                        Frame::Line(line) => batches.push(s.on_server_line(&line)),
-                        // The edge closes the session on an overlong reply line.
-                        Frame::Overlong => batches.push(vec![Action::Close]),
-                    }
-                }
+                core.handle_server_bytes(&bytes, now);
             }
-            b'P' => batches.push(s.on_passive_ready(addr(rest, client.ip()))),
-            b'A' => batches.push(s.on_active_ready(addr(rest, upstream.ip()))),
-            b'B' => batches.push(s.on_listeners_ready(addr(rest, client.ip()), addr(rest, upstream.ip()))),
-            b'K' => batches.push(s.on_connect_started()),
-            b'F' => batches.push(s.on_data_setup_failed(&String::from_utf8_lossy(rest))),
+            b'P' => core.handle_data_ready(last, DataReady::Listening(addr(rest, client.ip())), now),
+            b'A' => core.handle_data_ready(last, DataReady::Listening(addr(rest, upstream.ip())), now),
+            b'B' => {
+                let ready = DataReady::Listeners { advertise: addr(rest, client.ip()), listen: addr(rest, upstream.ip()) };
+                core.handle_data_ready(last, ready, now)
+            }
+            b'K' => core.handle_data_ready(last, DataReady::Connecting, now),
+            b'F' => core.handle_data_failed(last, &String::from_utf8_lossy(rest), now),
+            b'D' => {
+                core.handle_data_finished(last, now);
+            }
+            b'X' => {
+                core.handle_data_finished(DataId(last.0.saturating_sub(1)), now);
+            }
+            b'T' => {
+                let s = u64::from(rest.first().copied().unwrap_or(1));
+                now += Duration::from_secs(s * s);
+                core.handle_timeout(now);
+            }
+            b'E' => core.handle_client_eof(now),
+            b'e' => core.handle_server_eof(now),
             _ => {}
         }
-        for actions in &batches {
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
+        }
+        while let Some(a) = core.poll_action() {
             if trace() {
-                eprintln!("{:?} -> {actions:?}", String::from_utf8_lossy(rec));
+                eprintln!("{:?} -> {a:?}", String::from_utf8_lossy(rec));
             }
-            check(actions, client, upstream);
-            if actions.contains(&Action::Close) {
-                return;
+            if let Err(e) = checker.check(&a) {
+                panic!("invariant broken: {e}");
+            }
+            if let Action::OpenData { id, .. } = a {
+                last = id;
             }
         }
+        if checker.is_closed() {
+            assert!(core.is_closed(), "Close handed out but the core is open");
+            return;
+        }
+        assert!(core.poll_timeout().is_some_and(|t| t > now), "an open session without a deadline ahead");
     }
 }
 
@@ -147,31 +166,5 @@ fn addr(rest: &[u8], hint: IpAddr) -> SocketAddr {
         n if n >= 6 => SocketAddr::new(IpAddr::V4(Ipv4Addr::new(rest[0], rest[1], rest[2], rest[3])), port(&rest[4..])),
         n if n >= 2 => SocketAddr::new(hint, port(rest)),
         _ => SocketAddr::new(hint, 50000),
-    }
-}
-
-fn check(actions: &[Action], client: SocketAddr, upstream: SocketAddr) {
-    for a in actions {
-        match a {
-            Action::ToServer(p) | Action::ToServerUrgent(p) => {
-                let body = p.strip_suffix(b"\r\n").unwrap_or_else(|| panic!("no CRLF: {a:?}"));
-                assert!(!body.is_empty(), "empty line: {a:?}");
-                assert!(!body.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0), "not one line: {a:?}");
-            }
-            Action::OpenActive { client_data } => {
-                assert_eq!(canonical_ip(client_data.ip()), canonical_ip(client.ip()), "{a:?}");
-                assert!(client_data.port() >= 1024, "{a:?}");
-            }
-            Action::OpenPassive { server_data } => {
-                assert_eq!(canonical_ip(server_data.ip()), canonical_ip(upstream.ip()), "{a:?}");
-                assert!(server_data.port() >= 1024, "{a:?}");
-            }
-            Action::ConnectBoth { server_data, client_data } => {
-                assert_eq!(canonical_ip(client_data.ip()), canonical_ip(client.ip()), "{a:?}");
-                assert_eq!(canonical_ip(server_data.ip()), canonical_ip(upstream.ip()), "{a:?}");
-                assert!(client_data.port() >= 1024 && server_data.port() >= 1024, "{a:?}");
-            }
-            _ => {}
-        }
     }
 }

@@ -2,8 +2,10 @@
 
 mod control;
 mod data;
+mod driver;
 mod metrics_endpoint;
 mod passive_index;
+mod stream;
 
 use crate::config::Config;
 use crate::data::sockets;

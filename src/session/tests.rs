@@ -1,351 +1,564 @@
+//! The control core driven through its public entry points, every action checked by the shared
+//! invariant checker.
+
+use super::invariants::Checker;
 use super::*;
-use crate::protocol::LineFramer;
+use crate::addr::{ClientAddr, UpstreamAddr};
+use crate::protocol::address::encode_227;
+use std::time::{Duration, Instant};
 
-fn session_with(client: &str, server: &str, policy: SessionPolicy) -> Session {
-    let mut s = Session::new(ClientAddr(client.parse().unwrap()), UpstreamAddr(server.parse().unwrap()), policy);
-    assert_eq!(s.on_server_line(b"220 hello\r"), vec![Action::ToClient(b"220 hello\r\n".to_vec())]);
-    s
+const TIMEOUTS: CoreTimeouts = CoreTimeouts {
+    banner: Duration::from_secs(30),
+    reply: Duration::from_secs(120),
+    idle: Duration::from_secs(900),
+    data_idle: Duration::from_secs(300),
+};
+
+pub(super) struct T {
+    pub core: ControlCore,
+    check: Checker,
+    pub now: Instant,
+    pub data: Option<DataId>,
 }
 
-fn v4() -> Session {
-    session_with("203.0.113.2:40000", "198.51.100.2:21", SessionPolicy::default())
+impl T {
+    pub fn ungreeted(client: &str, server: &str, policy: SessionPolicy) -> T {
+        let (c, u) = (client.parse().unwrap(), server.parse().unwrap());
+        let check = Checker::new(c, u, &policy);
+        let now = Instant::now();
+        let core = ControlCore::new(ClientAddr(c), UpstreamAddr(u), policy, TIMEOUTS, now);
+        T { core, check, now, data: None }
+    }
+
+    pub fn with(client: &str, server: &str, policy: SessionPolicy) -> T {
+        let mut t = T::ungreeted(client, server, policy);
+        assert_eq!(t.server("220 hello"), vec![to_client(0, "220 hello\r\n")]);
+        t
+    }
+
+    /// Every action handed out since the last call, each checked.
+    pub fn actions(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        while let Some(a) = self.core.poll_action() {
+            self.check.check(&a).unwrap_or_else(|e| panic!("invariant: {e}"));
+            if let Action::OpenData { id, .. } = a {
+                self.data = Some(id);
+            }
+            // Counted by the driver; the tests look at what the session does.
+            if !matches!(a, Action::Note(Note::ServerReply(_))) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) -> Vec<Action> {
+        self.core.handle_client_bytes(b, self.now);
+        self.actions()
+    }
+
+    pub fn client(&mut self, line: &str) -> Vec<Action> {
+        self.bytes(format!("{line}\r\n").as_bytes())
+    }
+
+    pub fn server(&mut self, line: &str) -> Vec<Action> {
+        self.core.handle_server_bytes(format!("{line}\r\n").as_bytes(), self.now);
+        self.actions()
+    }
+
+    pub fn ready(&mut self, ready: DataReady) -> Vec<Action> {
+        self.core.handle_data_ready(self.data.expect("a data channel was asked for"), ready, self.now);
+        self.actions()
+    }
+
+    pub fn finished(&mut self, id: DataId) -> Vec<Action> {
+        self.core.handle_data_finished(id, self.now);
+        self.actions()
+    }
+
+    pub fn advance(&mut self, by: Duration) -> Vec<Action> {
+        self.now += by;
+        self.core.handle_timeout(self.now);
+        self.actions()
+    }
 }
 
-fn v6() -> Session {
-    session_with("[2001:db8:1::2]:40000", "[2001:db8:2::2]:21", SessionPolicy::default())
+pub(super) fn to_client(slot: u64, s: &str) -> Action {
+    Action::ToClient { slot, bytes: s.as_bytes().to_vec() }
 }
 
-fn client(s: &mut Session, line: &str) -> Vec<Action> {
-    s.on_client_frame(Frame::Line(line.as_bytes().to_vec()), false)
+fn to_server(s: &str) -> Action {
+    Action::ToServer(s.as_bytes().to_vec())
 }
 
-fn to_client_code(actions: &[Action]) -> Option<u16> {
-    actions.iter().find_map(|a| match a {
-        Action::ToClient(b) => crate::protocol::reply::parse_code(b),
+pub(super) fn replies(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::ToClient { bytes, .. } | Action::ToClientOutOfBand(bytes) => {
+                Some(String::from_utf8_lossy(bytes).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn code(a: &[Action]) -> Option<u16> {
+    replies(a).first().and_then(|r| crate::protocol::reply::parse_code(r.trim_end().as_bytes()))
+}
+
+fn opened(a: &[Action]) -> Option<DataRequest> {
+    a.iter().find_map(|x| match x {
+        Action::OpenData { request, .. } => Some(*request),
         _ => None,
     })
 }
 
+fn refused(a: &[Action]) -> Vec<&Refusal> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Note(Note::Refused(r)) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(a: &[Action]) -> bool {
+    a.iter().any(|x| matches!(x, Action::Close(_)))
+}
+
+fn sa(s: &str) -> std::net::SocketAddr {
+    s.parse().unwrap()
+}
+
+fn v4() -> T {
+    T::with("203.0.113.2:40000", "198.51.100.2:21", SessionPolicy::default())
+}
+
+fn v6() -> T {
+    T::with("[2001:db8:1::2]:40000", "[2001:db8:2::2]:21", SessionPolicy::default())
+}
+
+fn with_mode(mode: ServerDataMode) -> T {
+    let policy = SessionPolicy { server_mode: mode, ..SessionPolicy::default() };
+    T::with("203.0.113.2:40000", "198.51.100.2:21", policy)
+}
+
 #[test]
 fn plain_commands_are_relayed_as_spelled() {
-    let mut s = v4();
-    assert_eq!(client(&mut s, "user anonymous\r"), vec![Action::ToServer(b"user anonymous\r\n".to_vec())]);
-    assert_eq!(s.on_server_line(b"331 pass?\r"), vec![Action::ToClient(b"331 pass?\r\n".to_vec())]);
-    assert!(!s.awaiting_reply());
+    let mut t = v4();
+    assert_eq!(t.client("user anonymous"), vec![to_server("user anonymous\r\n")]);
+    assert_eq!(t.server("331 pass?"), vec![to_client(1, "331 pass?\r\n")]);
+}
+
+#[test]
+fn pipelined_replies_keep_command_order_whoever_answers() {
+    let mut t = v4();
+    let a = t.bytes(b"NOOP\r\nAUTH TLS\r\nNOOP\r\nEPSV ALL\r\n");
+    assert_eq!(a.iter().filter(|x| matches!(x, Action::ToServer(_))).count(), 2);
+    assert!(replies(&a).is_empty(), "the gateway's own replies overtook the server's: {a:?}");
+    let a = t.server("200 first");
+    assert_eq!(replies(&a), vec!["200 first\r\n", "534 AUTH (FTPS) refused by policy\r\n"]);
+    let a = t.server("200 second");
+    assert_eq!(replies(&a), vec!["200 second\r\n", "200 EPSV ALL ok\r\n"]);
+}
+
+#[test]
+fn commands_wait_for_the_greeting() {
+    let mut t = T::ungreeted("203.0.113.2:40000", "198.51.100.2:21", SessionPolicy::default());
+    assert!(t.bytes(b"USER a\r\n").is_empty());
+    assert!(!t.core.wants_client_input());
+    let a = t.server("220 hi");
+    assert_eq!(a, [to_server("USER a\r\n"), to_client(0, "220 hi\r\n")]);
+}
+
+#[test]
+fn commands_in_flight_are_bounded_and_the_rest_waits_in_the_socket() {
+    let mut t = v4();
+    let many = "NOOP\r\n".repeat(MAX_IN_FLIGHT + 3);
+    let a = t.bytes(many.as_bytes());
+    assert_eq!(a.len(), MAX_IN_FLIGHT);
+    assert!(!t.core.wants_client_input());
+    let a = t.server("200 ok");
+    assert_eq!(a, [to_server("NOOP\r\n"), to_client(1, "200 ok\r\n")]);
+    assert!(!t.core.wants_client_input());
 }
 
 #[test]
 fn pasv_round_trip_rewrites_227() {
-    let mut s = v4();
-    assert_eq!(client(&mut s, "PASV\r"), vec![Action::DropData, Action::ToServer(b"PASV\r\n".to_vec())]);
-    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,200,1).\r");
-    assert_eq!(a, vec![Action::OpenPassive { server_data: "198.51.100.2:51201".parse().unwrap() }]);
-    let a = s.on_passive_ready("198.51.100.2:50000".parse().unwrap());
-    assert_eq!(a, vec![Action::ToClient(b"227 Entering Passive Mode (198,51,100,2,195,80).\r\n".to_vec())]);
+    let mut t = v4();
+    assert_eq!(t.client("PASV"), vec![to_server("PASV\r\n")]);
+    let a = t.server("227 Entering Passive Mode (198,51,100,2,200,1).");
+    assert_eq!(opened(&a), Some(DataRequest::Passive { server_data: sa("198.51.100.2:51201") }));
+    assert!(!t.core.wants_server_input(), "nothing is processed while the driver sets up");
+    let a = t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    assert_eq!(replies(&a), vec!["227 Entering Passive Mode (198,51,100,2,195,80).\r\n"]);
 }
 
 #[test]
 fn ipv6_client_epsv_to_ipv4_server_becomes_pasv_and_229_back() {
-    let mut s = session_with("[2001:db8:1::2]:40000", "198.51.100.2:21", SessionPolicy::default());
-    assert_eq!(client(&mut s, "EPSV\r"), vec![Action::DropData, Action::ToServer(b"PASV\r\n".to_vec())]);
-    let a = s.on_server_line(b"227 =198,51,100,2,200,1\r");
-    assert!(matches!(a[..], [Action::OpenPassive { .. }]));
-    let a = s.on_passive_ready("[2001:db8:1::1]:50000".parse().unwrap());
-    assert_eq!(a, vec![Action::ToClient(b"229 Entering Extended Passive Mode (|||50000|)\r\n".to_vec())]);
+    let mut t = T::with("[2001:db8:1::2]:40000", "198.51.100.2:21", SessionPolicy::default());
+    assert_eq!(t.client("EPSV"), vec![to_server("PASV\r\n")]);
+    assert!(opened(&t.server("227 =198,51,100,2,200,1")).is_some());
+    let a = t.ready(DataReady::Listening(sa("[2001:db8:1::1]:50000")));
+    assert_eq!(replies(&a), vec!["229 Entering Extended Passive Mode (|||50000|)\r\n"]);
     // EPRT naming the IPv6 client goes to the IPv4 server as PORT.
-    let a = client(&mut s, "EPRT |2|2001:db8:1::2|50001|\r");
-    assert_eq!(a, vec![Action::DropData, Action::OpenActive { client_data: "[2001:db8:1::2]:50001".parse().unwrap() }]);
-    let a = s.on_active_ready("198.51.100.1:40001".parse().unwrap());
-    assert_eq!(a, vec![Action::ToServer(b"PORT 198,51,100,1,156,65\r\n".to_vec())]);
+    let a = t.client("EPRT |2|2001:db8:1::2|50001|");
+    assert_eq!(opened(&a), Some(DataRequest::Active { client_data: sa("[2001:db8:1::2]:50001") }));
+    assert!(matches!(a[0], Action::DropData(_)));
+    let a = t.ready(DataReady::Listening(sa("198.51.100.1:40001")));
+    assert_eq!(a, vec![to_server("PORT 198,51,100,1,156,65\r\n")]);
 }
 
 #[test]
 fn ipv4_client_pasv_to_ipv6_server_becomes_epsv_and_227_back() {
-    let mut s = session_with("203.0.113.2:40000", "[2001:db8:2::2]:21", SessionPolicy::default());
-    assert_eq!(client(&mut s, "PASV\r"), vec![Action::DropData, Action::ToServer(b"EPSV\r\n".to_vec())]);
-    let a = s.on_server_line(b"229 ok (|||6000|)\r");
-    assert_eq!(a, vec![Action::OpenPassive { server_data: "[2001:db8:2::2]:6000".parse().unwrap() }]);
-    let a = s.on_passive_ready("203.0.113.1:50000".parse().unwrap());
-    assert_eq!(a, vec![Action::ToClient(b"227 Entering Passive Mode (203,0,113,1,195,80).\r\n".to_vec())]);
-    let a = client(&mut s, "PORT 203,0,113,2,195,81\r");
-    assert!(matches!(a[..], [Action::DropData, Action::OpenActive { .. }]));
-    let a = s.on_active_ready("[2001:db8:2::1]:40001".parse().unwrap());
-    assert_eq!(a, vec![Action::ToServer(b"EPRT |2|2001:db8:2::1|40001|\r\n".to_vec())]);
+    let mut t = T::with("203.0.113.2:40000", "[2001:db8:2::2]:21", SessionPolicy::default());
+    assert_eq!(t.client("PASV"), vec![to_server("EPSV\r\n")]);
+    let a = t.server("229 ok (|||6000|)");
+    assert_eq!(opened(&a), Some(DataRequest::Passive { server_data: sa("[2001:db8:2::2]:6000") }));
+    let a = t.ready(DataReady::Listening(sa("203.0.113.1:50000")));
+    assert_eq!(replies(&a), vec!["227 Entering Passive Mode (203,0,113,1,195,80).\r\n"]);
+    assert!(opened(&t.client("PORT 203,0,113,2,195,81")).is_some());
+    let a = t.ready(DataReady::Listening(sa("[2001:db8:2::1]:40001")));
+    assert_eq!(a, vec![to_server("EPRT |2|2001:db8:2::1|40001|\r\n")]);
 }
 
 #[test]
 fn epsv_to_ipv4_server_stays_epsv() {
-    let mut s = v4();
-    assert_eq!(client(&mut s, "EPSV\r"), vec![Action::DropData, Action::ToServer(b"EPSV\r\n".to_vec())]);
-    let a = s.on_server_line(b"229 Entering Extended Passive Mode (|||51201|)\r");
-    assert_eq!(a, vec![Action::OpenPassive { server_data: "198.51.100.2:51201".parse().unwrap() }]);
-    let a = s.on_passive_ready("203.0.113.1:50000".parse().unwrap());
-    assert_eq!(a, vec![Action::ToClient(b"229 Entering Extended Passive Mode (|||50000|)\r\n".to_vec())]);
-}
-
-fn with_mode(mode: ServerDataMode) -> Session {
-    let policy = SessionPolicy { server_mode: mode, ..SessionPolicy::default() };
-    session_with("203.0.113.2:40000", "198.51.100.2:21", policy)
+    let mut t = v4();
+    assert_eq!(t.client("EPSV"), vec![to_server("EPSV\r\n")]);
+    let a = t.server("229 Entering Extended Passive Mode (|||51201|)");
+    assert_eq!(opened(&a), Some(DataRequest::Passive { server_data: sa("198.51.100.2:51201") }));
+    let a = t.ready(DataReady::Listening(sa("203.0.113.1:50000")));
+    assert_eq!(replies(&a), vec!["229 Entering Extended Passive Mode (|||50000|)\r\n"]);
 }
 
 #[test]
 fn client_passive_becomes_active_toward_the_server() {
-    let mut s = with_mode(ServerDataMode::Active);
-    assert_eq!(client(&mut s, "PASV\r"), vec![Action::DropData, Action::OpenListeners]);
-    let a = s.on_listeners_ready("198.51.100.2:50000".parse().unwrap(), "198.51.100.1:45000".parse().unwrap());
-    assert_eq!(a[1], Action::ToServer(b"PORT 198,51,100,1,175,200\r\n".to_vec()));
-    // Only the server's acceptance gives the client its 227.
+    let mut t = with_mode(ServerDataMode::Active);
+    assert_eq!(opened(&t.client("PASV")), Some(DataRequest::Listeners));
+    let ready = DataReady::Listeners { advertise: sa("198.51.100.2:50000"), listen: sa("198.51.100.1:45000") };
+    let a = t.ready(ready);
+    assert_eq!(a.last(), Some(&to_server("PORT 198,51,100,1,175,200\r\n")));
+    assert!(replies(&a).is_empty(), "only the server's acceptance gives the client its 227");
+    let a = t.server("200 PORT ok");
     assert_eq!(
-        s.on_server_line(b"200 PORT ok\r"),
-        vec![Action::ToClient(encode_227("198.51.100.2:50000".parse().unwrap()))]
+        replies(&a),
+        vec![String::from_utf8(encode_227(sa("198.51.100.2:50000").to_string().parse().unwrap())).unwrap()]
     );
-    client(&mut s, "RETR f\r");
-    assert_eq!(s.on_server_line(b"150 go\r"), vec![Action::ToClient(b"150 go\r\n".to_vec())]);
-    s.on_server_line(b"226 done\r");
+    t.client("RETR f");
+    assert_eq!(replies(&t.server("150 go")), vec!["150 go\r\n"]);
+    t.server("226 done");
     // EPSV gets 229; a server refusing PORT gives the client 425, and the channel is dropped.
-    assert_eq!(client(&mut s, "EPSV\r"), vec![Action::DropData, Action::OpenListeners]);
-    s.on_listeners_ready("198.51.100.2:50001".parse().unwrap(), "198.51.100.1:45001".parse().unwrap());
-    let a = s.on_server_line(b"500 PORT not allowed\r");
-    assert_eq!(a[0], Action::DropData);
-    assert_eq!(to_client_code(&a), Some(425));
+    assert_eq!(opened(&t.client("EPSV")), Some(DataRequest::Listeners));
+    let ready = DataReady::Listeners { advertise: sa("198.51.100.2:50001"), listen: sa("198.51.100.1:45001") };
+    t.ready(ready);
+    let a = t.server("500 PORT not allowed");
+    assert!(a.iter().any(|x| matches!(x, Action::DropData(_))));
+    assert!(replies(&a).iter().any(|r| r.starts_with("425")), "{a:?}");
 }
 
 #[test]
 fn client_active_becomes_passive_toward_the_server() {
-    let mut s = with_mode(ServerDataMode::Passive);
-    let a = client(&mut s, "PORT 203,0,113,2,195,80\r");
-    assert_eq!(a, vec![Action::DropData, Action::ToServer(b"PASV\r\n".to_vec())]);
-    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,200,1).\r");
-    assert_eq!(
-        a,
-        vec![Action::ConnectBoth {
-            server_data: "198.51.100.2:51201".parse().unwrap(),
-            client_data: "203.0.113.2:50000".parse().unwrap()
-        }]
-    );
-    assert_eq!(to_client_code(&s.on_connect_started()), Some(200));
+    let mut t = with_mode(ServerDataMode::Passive);
+    assert_eq!(t.client("PORT 203,0,113,2,195,80"), vec![to_server("PASV\r\n")]);
+    let a = t.server("227 Entering Passive Mode (198,51,100,2,200,1).");
+    let want = DataRequest::Connect { server_data: sa("198.51.100.2:51201"), client_data: sa("203.0.113.2:50000") };
+    assert_eq!(opened(&a), Some(want));
+    assert_eq!(code(&t.ready(DataReady::Connecting)), Some(200));
     // The bounce check still applies before anything is sent.
-    assert_eq!(to_client_code(&client(&mut s, "PORT 203,0,113,9,195,80\r")), Some(501));
+    assert_eq!(code(&t.client("PORT 203,0,113,9,195,80")), Some(501));
     // EPRT asks EPSV; a server refusing EPSV is asked PASV; its refusal reaches the client.
-    assert_eq!(client(&mut s, "EPRT |1|203.0.113.2|50002|\r")[1], Action::ToServer(b"EPSV\r\n".to_vec()));
-    assert_eq!(s.on_server_line(b"500 no EPSV\r")[1], Action::ToServer(b"PASV\r\n".to_vec()));
-    assert_eq!(s.on_server_line(b"425 no PASV\r"), vec![Action::ToClient(b"425 no PASV\r\n".to_vec())]);
+    assert_eq!(t.client("EPRT |1|203.0.113.2|50002|").last(), Some(&to_server("EPSV\r\n")));
+    assert_eq!(t.server("500 no EPSV").last(), Some(&to_server("PASV\r\n")));
+    assert_eq!(replies(&t.server("425 no PASV")), vec!["425 no PASV\r\n"]);
 }
 
 #[test]
 fn ipv6_epsv_uses_server_control_address() {
-    let mut s = v6();
-    assert_eq!(client(&mut s, "EPSV\r")[1], Action::ToServer(b"EPSV\r\n".to_vec()));
-    let a = s.on_server_line(b"229 Entering Extended Passive Mode (|||6000|)\r");
-    assert_eq!(a, vec![Action::OpenPassive { server_data: "[2001:db8:2::2]:6000".parse().unwrap() }]);
-    assert_eq!(to_client_code(&client(&mut s, "PASV\r")), Some(522));
+    let mut t = v6();
+    assert_eq!(t.client("EPSV"), vec![to_server("EPSV\r\n")]);
+    let a = t.server("229 Entering Extended Passive Mode (|||6000|)");
+    assert_eq!(opened(&a), Some(DataRequest::Passive { server_data: sa("[2001:db8:2::2]:6000") }));
+    t.ready(DataReady::Listening(sa("[2001:db8:2::1]:50000")));
+    assert_eq!(code(&t.client("PASV")), Some(522));
 }
 
 #[test]
 fn pasv_reply_naming_another_host_is_substituted_or_refused() {
-    let mut s = v4();
-    client(&mut s, "PASV\r");
-    let a = s.on_server_line(b"227 Entering Passive Mode (10,9,8,7,200,1)\r");
-    assert!(matches!(a[0], Action::Refused(Refusal::ServerDataElsewhere { .. })));
-    assert_eq!(a[1], Action::OpenPassive { server_data: "198.51.100.2:51201".parse().unwrap() });
+    let mut t = v4();
+    t.client("PASV");
+    let a = t.server("227 Entering Passive Mode (10,9,8,7,200,1)");
+    assert!(matches!(refused(&a)[..], [Refusal::ServerDataElsewhere { .. }]));
+    assert_eq!(opened(&a), Some(DataRequest::Passive { server_data: sa("198.51.100.2:51201") }));
 
     let policy = SessionPolicy { server_data: ServerDataPolicy::Refuse, ..Default::default() };
-    let mut s = session_with("203.0.113.2:40000", "198.51.100.2:21", policy);
-    client(&mut s, "PASV\r");
-    let a = s.on_server_line(b"227 Entering Passive Mode (10,9,8,7,200,1)\r");
-    assert_eq!(to_client_code(&a), Some(425));
-    assert!(!a.iter().any(|x| matches!(x, Action::OpenPassive { .. })));
+    let mut t = T::with("203.0.113.2:40000", "198.51.100.2:21", policy);
+    t.client("PASV");
+    let a = t.server("227 Entering Passive Mode (10,9,8,7,200,1)");
+    assert_eq!(code(&a), Some(425));
+    assert_eq!(opened(&a), None);
 }
 
 #[test]
 fn server_privileged_or_garbage_passive_port_is_refused() {
-    let mut s = v4();
-    client(&mut s, "PASV\r");
-    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,0,22)\r");
-    assert_eq!(to_client_code(&a), Some(425));
-    client(&mut s, "PASV\r");
-    let a = s.on_server_line(b"227 Entering Passive Mode (no numbers)\r");
-    assert_eq!(to_client_code(&a), Some(425));
+    let mut t = v4();
+    t.client("PASV");
+    assert_eq!(code(&t.server("227 Entering Passive Mode (198,51,100,2,0,22)")), Some(425));
+    t.client("PASV");
+    assert_eq!(code(&t.server("227 Entering Passive Mode (no numbers)")), Some(425));
 }
 
 #[test]
 fn multiline_227_is_buffered_and_parsed_without_the_code() {
-    let mut s = v4();
-    client(&mut s, "PASV\r");
-    assert!(s.on_server_line(b"227-Entering Passive Mode\r").is_empty());
-    let a = s.on_server_line(b"227 (198,51,100,2,200,1)\r");
-    assert_eq!(a, vec![Action::OpenPassive { server_data: "198.51.100.2:51201".parse().unwrap() }]);
+    let mut t = v4();
+    t.client("PASV");
+    assert!(t.server("227-Entering Passive Mode").is_empty());
+    let a = t.server("227 (198,51,100,2,200,1)");
+    assert_eq!(opened(&a), Some(DataRequest::Passive { server_data: sa("198.51.100.2:51201") }));
 }
 
 #[test]
 fn a_227_nobody_asked_for_opens_nothing() {
-    let mut s = v4();
-    client(&mut s, "NOOP\r");
-    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,200,1)\r");
-    assert_eq!(a, vec![Action::ToClient(b"227 Entering Passive Mode (198,51,100,2,200,1)\r\n".to_vec())]);
-    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,200,1)\r");
-    assert!(!a.iter().any(|x| matches!(x, Action::OpenPassive { .. })));
+    let mut t = v4();
+    t.client("NOOP");
+    let a = t.server("227 Entering Passive Mode (198,51,100,2,200,1)");
+    assert_eq!(replies(&a), vec!["227 Entering Passive Mode (198,51,100,2,200,1)\r\n"]);
+    assert_eq!(opened(&t.server("227 Entering Passive Mode (198,51,100,2,200,1)")), None);
 }
 
 #[test]
 fn epsv_refused_by_server_falls_back_to_pasv() {
-    let mut s = v4();
-    assert_eq!(client(&mut s, "EPSV\r")[1], Action::ToServer(b"EPSV\r\n".to_vec()));
-    let a = s.on_server_line(b"500 EPSV not understood\r");
-    assert_eq!(
-        a,
-        vec![Action::Quirk("server refused EPSV, retrying with PASV"), Action::ToServer(b"PASV\r\n".to_vec())]
-    );
-    let a = s.on_server_line(b"227 ok (198,51,100,2,200,1)\r");
-    assert!(matches!(a[..], [Action::OpenPassive { .. }]));
+    let mut t = v4();
+    assert_eq!(t.client("EPSV"), vec![to_server("EPSV\r\n")]);
+    let a = t.server("500 EPSV not understood");
+    assert!(a.contains(&Action::Note(Note::Quirk("server refused EPSV, retrying with PASV"))));
+    assert_eq!(a.last(), Some(&to_server("PASV\r\n")));
+    assert!(opened(&t.server("227 ok (198,51,100,2,200,1)")).is_some());
     // The client still gets the 229 it asked for.
-    let a = s.on_passive_ready("203.0.113.1:50000".parse().unwrap());
-    assert_eq!(to_client_code(&a), Some(229));
+    assert_eq!(code(&t.ready(DataReady::Listening(sa("203.0.113.1:50000")))), Some(229));
 }
 
 #[test]
 fn port_is_checked_then_rewritten() {
-    let mut s = v4();
-    let a = client(&mut s, "PORT 203,0,113,2,195,80\r");
-    assert_eq!(a, vec![Action::DropData, Action::OpenActive { client_data: "203.0.113.2:50000".parse().unwrap() }]);
-    let a = s.on_active_ready("198.51.100.1:40001".parse().unwrap());
-    assert_eq!(a, vec![Action::ToServer(b"PORT 198,51,100,1,156,65\r\n".to_vec())]);
-    assert_eq!(s.on_server_line(b"200 ok\r"), vec![Action::ToClient(b"200 ok\r\n".to_vec())]);
+    let mut t = v4();
+    let a = t.client("PORT 203,0,113,2,195,80");
+    assert_eq!(opened(&a), Some(DataRequest::Active { client_data: sa("203.0.113.2:50000") }));
+    assert_eq!(
+        t.ready(DataReady::Listening(sa("198.51.100.1:40001"))),
+        vec![to_server("PORT 198,51,100,1,156,65\r\n")]
+    );
+    assert_eq!(replies(&t.server("200 ok")), vec!["200 ok\r\n"]);
 }
 
 #[test]
 fn bounce_and_privileged_ports_are_refused() {
-    let mut s = v4();
-    let a = client(&mut s, "PORT 198,51,100,9,195,80\r");
-    assert_eq!(to_client_code(&a), Some(501));
-    assert!(matches!(a[1], Action::Refused(Refusal::Bounce { .. })));
-    let a = client(&mut s, "EPRT |1|203.0.113.2|21|\r");
-    assert!(matches!(a[1], Action::Refused(Refusal::PrivilegedPort { port: 21, .. })));
-    let a = client(&mut s, "EPRT |2|2001:db8:1::2|5000|\r");
-    assert_eq!(to_client_code(&a), Some(522));
+    let mut t = v4();
+    let a = t.client("PORT 198,51,100,9,195,80");
+    assert_eq!(code(&a), Some(501));
+    assert!(matches!(refused(&a)[..], [Refusal::Bounce { .. }]));
+    let a = t.client("EPRT |1|203.0.113.2|21|");
+    assert!(matches!(refused(&a)[..], [Refusal::PrivilegedPort { port: 21, .. }]));
+    assert_eq!(code(&t.client("EPRT |2|2001:db8:1::2|5000|")), Some(522));
     for bad in ["LPRT 4,4,1,2,3,4,2,1,1", "LPSV", "SPSV"] {
-        assert_eq!(to_client_code(&client(&mut s, bad)), Some(502), "{bad}");
+        let a = t.client(bad);
+        assert_eq!(code(&a), Some(502), "{bad}");
+        assert!(!a.iter().any(|x| matches!(x, Action::ToServer(_))), "nothing refused may reach the server");
     }
-    assert!(!s.awaiting_reply(), "nothing refused may reach the server");
 }
 
 #[test]
 fn eprt_ipv6_goes_upstream_as_eprt() {
-    let mut s = v6();
-    let a = client(&mut s, "EPRT |2|2001:db8:1::2|50000|\r");
-    assert!(matches!(a[1], Action::OpenActive { .. }));
-    let a = s.on_active_ready("[2001:db8:2::1]:40001".parse().unwrap());
-    assert_eq!(a, vec![Action::ToServer(b"EPRT |2|2001:db8:2::1|40001|\r\n".to_vec())]);
-    let a = s.on_server_line(b"500 no\r");
-    assert_eq!(a, vec![Action::DropData, Action::ToClient(b"500 no\r\n".to_vec())]);
+    let mut t = v6();
+    assert!(opened(&t.client("EPRT |2|2001:db8:1::2|50000|")).is_some());
+    let a = t.ready(DataReady::Listening(sa("[2001:db8:2::1]:40001")));
+    assert_eq!(a, vec![to_server("EPRT |2|2001:db8:2::1|40001|\r\n")]);
+    let a = t.server("500 no");
+    assert!(matches!(a[0], Action::DropData(_)));
+    assert_eq!(replies(&a), vec!["500 no\r\n"]);
 }
 
 #[test]
-fn transfer_final_reply_waits_for_data_only_after_150() {
-    let mut s = v4();
-    client(&mut s, "RETR big\r");
-    assert_eq!(s.on_server_line(b"150 here\r"), vec![Action::ToClient(b"150 here\r\n".to_vec())]);
-    assert!(s.transfer_running());
-    assert_eq!(s.on_server_line(b"226-done\r"), vec![Action::ToClientAfterData(b"226-done\r\n".to_vec())]);
-    assert_eq!(s.on_server_line(b"226 bye\r"), vec![Action::ToClientAfterData(b"226 bye\r\n".to_vec())]);
-    assert!(!s.transfer_running());
-    client(&mut s, "RETR missing\r");
-    assert_eq!(s.on_server_line(b"550 no\r"), vec![Action::DropData, Action::ToClient(b"550 no\r\n".to_vec())]);
+fn transfer_final_reply_and_what_follows_wait_for_the_data() {
+    let mut t = v4();
+    t.client("PASV");
+    t.server("227 (198,51,100,2,200,1)");
+    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    let id = t.data.unwrap();
+    t.bytes(b"RETR big\r\nNOOP\r\n");
+    assert_eq!(replies(&t.server("150 here")), vec!["150 here\r\n"]);
+    assert!(replies(&t.server("226-done")).is_empty());
+    assert!(replies(&t.server("226 bye")).is_empty());
+    assert!(replies(&t.server("200 noop")).is_empty(), "a later reply overtook the held 226");
+    let a = t.finished(DataId(id.0 + 7));
+    assert!(a.contains(&Action::Note(Note::StaleData { id: DataId(id.0 + 7), event: "finished" })));
+    assert_eq!(replies(&t.finished(id)).concat(), "226-done\r\n226 bye\r\n200 noop\r\n");
+    t.client("RETR missing");
+    assert_eq!(replies(&t.server("550 no")), vec!["550 no\r\n"]);
 }
 
 #[test]
 fn abor_drops_data_and_carries_the_urgent_flag() {
-    let mut s = v4();
-    client(&mut s, "RETR big\r");
-    s.on_server_line(b"150 here\r");
-    let a = s.on_client_frame(Frame::Line(b"ABOR\r".to_vec()), true);
-    assert_eq!(a, vec![Action::DropData, Action::ToServerUrgent(b"ABOR\r\n".to_vec())]);
+    let mut t = v4();
+    t.client("PORT 203,0,113,2,195,80");
+    t.ready(DataReady::Listening(sa("198.51.100.1:40001")));
+    t.server("200 ok");
+    t.client("RETR big");
+    t.server("150 here");
+    let a = t.bytes(b"\xff\xf4\xff\xf2ABOR\r\nNOOP\r\n");
+    assert!(matches!(a[..], [Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"), "{a:?}");
     // The client's next command waits until ABOR is answered.
-    assert!(client(&mut s, "NOOP\r").is_empty());
-    assert_eq!(
-        s.on_server_line(b"426 aborted\r"),
-        vec![Action::ToClient(b"426 aborted\r\n".to_vec()), Action::ToServer(b"NOOP\r\n".to_vec())]
-    );
-    assert_eq!(s.on_server_line(b"226 abor ok\r"), vec![Action::ToClient(b"226 abor ok\r\n".to_vec())]);
+    assert!(!t.core.wants_client_input());
+    let a = t.server("426 aborted");
+    assert_eq!(replies(&a), vec!["426 aborted\r\n"]);
+    assert!(a.contains(&to_server("NOOP\r\n")));
+    assert_eq!(replies(&t.server("226 abor ok")), vec!["226 abor ok\r\n"]);
     // The gateway's own NOOP reply is not relayed; the held client NOOP goes out now.
-    assert_eq!(s.on_server_line(b"200 NOOP ok\r"), vec![Action::ToServer(b"NOOP\r\n".to_vec())]);
-    assert_eq!(s.on_server_line(b"200 NOOP ok\r"), vec![Action::ToClient(b"200 NOOP ok\r\n".to_vec())]);
-    assert!(!s.awaiting_reply());
+    let a = t.server("200 NOOP ok");
+    assert_eq!(a, [to_server("NOOP\r\n")]);
+    assert_eq!(replies(&t.server("200 NOOP ok")), vec!["200 NOOP ok\r\n"]);
+    assert!(t.core.wants_client_input());
 }
 
 #[test]
 fn abor_answered_with_a_single_reply_keeps_replies_paired() {
     // pure-ftpd: a stray 150, then one 226 for RETR and ABOR together.
-    let mut s = v4();
-    client(&mut s, "RETR big\r");
-    s.on_server_line(b"150-Accepted data connection\r");
-    s.on_server_line(b"150 65536.0 kbytes to download\r");
-    s.on_client_frame(Frame::Line(b"ABOR\r".to_vec()), true);
-    assert_eq!(s.on_server_line(b"150 0.002 seconds\r"), vec![Action::ToClient(b"150 0.002 seconds\r\n".to_vec())]);
-    let a = s.on_server_line(b"226 ABOR ok\r");
-    assert_eq!(a, vec![Action::ToClient(b"226 ABOR ok\r\n".to_vec()), Action::ToServer(b"NOOP\r\n".to_vec())]);
-    assert!(s.on_server_line(b"200 Zzz\r").is_empty());
+    let mut t = v4();
+    t.client("RETR big");
+    t.server("150-Accepted data connection");
+    t.server("150 65536.0 kbytes to download");
+    t.client("ABOR");
+    assert_eq!(replies(&t.server("150 0.002 seconds")), vec!["150 0.002 seconds\r\n"]);
+    let a = t.server("226 ABOR ok");
+    assert_eq!(replies(&a), vec!["226 ABOR ok\r\n"]);
+    assert!(a.contains(&to_server("NOOP\r\n")));
+    assert!(replies(&t.server("200 Zzz")).is_empty());
     // The next PASV's 227 is paired with PASV, not with a stale expectation.
-    client(&mut s, "PASV\r");
-    let a = s.on_server_line(b"227 Entering Passive Mode (198,51,100,2,200,1)\r");
-    assert!(matches!(a[..], [Action::OpenPassive { .. }]), "{a:?}");
-}
-
-#[test]
-fn commands_flooding_behind_an_abor_close_the_session() {
-    let mut s = v4();
-    client(&mut s, "ABOR\r");
-    for _ in 0..MAX_DEFERRED {
-        assert!(client(&mut s, "NOOP\r").is_empty());
-    }
-    assert!(client(&mut s, "NOOP\r").contains(&Action::Close));
+    t.client("PASV");
+    assert!(opened(&t.server("227 Entering Passive Mode (198,51,100,2,200,1)")).is_some());
 }
 
 #[test]
 fn rest_offsets_beyond_4_gib_are_relayed_untouched() {
-    let mut s = v4();
-    assert_eq!(client(&mut s, "REST 5000000000123\r"), vec![Action::ToServer(b"REST 5000000000123\r\n".to_vec())]);
+    let mut t = v4();
+    assert_eq!(t.client("REST 5000000000123"), vec![to_server("REST 5000000000123\r\n")]);
 }
 
 #[test]
 fn auth_is_refused_by_default_and_epsv_all_is_local() {
-    let mut s = v4();
-    assert_eq!(to_client_code(&client(&mut s, "AUTH TLS\r")), Some(534));
-    assert_eq!(to_client_code(&client(&mut s, "EPSV ALL\r")), Some(200));
-    assert_eq!(to_client_code(&client(&mut s, "PASV\r")), Some(503));
-    assert_eq!(to_client_code(&client(&mut s, "PORT 203,0,113,2,195,80\r")), Some(503));
-    assert_eq!(client(&mut s, "EPSV\r")[1], Action::ToServer(b"EPSV\r\n".to_vec()));
+    let mut t = v4();
+    assert_eq!(code(&t.client("AUTH TLS")), Some(534));
+    assert_eq!(code(&t.client("EPSV ALL")), Some(200));
+    assert_eq!(code(&t.client("PASV")), Some(503));
+    assert_eq!(code(&t.client("PORT 203,0,113,2,195,80")), Some(503));
+    assert_eq!(t.client("EPSV"), vec![to_server("EPSV\r\n")]);
 }
 
 #[test]
 fn malformed_flood_closes_and_overlong_gets_500() {
-    let mut s = v4();
-    let mut framer = LineFramer::new(16);
-    let mut buf = b"NOOP NOOP NOOP NOOP NOOP\r\n".to_vec();
-    let f = framer.next_frame(&mut buf).unwrap();
-    let a = s.on_client_frame(f, false);
-    assert_eq!(to_client_code(&a), Some(500));
+    let policy = SessionPolicy { max_line: 16, ..SessionPolicy::default() };
+    let mut t = T::with("203.0.113.2:40000", "198.51.100.2:21", policy);
+    assert_eq!(code(&t.client("NOOP NOOP NOOP NOOP NOOP")), Some(500));
     for _ in 0..SessionPolicy::default().max_malformed - 1 {
-        assert!(!client(&mut s, "R3TR\r").contains(&Action::Close));
+        assert!(!closed(&t.client("R3TR")));
     }
-    let a = client(&mut s, "\0\r");
-    assert!(a.contains(&Action::Close));
-    assert!(a.iter().any(|x| matches!(x, Action::ToClient(b) if b.starts_with(b"421"))));
+    let a = t.bytes(b"\0\r\n");
+    assert!(a.contains(&Action::Close(Outcome::Refused)));
+    assert!(replies(&a).iter().any(|r| r.starts_with("421")));
 }
 
 #[test]
-fn malformed_server_reply_closes_and_421_from_server_closes() {
-    let mut s = v4();
-    let a = s.on_server_line(b"garbage\r");
-    assert!(a.contains(&Action::Close));
-    let mut s = v4();
-    let a = s.on_server_line(b"421 timeout\r");
-    assert_eq!(a, vec![Action::ToClient(b"421 timeout\r\n".to_vec()), Action::Close]);
+fn malformed_or_overlong_server_replies_close_with_421() {
+    let mut t = v4();
+    let a = t.server("garbage");
+    assert!(a.contains(&Action::Close(Outcome::Error)));
+    assert_eq!(replies(&a), vec!["421 Server sent a malformed reply, closing\r\n"]);
+    let mut t = v4();
+    t.client("NOOP");
+    let a = t.server(&format!("200 {}", "x".repeat(MAX_REPLY_LINE)));
+    assert!(replies(&a)[0].starts_with("421 Server sent an overlong reply line"));
+    assert!(closed(&a));
+}
+
+#[test]
+fn a_421_from_the_server_is_relayed_then_closes() {
+    let mut t = v4();
+    let a = t.server("421 timeout");
+    assert_eq!(replies(&a), vec!["421 timeout\r\n"]);
+    assert_eq!(a.last(), Some(&Action::Close(Outcome::ServerClosed)));
 }
 
 #[test]
 fn quit_closes_after_reply() {
-    let mut s = v4();
-    client(&mut s, "QUIT\r");
-    assert_eq!(s.on_server_line(b"221 bye\r"), vec![Action::ToClient(b"221 bye\r\n".to_vec()), Action::Close]);
+    let mut t = v4();
+    t.client("QUIT");
+    let a = t.server("221 bye");
+    assert_eq!(a, [to_client(1, "221 bye\r\n"), Action::Close(Outcome::ClientQuit)]);
+}
+
+#[test]
+fn server_floods_behind_a_draining_transfer_and_is_cut_off() {
+    let mut t = v4();
+    t.client("PASV");
+    t.server("227 (198,51,100,2,200,1)");
+    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    t.client("RETR big");
+    t.server("150 here");
+    t.server("226 done");
+    let mut closed_at = None;
+    for i in 0..(MAX_HELD_REPLIES / 8) {
+        let a = t.server("200 junk");
+        if closed(&a) {
+            assert!(replies(&a).iter().any(|r| r.starts_with("421")));
+            closed_at = Some(i);
+            break;
+        }
+    }
+    assert!(closed_at.is_some(), "held replies grew without bound");
+}
+
+#[test]
+fn every_phase_has_its_deadline() {
+    let mut t = T::ungreeted("203.0.113.2:40000", "198.51.100.2:21", SessionPolicy::default());
+    assert!(t.advance(TIMEOUTS.banner - Duration::from_millis(1)).is_empty());
+    let a = t.advance(Duration::from_millis(1));
+    assert!(replies(&a)[0].contains("did not greet"));
+    assert!(a.contains(&Action::Close(Outcome::ReplyTimeout)));
+
+    let mut t = v4();
+    t.client("NOOP");
+    let a = t.advance(TIMEOUTS.reply);
+    assert!(replies(&a)[0].contains("did not reply"), "{a:?}");
+
+    let mut t = v4();
+    assert!(t.advance(TIMEOUTS.idle - Duration::from_secs(1)).is_empty());
+    let a = t.advance(Duration::from_secs(1));
+    assert!(a.contains(&Action::Close(Outcome::IdleTimeout)));
+
+    // A closing session waits for a held reply's data only so long.
+    let mut t = v4();
+    t.client("PASV");
+    t.server("227 (198,51,100,2,200,1)");
+    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    t.client("RETR big");
+    t.server("150 here");
+    t.server("226 done");
+    t.core.handle_server_eof(t.now);
+    assert!(t.actions().is_empty());
+    let a = t.advance(TIMEOUTS.data_idle);
+    assert!(replies(&a).is_empty(), "a 226 went out before its data: {a:?}");
+    assert_eq!(a.last(), Some(&Action::Close(Outcome::ServerClosed)));
+}
+
+#[test]
+fn a_late_ready_for_a_replaced_channel_is_recognised() {
+    let mut t = v4();
+    t.client("PASV");
+    t.server("227 (198,51,100,2,200,1)");
+    let first = t.data.unwrap();
+    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    let a = t.client("PASV");
+    assert_eq!(a[0], Action::DropData(first));
+    t.core.handle_data_ready(first, DataReady::Listening(sa("198.51.100.2:50001")), t.now);
+    let a = t.actions();
+    assert_eq!(a, vec![Action::Note(Note::StaleData { id: first, event: "ready" })]);
 }

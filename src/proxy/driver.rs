@@ -1,0 +1,281 @@
+//! Drives one control core: reads both sides when the core wants their bytes, writes what it
+//! says, sets up the data channels it asks for, and reports time and data-channel endings
+//! back. Generic over the streams, so a TLS stream can stand in for TCP; every decision is the
+//! core's.
+
+use super::data::{open_active, open_listeners, open_passive, start_connect, DataTask, Endpoints};
+use super::stream::ControlStream;
+use super::Shared;
+use crate::data::{DataError, DataOutcome};
+use crate::metrics::{metrics, verb_label};
+use crate::session::{Action, ControlCore, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
+use std::io;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info, warn};
+
+const IAC_IP_IAC: [u8; 3] = [255, 244, 255];
+const DM: u8 = 242;
+
+enum Event {
+    Client(io::Result<usize>),
+    Server(io::Result<usize>),
+    DataDone(Result<DataOutcome, tokio::task::JoinError>),
+    Timeout,
+}
+
+pub(super) struct Driver<'a> {
+    pub shared: &'a Shared,
+    pub ep: Endpoints,
+    data: Option<(DataId, DataTask)>,
+    /// Data bytes relayed toward the server and toward the client.
+    pub up: u64,
+    pub down: u64,
+}
+
+async fn data_done(data: &mut Option<(DataId, DataTask)>) -> Result<DataOutcome, tokio::task::JoinError> {
+    match data {
+        Some((_, t)) => (&mut t.handle).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn timed(limit: Duration, f: impl std::future::Future<Output = io::Result<()>>) -> io::Result<()> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "peer does not read")),
+    }
+}
+
+impl<'a> Driver<'a> {
+    pub fn new(shared: &'a Shared, ep: Endpoints) -> Self {
+        Self { shared, ep, data: None, up: 0, down: 0 }
+    }
+
+    pub async fn run<C: ControlStream, S: ControlStream>(
+        &mut self,
+        core: &mut ControlCore,
+        client: &mut C,
+        server: &mut S,
+    ) -> Outcome {
+        let mut cchunk = [0u8; 2048];
+        let mut schunk = [0u8; 4096];
+        loop {
+            if let Some(outcome) = self.carry_out(core, client, server).await {
+                return outcome;
+            }
+            // A closed core has no deadline; it handed out Close above, so this is never far.
+            let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let event = tokio::select! {
+                r = client.read(&mut cchunk), if core.wants_client_input() => Event::Client(r),
+                r = server.read(&mut schunk), if core.wants_server_input() => Event::Server(r),
+                r = data_done(&mut self.data) => Event::DataDone(r),
+                _ = tokio::time::sleep_until(deadline.into()) => Event::Timeout,
+            };
+            let now = Instant::now();
+            match event {
+                Event::Client(Ok(0) | Err(_)) => core.handle_client_eof(now),
+                Event::Client(Ok(n)) => {
+                    core.handle_client_bytes(&cchunk[..n], now);
+                    if let Some(m) = client.read_past_urgent_mark(&mut cchunk) {
+                        core.handle_client_bytes(&cchunk[..m], now);
+                    }
+                }
+                Event::Server(Ok(0) | Err(_)) => core.handle_server_eof(now),
+                Event::Server(Ok(n)) => core.handle_server_bytes(&schunk[..n], now),
+                Event::DataDone(r) => {
+                    if let Some((id, _)) = self.data.take() {
+                        let transfer = core.handle_data_finished(id, now);
+                        self.finish_data(r, transfer.flatten(), core.user());
+                    }
+                }
+                Event::Timeout => core.handle_timeout(now),
+            }
+        }
+    }
+
+    /// Carries out every action the core has; `Some` when the session is over.
+    async fn carry_out<C: ControlStream, S: ControlStream>(
+        &mut self,
+        core: &mut ControlCore,
+        client: &mut C,
+        server: &mut S,
+    ) -> Option<Outcome> {
+        let t = &self.shared.cfg.timeouts;
+        while let Some(action) = core.poll_action() {
+            let written = match action {
+                Action::ToClient { bytes, .. } | Action::ToClientOutOfBand(bytes) => {
+                    timed(t.idle, client.write_all(&bytes)).await
+                }
+                Action::ToServer(bytes) => timed(t.reply, server.write_all(&bytes)).await,
+                Action::ToServerUrgent(bytes) => self.write_urgent(server, &bytes).await,
+                Action::OpenData { id, request } => {
+                    let now = Instant::now();
+                    match self.open(id, request) {
+                        Ok(ready) => core.handle_data_ready(id, ready, now),
+                        Err(e) => {
+                            self.data_failed(request.mode(), &e);
+                            core.handle_data_failed(id, &e.to_string(), now);
+                        }
+                    }
+                    Ok(())
+                }
+                Action::DropData(id) => {
+                    if self.data.as_ref().is_some_and(|(d, _)| *d == id) {
+                        if let Some((_, task)) = self.data.take() {
+                            debug!(after_ms = task.started.elapsed().as_millis() as u64, "data channel closed");
+                        }
+                    }
+                    Ok(())
+                }
+                Action::Note(n) => {
+                    note(n);
+                    Ok(())
+                }
+                Action::Close(outcome) => return Some(outcome),
+            };
+            if let Err(e) = written {
+                debug!(error = %e, "control connection write failed");
+                return Some(Outcome::Error);
+            }
+        }
+        None
+    }
+
+    /// RFC 959 abort: Telnet IP, then the Synch (DM as urgent data), then the command.
+    async fn write_urgent<S: ControlStream>(&self, server: &mut S, bytes: &[u8]) -> io::Result<()> {
+        let wait = self.shared.cfg.timeouts.reply;
+        timed(wait, server.write_all(&IAC_IP_IAC)).await?;
+        if let Err(e) = server.send_urgent(DM) {
+            debug!(error = %e, "urgent data not sent; ABOR goes in band");
+        }
+        timed(wait, server.write_all(bytes)).await
+    }
+
+    fn open(&mut self, id: DataId, request: DataRequest) -> io::Result<DataReady> {
+        let (shared, ep) = (self.shared, &self.ep);
+        let (ready, task) = match request {
+            DataRequest::Passive { server_data } => {
+                open_passive(shared, ep, server_data).map(|(at, task)| (DataReady::Listening(at), task))?
+            }
+            DataRequest::Active { client_data } => {
+                open_active(shared, ep, client_data).map(|(at, task)| (DataReady::Listening(at), task))?
+            }
+            DataRequest::Listeners => open_listeners(shared, ep)
+                .map(|(advertise, listen, task)| (DataReady::Listeners { advertise, listen }, task))?,
+            DataRequest::Connect { server_data, client_data } => {
+                (DataReady::Connecting, start_connect(shared, ep, server_data, client_data)?)
+            }
+        };
+        debug!(mode = request.mode(), channel = %id, ready = ?ready, "data channel open");
+        self.data = Some((id, task));
+        Ok(ready)
+    }
+
+    /// A data channel could not be set up: counted by cause; the core answers the client 425.
+    fn data_failed(&self, mode: &'static str, e: &io::Error) {
+        // Every port of the configured range taken, or every data channel of the gateway.
+        let reason = if e.kind() == io::ErrorKind::AddrInUse { "port_exhausted" } else { "limit" };
+        warn!(reason, mode, error = %e, "cannot open a data channel");
+        metrics().reject(reason);
+    }
+
+    fn finish_data(
+        &mut self,
+        r: Result<DataOutcome, tokio::task::JoinError>,
+        transfer: Option<TransferInfo>,
+        user: Option<&str>,
+    ) {
+        let verb = transfer.as_ref().map_or("-", |t| t.verb.as_str());
+        let m = metrics();
+        let o = match r {
+            Ok(o) if o.handed_over => {
+                return info!(verb, "passive data port handed over to a site-to-site transfer of this client")
+            }
+            Ok(o) => o,
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => return warn!(error = %e, "data task failed"),
+        };
+        self.up += o.to_server;
+        self.down += o.to_client;
+        let ms = o.duration.as_millis() as u64;
+        match &o.result {
+            Ok(()) => info!(
+                verb,
+                mode = o.mode,
+                bytes_to_client = o.to_client,
+                bytes_to_server = o.to_server,
+                duration_ms = ms,
+                "transfer done"
+            ),
+            Err(e) => warn!(
+                verb,
+                mode = o.mode,
+                bytes_to_client = o.to_client,
+                bytes_to_server = o.to_server,
+                duration_ms = ms,
+                reason = e.label(),
+                "transfer failed: {e}"
+            ),
+        }
+        match &o.result {
+            // Nobody came: no transfer took place.
+            Err(DataError::AcceptTimeout { .. }) => m.reject("timeout"),
+            r => {
+                let outcome = if r.is_ok() { "ok" } else { "failed" };
+                m.transfers.with_label_values(&[verb_label(verb), outcome]).inc();
+                m.transfer_duration.observe(o.duration.as_secs_f64());
+            }
+        }
+        if !o.stolen_attempts.is_empty() {
+            warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
+        }
+        if let Some(t) = &transfer {
+            self.log_transfer(&o, t, user);
+        }
+    }
+
+    /// The xferlog line of a file transfer that got its data connection.
+    fn log_transfer(&self, o: &DataOutcome, t: &TransferInfo, user: Option<&str>) {
+        let Some(log) = &self.shared.xferlog else { return };
+        let outgoing = match t.verb.as_str() {
+            "RETR" => true,
+            "STOR" | "STOU" | "APPE" => false,
+            _ => return,
+        };
+        if matches!(o.result, Err(DataError::AcceptTimeout { .. }) | Err(DataError::Accept(_))) {
+            return;
+        }
+        log.write(&crate::xferlog::Entry {
+            client: self.ep.client.ip(),
+            bytes: if outgoing { o.to_client } else { o.to_server },
+            duration: o.duration,
+            path: &t.path,
+            binary: t.binary,
+            outgoing,
+            user: user.unwrap_or("-"),
+            complete: o.result.is_ok(),
+        });
+    }
+}
+
+/// Logs and counts what the core noted.
+fn note(n: Note) {
+    let m = metrics();
+    match n {
+        Note::Refused(why) => {
+            warn!(reason = why.label(), fault = why.fault().label(), "refused: {why}");
+            m.reject(why.label());
+        }
+        Note::Quirk(what) => info!(quirk = what, "server quirk handled"),
+        Note::ServerReply(code) => {
+            let class = ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(code / 100).clamp(1, 5) - 1];
+            m.server_replies.with_label_values(&[class]).inc();
+        }
+        Note::Timeout(text) => {
+            warn!(reason = "timeout", "{text}");
+            m.reject("timeout");
+        }
+        Note::StaleData { id, event } => debug!(channel = %id, event, "report about a data channel that is gone"),
+    }
+}

@@ -1,0 +1,621 @@
+//! The line-level state machine: one client command or one server reply line at a time, policy
+//! applied, replies queued in command order, actions out.
+
+use super::action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
+use super::policy::{ServerDataMode, SessionPolicy};
+use super::replies::{Overflow, ReplyQueue};
+use super::Refusal;
+use crate::addr::{canonical_ip, ClientAddr, UpstreamAddr};
+use crate::protocol::address::{self, encode_227, encode_229, encode_eprt_arg, encode_port_arg};
+use crate::protocol::reply::reply_line;
+use crate::protocol::{Command, Frame, ReplyTracker, Verb};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4};
+
+/// Commands sent to the server and not yet answered. At the bound the client's input waits
+/// (TCP backpressure), so what a client can pile up is bounded whatever the server does.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Replies relayed behind an ABOR before the barrier is given up (a server that never
+/// answers NOOP with 200).
+pub(super) const MAX_ABORT_REPLIES: u8 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassiveForm {
+    /// `PASV` / `227`.
+    Pasv,
+    /// `EPSV` / `229`.
+    Epsv,
+}
+
+/// What the client asked for that a passive exchange with the server is answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientWants {
+    Passive(PassiveForm),
+    /// PORT/EPRT naming this address, carried out in passive mode toward the server.
+    Active(SocketAddr),
+}
+
+/// What a reply the server owes means, in the order the commands were sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Expect {
+    Greeting,
+    Relay,
+    /// The reply is buffered whole (bounded) and answered with a data channel.
+    Passive {
+        client: ClientWants,
+        server: PassiveForm,
+        reply: Vec<u8>,
+    },
+    PortAck,
+    /// PORT/EPRT sent for a client that asked for passive mode: a positive reply is answered
+    /// to the client with 227/229 for `advertise`.
+    ConvertedPortAck {
+        client: PassiveForm,
+        advertise: SocketAddr,
+    },
+    Transfer {
+        preliminary: bool,
+    },
+    /// Every reply up to the barrier's end answers ABOR (see [`Abort`]).
+    Abort,
+    Quit,
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub slot: u64,
+    pub expect: Expect,
+}
+
+/// After ABOR: servers answer an aborted transfer with one or two replies (426 then 226, or a
+/// lone 226, pure-ftpd even with a stray 150), and some discard whatever followed ABOR in
+/// their input. So client commands wait; once the server's first reply to ABOR shows it is
+/// back in its command loop, the gateway sends its own NOOP; every reply up to NOOP's 200 is
+/// relayed, that 200 is dropped, and replies pair with commands exactly again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Abort {
+    pub noop_sent: bool,
+    pub replies: u8,
+}
+
+/// What a data channel being set up will answer once the driver reports it ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Setup {
+    /// Tell the client this listener (227/229).
+    Passive(PassiveForm),
+    /// Tell the server this listener (PORT/EPRT).
+    Active,
+    /// Tell the server the server-side listener; the client later gets 227/229.
+    Listeners(PassiveForm),
+    /// Both connections are under way: accept the client's PORT/EPRT.
+    Connect,
+}
+
+/// Where the session stands. Exactly one of these holds at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// The server has not greeted yet; client commands wait.
+    Greeting,
+    /// Commands and replies flow.
+    Ready,
+    /// ABOR was sent; client commands wait until the server is in step again.
+    Aborting(Abort),
+    /// The driver is setting up data channel `id`; nothing is processed until it answers.
+    SettingUp {
+        id: DataId,
+        slot: u64,
+        setup: Setup,
+        abort: Option<Abort>,
+    },
+    /// Ending: replies already owed still go out (a transfer's closing reply after its data),
+    /// then the session closes with this outcome.
+    Closing(Outcome),
+    Closed,
+}
+
+/// The data channel a session has open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OpenData {
+    pub id: DataId,
+    /// The transfer command it carries, once one was sent.
+    pub transfer: Option<TransferInfo>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub(super) client: ClientAddr,
+    pub(super) upstream: UpstreamAddr,
+    pub(super) policy: SessionPolicy,
+    pub(super) phase: Phase,
+    pub(super) expect: VecDeque<Pending>,
+    pub(super) replies: ReplyQueue,
+    pub(super) out: VecDeque<Action>,
+    pub(super) tracker: ReplyTracker,
+    pub(super) data: Option<OpenData>,
+    next_data: u64,
+    malformed_run: u32,
+    /// The client sent `EPSV ALL`: only EPSV may set up data from now on.
+    epsv_all: bool,
+    /// The user name last sent with USER (for the transfer log).
+    user: Option<String>,
+    /// TYPE I (or L 8) in force.
+    binary: bool,
+    /// The slot of the client command being handled.
+    slot: u64,
+}
+
+impl Session {
+    /// `max_held` bounds the reply bytes waiting to go to the client.
+    pub fn new(client: ClientAddr, upstream: UpstreamAddr, policy: SessionPolicy, max_held: usize) -> Self {
+        let mut replies = ReplyQueue::new(max_held);
+        let greeting = replies.open();
+        Self {
+            client,
+            upstream,
+            policy,
+            phase: Phase::Greeting,
+            expect: VecDeque::from([Pending { slot: greeting, expect: Expect::Greeting }]),
+            replies,
+            out: VecDeque::new(),
+            tracker: ReplyTracker::new(),
+            data: None,
+            next_data: 0,
+            malformed_run: 0,
+            epsv_all: false,
+            user: None,
+            binary: false,
+            slot: greeting,
+        }
+    }
+
+    /// True when client commands may be taken now.
+    pub fn accepts_commands(&self) -> bool {
+        self.phase == Phase::Ready && self.expect.len() < MAX_IN_FLIGHT
+    }
+
+    /// True unless the session waits for the driver (or has ended): input waits meanwhile.
+    pub fn processes_input(&self) -> bool {
+        !matches!(self.phase, Phase::SettingUp { .. } | Phase::Closed)
+    }
+
+    pub fn greeted(&self) -> bool {
+        self.phase != Phase::Greeting
+    }
+
+    /// True when the server owes replies to commands already sent.
+    pub fn awaiting_reply(&self) -> bool {
+        !self.expect.is_empty()
+    }
+
+    /// True while a transfer command got its preliminary reply and the final one is pending:
+    /// its duration is the transfer's, so no reply timeout applies.
+    pub fn transfer_running(&self) -> bool {
+        matches!(self.expect.front(), Some(Pending { expect: Expect::Transfer { preliminary: true }, .. }))
+    }
+
+    /// True while a data channel is open or being set up.
+    pub fn data_open(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// True while a multi-line reply from the server is open.
+    pub fn mid_reply(&self) -> bool {
+        self.tracker.in_multiline()
+    }
+
+    pub fn closing(&self) -> Option<Outcome> {
+        match self.phase {
+            Phase::Closing(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// The user name the client logged in with, as far as the gateway saw.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    pub(super) fn note(&mut self, n: Note) {
+        self.out.push_back(Action::Note(n));
+    }
+
+    /// Queues reply bytes for a slot; a server that outgrows the bound ends the session.
+    pub(super) fn reply(&mut self, slot: u64, bytes: &[u8], done: bool) {
+        let r = self.replies.push(slot, bytes, done);
+        self.check_overflow(r);
+    }
+
+    pub(super) fn check_overflow(&mut self, r: Result<(), Overflow>) {
+        if r.is_err() {
+            self.note(Note::Refused(Refusal::MalformedReply));
+            self.close_now(Outcome::Error, Some("Server sent more replies than the client asked for, closing"));
+        }
+    }
+
+    /// The gateway's own reply to the command being handled.
+    pub(super) fn answer(&mut self, code: u16, text: &str) {
+        self.reply(self.slot, &reply_line(code, text), true);
+    }
+
+    /// A refusal answered to the client with its reply code.
+    pub(super) fn refuse(&mut self, why: Refusal) {
+        self.answer(why.reply_code(), &why.to_string());
+        self.note(Note::Refused(why));
+    }
+
+    /// Moves every reply that may go now to the actions, and closes once a closing session
+    /// owes nothing more that can still come.
+    pub fn flush(&mut self) {
+        let out = &mut self.out;
+        self.replies.drain(|slot, bytes| out.push_back(Action::ToClient { slot, bytes }));
+        if let Phase::Closing(outcome) = self.phase {
+            if !self.replies.waits_for_data() {
+                self.finish(outcome);
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(d) = self.data.take() {
+            self.out.push_back(Action::DropData(d.id));
+        }
+        self.replies.clear();
+        self.expect.clear();
+        self.phase = Phase::Closed;
+        self.out.push_back(Action::Close(outcome));
+    }
+
+    /// Ends the session now: what may go goes, the rest owed is dropped, and `reply` (a 421)
+    /// is the client's last line.
+    pub fn close_now(&mut self, outcome: Outcome, reply: Option<&str>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let out = &mut self.out;
+        self.replies.drain(|slot, bytes| out.push_back(Action::ToClient { slot, bytes }));
+        if let Some(text) = reply {
+            self.out.push_back(Action::ToClientOutOfBand(reply_line(421, text)));
+        }
+        self.finish(outcome);
+    }
+
+    /// Ends the session once the replies that wait only for a data channel have gone.
+    pub fn close_gracefully(&mut self, outcome: Outcome) {
+        if matches!(self.phase, Phase::Closing(_) | Phase::Closed) {
+            return;
+        }
+        if let Phase::SettingUp { id, .. } = self.phase {
+            self.drop_data_channel(id);
+        }
+        self.phase = Phase::Closing(outcome);
+    }
+
+    fn new_data_id(&mut self) -> DataId {
+        self.next_data += 1;
+        DataId(self.next_data)
+    }
+
+    /// Asks the driver for a data channel; the session waits for its answer.
+    pub(super) fn open_data(&mut self, slot: u64, request: DataRequest, setup: Setup) {
+        let id = self.new_data_id();
+        let abort = match self.phase {
+            Phase::Aborting(a) => Some(a),
+            _ => None,
+        };
+        self.data = Some(OpenData { id, transfer: None });
+        self.phase = Phase::SettingUp { id, slot, setup, abort };
+        self.out.push_back(Action::OpenData { id, request });
+    }
+
+    /// Drops the open data channel, if any; replies waiting for it may go.
+    pub(super) fn drop_data(&mut self) {
+        if let Some(d) = self.data.take() {
+            self.replies.data_gone(d.id);
+            self.out.push_back(Action::DropData(d.id));
+        }
+    }
+
+    fn drop_data_channel(&mut self, id: DataId) {
+        if self.data.as_ref().is_some_and(|d| d.id == id) {
+            self.drop_data();
+        }
+    }
+
+    /// Leaves the set-up phase for the one it interrupted.
+    fn setup_done(&mut self, abort: Option<Abort>) {
+        self.phase = abort.map_or(Phase::Ready, Phase::Aborting);
+    }
+
+    fn setup_matches(&mut self, id: DataId, event: &'static str) -> Option<(u64, Setup, Option<Abort>)> {
+        match self.phase {
+            Phase::SettingUp { id: want, slot, setup, abort } if want == id => Some((slot, setup, abort)),
+            _ => {
+                self.note(Note::StaleData { id, event });
+                None
+            }
+        }
+    }
+
+    /// The driver set up data channel `id`.
+    pub fn on_data_ready(&mut self, id: DataId, ready: DataReady) {
+        let Some((slot, setup, abort)) = self.setup_matches(id, "ready") else { return };
+        self.setup_done(abort);
+        match (setup, ready) {
+            (Setup::Passive(form), DataReady::Listening(advertise)) => self.tell_client_passive(slot, form, advertise),
+            (Setup::Active, DataReady::Listening(listen)) => {
+                self.expect.push_back(Pending { slot, expect: Expect::PortAck });
+                let port = self.port_command(listen);
+                self.out.push_back(Action::ToServer(port));
+            }
+            (Setup::Listeners(client), DataReady::Listeners { advertise, listen }) => {
+                self.expect.push_back(Pending { slot, expect: Expect::ConvertedPortAck { client, advertise } });
+                self.note(Note::Quirk("client passive mode carried out in active mode toward the server"));
+                let port = self.port_command(listen);
+                self.out.push_back(Action::ToServer(port));
+            }
+            (Setup::Connect, DataReady::Connecting) => {
+                self.note(Note::Quirk("client active mode carried out in passive mode toward the server"));
+                self.reply(slot, &reply_line(200, "Active mode accepted (passive toward the server)"), true);
+            }
+            _ => {
+                // A driver answering with the wrong kind is a local fault: no half-set-up channel.
+                self.drop_data();
+                self.reply(slot, &reply_line(425, "Cannot open data connection: internal mismatch"), true);
+            }
+        }
+    }
+
+    /// The driver could not set up data channel `id` (no free port, bind error): 425.
+    pub fn on_data_failed(&mut self, id: DataId, why: &str) {
+        let Some((slot, _, abort)) = self.setup_matches(id, "failed") else { return };
+        self.setup_done(abort);
+        self.data = None;
+        self.reply(slot, &reply_line(425, &format!("Cannot open data connection: {why}")), true);
+    }
+
+    /// Data channel `id` has finished (its last byte is through, or it failed). Returns the
+    /// transfer it carried, if the session still knew the channel.
+    pub fn on_data_finished(&mut self, id: DataId) -> Option<Option<TransferInfo>> {
+        match self.data.take() {
+            Some(d) if d.id == id => {
+                self.replies.data_gone(id);
+                if let Phase::SettingUp { id: pending, .. } = self.phase {
+                    // Finished before it was reported ready: it never will be.
+                    if pending == id {
+                        self.on_data_failed(id, "data channel ended during set-up");
+                    }
+                }
+                Some(d.transfer)
+            }
+            other => {
+                self.data = other;
+                self.note(Note::StaleData { id, event: "finished" });
+                None
+            }
+        }
+    }
+
+    /// A frame from the client's control stream. `interrupted` is set when a Telnet IP or DM
+    /// preceded it.
+    pub fn on_client_frame(&mut self, frame: Frame, interrupted: bool) {
+        self.slot = self.replies.open();
+        match frame {
+            Frame::Overlong => self.malformed(Refusal::LineTooLong { max: self.policy.max_line }),
+            Frame::Line(line) => match Command::parse(&line) {
+                Ok(cmd) => {
+                    self.malformed_run = 0;
+                    self.on_command(cmd, interrupted)
+                }
+                Err(e) => self.malformed(Refusal::MalformedCommand(e)),
+            },
+        }
+    }
+
+    fn malformed(&mut self, why: Refusal) {
+        self.malformed_run += 1;
+        self.refuse(why);
+        if self.malformed_run > self.policy.max_malformed {
+            self.note(Note::Refused(Refusal::MalformedFlood));
+            self.close_now(Outcome::Refused, Some("Too many malformed commands, closing"));
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command, interrupted: bool) {
+        if !self.policy.commands.permits(cmd.name()) {
+            return self.refuse(Refusal::CommandRefused(cmd.name().to_owned()));
+        }
+        match cmd.verb {
+            Verb::User => {
+                let user = cmd.arg_text();
+                if !self.policy.users.permits(user.trim()) {
+                    return self.refuse(Refusal::UserRefused(user.trim().to_owned()));
+                }
+                self.user = Some(user.trim().to_owned());
+                self.forward(&cmd, Expect::Relay)
+            }
+            Verb::Other if cmd.name() == "TYPE" => {
+                let t = cmd.arg_text().trim().to_ascii_uppercase();
+                self.binary = t.starts_with('I') || t.starts_with('L');
+                self.forward(&cmd, Expect::Relay)
+            }
+            Verb::Pasv | Verb::Epsv => self.on_passive_command(&cmd),
+            Verb::Port | Verb::Eprt => self.on_active_command(&cmd),
+            Verb::Lprt | Verb::Lpsv | Verb::Spsv => self.refuse(Refusal::NotSupported(cmd.name().to_owned())),
+            Verb::Auth if self.policy.refuse_tls => self.refuse(Refusal::TlsRefused),
+            Verb::Quit => self.forward(&cmd, Expect::Quit),
+            Verb::Abor => self.on_abort(&cmd, interrupted),
+            v if v.uses_data_channel() => {
+                let info = TransferInfo { verb: cmd.name().to_owned(), path: cmd.arg_text(), binary: self.binary };
+                if let Some(d) = self.data.as_mut() {
+                    d.transfer = Some(info);
+                }
+                self.forward(&cmd, Expect::Transfer { preliminary: false })
+            }
+            _ => self.forward(&cmd, Expect::Relay),
+        }
+    }
+
+    pub(super) fn send_expecting(&mut self, slot: u64, line: Vec<u8>, expect: Expect) {
+        self.expect.push_back(Pending { slot, expect });
+        self.out.push_back(Action::ToServer(line));
+    }
+
+    fn forward(&mut self, cmd: &Command, expect: Expect) {
+        self.send_expecting(self.slot, cmd.encode(), expect)
+    }
+
+    fn on_abort(&mut self, cmd: &Command, interrupted: bool) {
+        // A transfer the ABOR ends gets no final reply of its own: whatever the server still
+        // says about it is relayed as part of the ABOR's answer.
+        let mut i = 0;
+        while i < self.expect.len() {
+            if matches!(self.expect[i].expect, Expect::Transfer { .. }) {
+                let p = self.expect.remove(i).expect("index checked");
+                self.replies.finish(p.slot);
+            } else {
+                i += 1;
+            }
+        }
+        self.drop_data();
+        self.phase = Phase::Aborting(Abort { noop_sent: false, replies: 0 });
+        self.expect.push_back(Pending { slot: self.slot, expect: Expect::Abort });
+        let line = cmd.encode();
+        self.out.push_back(if interrupted { Action::ToServerUrgent(line) } else { Action::ToServer(line) });
+    }
+
+    fn on_passive_command(&mut self, cmd: &Command) {
+        let client_form = if cmd.verb == Verb::Pasv { PassiveForm::Pasv } else { PassiveForm::Epsv };
+        if client_form == PassiveForm::Epsv {
+            let arg = cmd.arg_text();
+            let arg = arg.trim();
+            if arg.eq_ignore_ascii_case("ALL") {
+                // Answered here: the gateway, not the server, decides which setup commands it takes.
+                self.epsv_all = true;
+                return self.answer(200, "EPSV ALL ok");
+            }
+            let family_ok = match arg {
+                "" => true,
+                "1" => !self.client.is_ipv6(),
+                "2" => self.client.is_ipv6(),
+                _ => false,
+            };
+            if !family_ok {
+                self.answer(522, "Network protocol not supported, use (1,2)");
+                return self.note(Note::Refused(Refusal::FamilyMismatch { verb: "EPSV" }));
+            }
+        } else {
+            if self.epsv_all {
+                return self.refuse(Refusal::AfterEpsvAll);
+            }
+            if self.client.is_ipv6() && !is_v4_mapped(self.client.0) {
+                return self.refuse(Refusal::FamilyMismatch { verb: "PASV" });
+            }
+        }
+        self.drop_data();
+        if self.policy.server_mode == ServerDataMode::Active {
+            return self.open_data(self.slot, DataRequest::Listeners, Setup::Listeners(client_form));
+        }
+        let server = self.server_passive_form(client_form);
+        let expect = Expect::Passive { client: ClientWants::Passive(client_form), server, reply: Vec::new() };
+        self.send_expecting(self.slot, passive_command(server), expect);
+    }
+
+    /// The passive command for the server: EPSV toward IPv6, PASV from an IPv6 client toward
+    /// IPv4 (RFC 6384), otherwise the client's own form (a server that refuses EPSV is asked
+    /// again with PASV).
+    pub(super) fn server_passive_form(&self, client_form: PassiveForm) -> PassiveForm {
+        match (self.upstream.is_ipv6(), canonical_ip(self.client.ip()).is_ipv6()) {
+            (true, _) => PassiveForm::Epsv,
+            (false, true) => PassiveForm::Pasv,
+            (false, false) => client_form,
+        }
+    }
+
+    fn port_command(&self, listen: SocketAddr) -> Vec<u8> {
+        match listen {
+            SocketAddr::V4(a) if !self.upstream.is_ipv6() => Command::new("PORT", Some(&encode_port_arg(a))),
+            a => Command::new("EPRT", Some(&encode_eprt_arg(a))),
+        }
+        .encode()
+    }
+
+    fn on_active_command(&mut self, cmd: &Command) {
+        let verb: &'static str = if cmd.verb == Verb::Port { "PORT" } else { "EPRT" };
+        if self.epsv_all {
+            return self.refuse(Refusal::AfterEpsvAll);
+        }
+        let arg = cmd.arg_text();
+        let named = if cmd.verb == Verb::Port {
+            address::parse_port_arg(arg.trim()).map(SocketAddr::V4)
+        } else {
+            address::parse_eprt_arg(arg.trim())
+        };
+        let named = match named {
+            Ok(a) => a,
+            Err(err) => return self.refuse(Refusal::BadAddress { verb, err }),
+        };
+        let client_ip = canonical_ip(self.client.ip());
+        if named.is_ipv6() != client_ip.is_ipv6() {
+            return self.refuse(Refusal::FamilyMismatch { verb });
+        }
+        let fxp = canonical_ip(named.ip()) != client_ip;
+        if fxp
+            && !self
+                .policy
+                .fxp
+                .iter()
+                .any(|r| r.client.contains(&client_ip) && r.data.contains(&canonical_ip(named.ip())))
+        {
+            return self.refuse(Refusal::Bounce { verb, named, client: client_ip });
+        }
+        if named.port() < 1024 {
+            return self.refuse(Refusal::PrivilegedPort { verb, port: named.port() });
+        }
+        self.drop_data();
+        if fxp {
+            self.note(Note::Quirk("FXP: data address allowed by fxp rule"));
+        }
+        if self.policy.server_mode == ServerDataMode::Passive {
+            let form = if cmd.verb == Verb::Port { PassiveForm::Pasv } else { PassiveForm::Epsv };
+            let server = self.server_passive_form(form);
+            let expect = Expect::Passive { client: ClientWants::Active(named), server, reply: Vec::new() };
+            return self.send_expecting(self.slot, passive_command(server), expect);
+        }
+        self.open_data(self.slot, DataRequest::Active { client_data: named }, Setup::Active);
+    }
+
+    /// Answers a client's PASV/EPSV with the address it is to connect to.
+    pub(super) fn tell_client_passive(&mut self, slot: u64, form: PassiveForm, advertise: SocketAddr) {
+        let line = match (form, advertise) {
+            (PassiveForm::Pasv, SocketAddr::V4(a)) => encode_227(a),
+            (PassiveForm::Pasv, SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
+                Some(v4) => encode_227(SocketAddrV4::new(v4, a.port())),
+                None => {
+                    self.drop_data();
+                    reply_line(425, "Cannot express data address in 227")
+                }
+            },
+            (PassiveForm::Epsv, a) => encode_229(a.port()),
+        };
+        self.reply(slot, &line, true);
+    }
+}
+
+pub(super) fn passive_command(form: PassiveForm) -> Vec<u8> {
+    match form {
+        PassiveForm::Pasv => b"PASV\r\n".to_vec(),
+        PassiveForm::Epsv => b"EPSV\r\n".to_vec(),
+    }
+}
+
+fn is_v4_mapped(sa: SocketAddr) -> bool {
+    matches!(sa, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some())
+}
