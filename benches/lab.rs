@@ -26,8 +26,9 @@
 //! its pure helpers (percentiles, parsers, the table) and exits.
 //!
 //! This file runs the figures in order; each figure is measured in its own module under
-//! benches/lab/ (bulk, rate, rtt, idle), the labs are built in `setup`, and the report is put
-//! together in `render` from the pure helpers of `report`.
+//! benches/lab/ (bulk, rate, rtt, idle), the labs are built in `setup`, the re-executed binary's
+//! load generators and responder are `loadgen` and `noop`, and the report is put together in
+//! `render` from the pure helpers of `report`.
 
 // tests/lab/mod.rs allows its own unused code (`#![allow(dead_code)]`).
 #[path = "../tests/lab/mod.rs"]
@@ -64,6 +65,8 @@ mod bulk;
 mod idle;
 #[path = "lab/loadgen.rs"]
 mod loadgen;
+#[path = "lab/noop.rs"]
+mod noop;
 #[path = "lab/procs.rs"]
 mod procs;
 #[path = "lab/rate.rs"]
