@@ -5,15 +5,15 @@
 //!   back for a fixed time; sessions per second in the measuring window, errors, own CPU time.
 //! * `--loadgen hold`: opens N control connections, waits for every banner, reports, then holds
 //!   them until its stdin closes (or a time limit passes).
-//! * `--loadgen noop`: one logged-in session; blocks of sequential NOOPs on request (stdin),
-//!   each round trip reported.
+//! * `--loadgen noop` (in noop.rs): one logged-in session; blocks of sequential NOOPs on
+//!   request (stdin), each round trip reported.
 //! * `--responder`: a minimal server that greets every connection with `220 ready` and holds it.
 //!
 //! Results go to stdout as `RESULT key=value ...` (or `SAMPLES ...`) lines and `ERROR text`
 //! lines; progress goes to stderr. Every network wait is bounded by a timeout.
 
 use super::report::{parse_227, parse_229, reply_code, reply_ends};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,12 +21,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// Longest reply line accepted from a server.
-const MAX_LINE: usize = 8192;
+pub const MAX_LINE: usize = 8192;
 /// Any one session of the rate test, from connect to the server's close after QUIT.
 const SESSION_LIMIT: Duration = Duration::from_secs(20);
 
 /// Options given as `--name value`.
-struct Opts(Vec<String>);
+pub struct Opts(Vec<String>);
 
 impl Opts {
     fn get(&self, name: &str) -> Option<&str> {
@@ -34,7 +34,7 @@ impl Opts {
         self.0.get(i + 1).map(String::as_str)
     }
 
-    fn req<T: std::str::FromStr>(&self, name: &str) -> T {
+    pub fn req<T: std::str::FromStr>(&self, name: &str) -> T {
         let v = self.get(name).unwrap_or_else(|| panic!("missing {name}"));
         v.parse().unwrap_or_else(|_| panic!("bad value for {name}: {v}"))
     }
@@ -86,7 +86,7 @@ pub fn main_loadgen(args: &[String]) -> ExitCode {
     match mode.as_str() {
         "rate" => rate(&o),
         "hold" => hold(&o),
-        "noop" => noop(&o),
+        "noop" => super::noop::noop(&o),
         _ => {
             eprintln!("usage: --loadgen rate|hold|noop --target ADDR:PORT ...");
             ExitCode::from(2)
@@ -356,125 +356,6 @@ fn hold(o: &Opts) -> ExitCode {
         drop(held);
         println!("RESULT released");
     });
-    ExitCode::SUCCESS
-}
-
-/// One logged-in session for NOOP round trips, on blocking sockets: nothing between the clock
-/// and the socket but the system calls.
-struct NoopSession {
-    s: std::net::TcpStream,
-    r: std::io::BufReader<std::net::TcpStream>,
-    line: String,
-}
-
-impl NoopSession {
-    fn login(target: SocketAddr) -> Result<NoopSession, String> {
-        let s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(10))
-            .map_err(|e| format!("connect {target}: {e}"))?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-        let r = std::io::BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
-        let mut n = NoopSession { s, r, line: String::new() };
-        if n.reply()? != 220 {
-            return Err("no 220 banner".into());
-        }
-        match n.cmd("USER anonymous")? {
-            230 => {}
-            331 if n.cmd("PASS bench@example.com")? == 230 => {}
-            c => return Err(format!("login refused ({c})")),
-        }
-        Ok(n)
-    }
-
-    fn read_line(&mut self) -> Result<(), String> {
-        self.line.clear();
-        match self.r.read_line(&mut self.line) {
-            Ok(0) => Err("connection closed".into()),
-            Ok(n) if n > MAX_LINE => Err("overlong reply line".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("read: {e}")),
-        }
-    }
-
-    fn reply(&mut self) -> Result<u16, String> {
-        self.read_line()?;
-        let (code, multi) = reply_code(&self.line).ok_or_else(|| format!("not a reply: {:?}", self.line))?;
-        if multi {
-            for _ in 0..1000 {
-                self.read_line()?;
-                if reply_ends(code, true, &self.line) {
-                    return Ok(code);
-                }
-            }
-            return Err("endless reply".into());
-        }
-        Ok(code)
-    }
-
-    fn cmd(&mut self, cmd: &str) -> Result<u16, String> {
-        self.s.write_all(format!("{cmd}\r\n").as_bytes()).map_err(|e| format!("send {cmd}: {e}"))?;
-        self.reply()
-    }
-
-    /// `n` NOOPs in a row; each round trip in nanoseconds.
-    fn block(&mut self, n: usize) -> Result<Vec<u64>, String> {
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = Instant::now();
-            let code = self.cmd("NOOP")?;
-            v.push(t.elapsed().as_nanos() as u64);
-            if code != 200 {
-                return Err(format!("NOOP: reply {code}"));
-            }
-        }
-        Ok(v)
-    }
-}
-
-/// `--loadgen noop --target ADDR:PORT`: logs in, prints `READY`, then for every number N read
-/// from stdin runs N NOOPs and prints `SAMPLES` with each round trip in ns. Ends at stdin's end
-/// (or after two idle minutes).
-fn noop(o: &Opts) -> ExitCode {
-    let target: SocketAddr = o.req("--target");
-    let mut session = match NoopSession::login(target) {
-        Ok(s) => s,
-        Err(e) => {
-            println!("ERROR {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("READY");
-    let _ = std::io::stdout().flush();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
-        let n: usize = line.trim().parse().unwrap_or(0);
-        match session.block(n) {
-            Ok(v) => {
-                let mut out = String::with_capacity(8 + 8 * v.len());
-                out.push_str("SAMPLES");
-                for x in v {
-                    out.push(' ');
-                    out.push_str(&x.to_string());
-                }
-                println!("{out}");
-                let _ = std::io::stdout().flush();
-            }
-            Err(e) => {
-                println!("ERROR {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let _ = session.cmd("QUIT");
     ExitCode::SUCCESS
 }
 

@@ -1,0 +1,235 @@
+//! The report on stdout: the run, the tables of figures 1-5 and the targets, each met or not.
+
+use super::bulk::RUNS;
+use super::idle::{Idle, IDLE_SESSIONS};
+use super::lab::{self, LabPath};
+use super::procs::machine;
+use super::rate::{RATE_ROUNDS, RATE_WARMUP_S, RATE_WINDOW_S, RATE_WORKERS};
+use super::report::{fmt, median, table, verdict, Cmp};
+use super::rtt::{NOOP_BLOCK, NOOP_COUNT};
+use super::setup::{PathFigures, FTPGATE_START_NOFILE};
+use super::{want, PATHS, PROBLEMS};
+use std::time::Duration;
+
+const TARGET_BULK_RATIO: f64 = 0.90;
+const TARGET_RATE_RATIO: f64 = 0.90;
+const TARGET_ADDED_P99_US: f64 = 100.0;
+const TARGET_KIB_PER_SESSION: f64 = 20.0;
+
+/// ftpgate's version and the commit the working tree was built from.
+fn ftpgate_version() -> String {
+    let commit =
+        lab::sh(&["git", "-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    match commit.trim() {
+        "" => env!("CARGO_PKG_VERSION").to_owned(),
+        c => format!("{} (working tree on commit {c})", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// What the report says about the run itself.
+pub struct RunInfo {
+    pub versions: String,
+    pub total: Duration,
+    pub load_start: Option<f64>,
+    pub load_end: Option<f64>,
+    pub busy_start: Option<f64>,
+    pub files_on: String,
+}
+
+pub fn render(figs: &[PathFigures], idle: &Idle, run: &RunInfo) -> String {
+    let by = |p: LabPath| figs.iter().find(|f| f.path == p);
+    let routed = by(LabPath::Routed);
+    let gate = by(LabPath::Redirect);
+    let col = |f: &dyn Fn(&PathFigures) -> String| -> Vec<String> {
+        PATHS.iter().map(|p| by(*p).map_or("n/a".into(), f)).collect()
+    };
+    let row = |label: &str, cells: Vec<String>| -> Vec<String> {
+        let mut r = vec![label.to_owned()];
+        r.extend(cells);
+        r
+    };
+    let retr_med = |f: &PathFigures| median(&f.retr);
+    let stor_med = |f: &PathFigures| median(&f.stor);
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let runs = |v: &[f64]| {
+        if v.is_empty() {
+            "n/a".to_owned()
+        } else {
+            v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ")
+        }
+    };
+    let rate_of = |f: &PathFigures| f.rate.as_ref().map(|r| r.rate);
+    let p50 = |f: &PathFigures| f.rtt.as_ref().map(|r| r.p50);
+    let p99 = |f: &PathFigures| f.rtt.as_ref().map(|r| r.p99);
+    let added = |f: &PathFigures, q: &dyn Fn(&PathFigures) -> Option<f64>| -> String {
+        if f.path == LabPath::Routed {
+            "-".into()
+        } else {
+            fmt(routed.and_then(|r| Some(q(f)? - q(r)?)), 1)
+        }
+    };
+    let gate_only = |s: String| -> Vec<String> { vec!["-".into(), "-".into(), s] };
+
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    rows.push(vec![format!(
+        "1. bulk transfer of 1 GiB, curl PASV, median of {RUNS} runs, paths in turn \
+         (size checked every run, SHA-256 on the first)"
+    )]);
+    rows.push(row("RETR MB/s", col(&|f| fmt(retr_med(f), 0))));
+    rows.push(row("  runs", col(&|f| runs(&f.retr))));
+    rows.push(row("  ratio to routed", col(&|f| fmt(ratio(retr_med(f), routed.and_then(retr_med)), 2))));
+    rows.push(row("STOR MB/s", col(&|f| fmt(stor_med(f), 0))));
+    rows.push(row("  runs", col(&|f| runs(&f.stor))));
+    rows.push(row("  ratio to routed", col(&|f| fmt(ratio(stor_med(f), routed.and_then(stor_med)), 2))));
+    rows.push(vec!["2. ftpgate CPU time (utime+stime of its process) per GiB relayed".into()]);
+    rows.push(row("RETR CPU s/GiB", gate_only(fmt(gate.and_then(|g| g.cpu.as_ref()).map(|c| c.retr_s_per_gib), 3))));
+    rows.push(row("STOR CPU s/GiB", gate_only(fmt(gate.and_then(|g| g.cpu.as_ref()).map(|c| c.stor_s_per_gib), 3))));
+    rows.push(vec![format!(
+        "3. session setup: connect, 220, USER/PASS, TYPE I, PASV, RETR 1 KiB, 226, QUIT \
+         ({RATE_WORKERS} workers; {RATE_ROUNDS} rounds, paths in turn, of {RATE_WINDOW_S} s after {RATE_WARMUP_S} s)"
+    )]);
+    rows.push(row("sessions/s", col(&|f| fmt(rate_of(f), 1))));
+    rows.push(row("  ratio to routed", col(&|f| fmt(ratio(rate_of(f), routed.and_then(rate_of)), 2))));
+    rows.push(row(
+        "  sessions in the windows",
+        col(&|f| f.rate.as_ref().map_or("n/a".into(), |r| r.counted.to_string())),
+    ));
+    rows.push(row("  errors", col(&|f| f.rate.as_ref().map_or("n/a".into(), |r| r.errors.to_string()))));
+    rows.push(row(
+        "  load generator CPU (share of one core)",
+        col(&|f| {
+            f.rate.as_ref().map_or("n/a".into(), |r| format!("{:.2} s ({:.0} %)", r.cpu_s, 100.0 * r.cpu_s / r.wall_s))
+        }),
+    ));
+    rows.push(row(
+        "  machine CPU busy (all processes)",
+        col(&|f| f.rate.as_ref().map_or("n/a".into(), |r| format!("{} %", fmt(r.machine_busy, 0)))),
+    ));
+    rows.push(vec![format!(
+        "4. control round trip: {NOOP_COUNT} sequential NOOPs on one logged-in session per path \
+         (blocks of {NOOP_BLOCK}, paths in turn)"
+    )]);
+    rows.push(row("p50 us", col(&|f| fmt(p50(f), 1))));
+    rows.push(row("p99 us", col(&|f| fmt(p99(f), 1))));
+    rows.push(row("max us", col(&|f| fmt(f.rtt.as_ref().map(|r| r.max), 1))));
+    rows.push(row("added p50 us (path - routed)", col(&|f| added(f, &p50))));
+    rows.push(row("added p99 us (path - routed)", col(&|f| added(f, &p99))));
+    let main_table = table(&["figure", "routed", "kernel-helper", "ftpgate"], &rows);
+
+    let kib = |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{v} KiB"));
+    let idle_rows = vec![
+        vec!["sessions held (banner received)".into(), format!("{} of {IDLE_SESSIONS}", idle.held)],
+        vec!["errors".into(), idle.errors.to_string()],
+        vec!["client connections established at ftpgate".into(), idle.established.to_string()],
+        vec!["time to open all".into(), format!("{} s", fmt(Some(idle.open_s), 2))],
+        vec!["load generator CPU".into(), format!("{} s", fmt(Some(idle.loadgen_cpu_s), 2))],
+        vec![format!("ftpgate RLIMIT_NOFILE (started at {FTPGATE_START_NOFILE} soft)"), idle.nofile.clone()],
+        vec!["ftpgate VmRSS idle after start".into(), kib(idle.rss_idle_kib)],
+        vec![format!("ftpgate VmRSS holding {IDLE_SESSIONS}"), kib(idle.rss_held_kib)],
+        vec!["  added".into(), kib(idle.rss_idle_kib.zip(idle.rss_held_kib).map(|(a, b)| b.saturating_sub(a)))],
+        vec![format!("  per session (over the {} held)", idle.held), format!("{} KiB", fmt(idle.per_session_kib(), 2))],
+    ];
+    let idle_table =
+        table(&[&format!("5. ftpgate memory, {IDLE_SESSIONS} idle control sessions"), "value"], &idle_rows);
+
+    let bulk_ratio = |m: &dyn Fn(&PathFigures) -> Option<f64>| ratio(gate.and_then(m), routed.and_then(m));
+    let added_p99 = gate.zip(routed).and_then(|(g, r)| Some(p99(g)? - p99(r)?));
+    let rate_ratio = ratio(gate.and_then(rate_of), routed.and_then(rate_of));
+    let rate_ok = gate.and_then(|g| g.rate.as_ref()).is_some_and(|r| r.errors == 0)
+        && routed.and_then(|g| g.rate.as_ref()).is_some_and(|r| r.errors == 0);
+    let targets = [
+        ("RETR through ftpgate / routed", bulk_ratio(&retr_med), Cmp::AtLeast, TARGET_BULK_RATIO, "x", 2),
+        ("STOR through ftpgate / routed", bulk_ratio(&stor_med), Cmp::AtLeast, TARGET_BULK_RATIO, "x", 2),
+        (
+            "setup rate through ftpgate / routed",
+            rate_ratio.filter(|_| rate_ok),
+            Cmp::AtLeast,
+            TARGET_RATE_RATIO,
+            "x",
+            2,
+        ),
+        ("added control RTT p99", added_p99, Cmp::AtMost, TARGET_ADDED_P99_US, " us", 1),
+        ("RSS per idle session", idle.per_session_kib(), Cmp::AtMost, TARGET_KIB_PER_SESSION, " KiB", 2),
+        (
+            "idle sessions held by ftpgate",
+            want("idle").then_some(idle.held as f64),
+            Cmp::AtLeast,
+            IDLE_SESSIONS as f64,
+            "",
+            0,
+        ),
+    ];
+    let target_rows: Vec<Vec<String>> = targets
+        .iter()
+        .map(|(name, v, cmp, limit, unit, d)| {
+            let op = if *cmp == Cmp::AtLeast { ">=" } else { "<=" };
+            vec![
+                name.to_string(),
+                v.map_or("n/a".into(), |v| format!("{}{unit}", fmt(Some(v), *d))),
+                format!("{op} {}{unit}", fmt(Some(*limit), *d)),
+                verdict(*v, *cmp, *limit).to_owned(),
+            ]
+        })
+        .collect();
+    let target_table = table(&["target", "measured", "limit", "result"], &target_rows);
+
+    let mut s = String::new();
+    s.push_str("\n== ftpgate lab benchmark ==\n");
+    s.push_str(&format!("machine: {}\n", machine()));
+    s.push_str(&format!(
+        "lab: client 203.0.113.2 -> firewall namespace -> vsftpd on 198.51.100.2:21 (network namespaces joined by \
+         veth pairs), IPv4\n\
+         paths: routed = plain forwarding; kernel-helper = nft ct helper ftp + masquerade; ftpgate = ftpgate {} \
+         behind the shipped REDIRECT rules, log level info\n\
+         clients: {}; the bench's own tokio load generator (one thread) in the client namespace\n\
+         files: {}\n",
+        ftpgate_version(),
+        run.versions,
+        run.files_on
+    ));
+    s.push_str(&format!(
+        "total run time: {:.0} s; CPUs {} % busy just before the start; load average (1 min) {} at the start, \
+         {} at the end\n",
+        run.total.as_secs_f64(),
+        fmt(run.busy_start, 0),
+        fmt(run.load_start, 2),
+        fmt(run.load_end, 2)
+    ));
+    if run.busy_start.is_some_and(|b| b > 20.0) {
+        s.push_str(
+            "WARNING: the machine was already busy when the benchmark started: other processes share its CPUs\n",
+        );
+    }
+    s.push('\n');
+    s.push_str(&main_table);
+    s.push('\n');
+    if want("idle") {
+        s.push_str(&idle_table);
+    } else {
+        s.push_str("5. ftpgate memory with idle sessions: not run (FTPGATE_BENCH_ONLY)\n");
+    }
+    for n in &idle.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    if let Some(c) = gate.and_then(|g| g.cpu.as_ref()) {
+        s.push_str(&format!("  (ftpgate RLIMIT_NOFILE in the transfer lab: {})\n", c.nofile));
+    }
+    for f in figs.iter().filter(|f| !f.gate_notes.is_empty()) {
+        s.push_str(&format!("  ftpgate's warnings in the {} lab of figures 1-4:\n", f.path.name()));
+        for w in f.gate_notes.iter().take(6) {
+            s.push_str(&format!("    {w}\n"));
+        }
+    }
+    s.push('\n');
+    s.push_str(&target_table);
+    let problems = PROBLEMS.lock().unwrap_or_else(|e| e.into_inner());
+    if problems.is_empty() {
+        s.push_str("\nall measurements completed without errors\n");
+    } else {
+        s.push_str(&format!("\n{} PROBLEMS (exit status 1):\n", problems.len()));
+        for p in problems.iter() {
+            s.push_str(&format!("  - {p}\n"));
+        }
+    }
+    s
+}
