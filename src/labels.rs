@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 
 /// Defines a label enum. `ALL` and `label()` come from the same list as the variants, so a
-/// variant cannot exist without being in `ALL`.
+/// variant cannot exist without being in `ALL`, and `ALL` is in declaration order (which
+/// `index()` relies on).
 macro_rules! label_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $label:literal,)+ }) => {
         $(#[$doc])*
@@ -21,6 +22,11 @@ macro_rules! label_enum {
                 match self {
                     $(Self::$variant => $label,)+
                 }
+            }
+
+            /// The position in `ALL`, for tables of pre-created series.
+            pub(crate) const fn index(self) -> usize {
+                self as usize
             }
         }
     };
@@ -167,7 +173,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    fn check(name: &str, labels: &[&str], lowercase: bool) {
+    fn check(name: &str, labels: &[&str], indexes: impl Iterator<Item = usize>, lowercase: bool) {
         let unique: HashSet<_> = labels.iter().collect();
         assert_eq!(unique.len(), labels.len(), "{name}: a label value repeats: {labels:?}");
         for l in labels {
@@ -176,16 +182,22 @@ mod tests {
                 assert!(!l.bytes().any(|b| b.is_ascii_uppercase()), "{name}: {l:?} is not lower case");
             }
         }
+        assert!(indexes.eq(0..labels.len()), "{name}: ALL is not in declaration order");
     }
 
     macro_rules! check_all {
         ($($t:ident: $lowercase:expr),+) => {$(
-            check(stringify!($t), &$t::ALL.map($t::label), $lowercase);
+            check(
+                stringify!($t),
+                &$t::ALL.map($t::label),
+                $t::ALL.into_iter().map($t::index),
+                $lowercase,
+            );
         )+};
     }
 
     #[test]
-    fn labels_are_unique_and_ascii() {
+    fn labels_are_unique_ascii_and_all_is_in_order() {
         check_all!(
             Reason: true,
             SessionOutcome: true,

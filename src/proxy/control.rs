@@ -7,7 +7,9 @@ use crate::addr::{canonical, nat64_embedded, ClientAddr, LocalAddr, OriginalDst,
 use crate::config::InterceptMode;
 use crate::data::sockets::{connect, from_ip};
 use crate::data::{DataError, DataOutcome};
-use crate::metrics::{metrics, verb_label};
+// `Outcome`: why a session ended, for the session log line and `ftpgate_sessions_total{outcome}`.
+use crate::labels::{Reason, ReplyClass, SessionOutcome as Outcome, TransferOutcome, TransferVerb};
+use crate::metrics::Metrics;
 use crate::protocol::reply::reply_line;
 use crate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
 use crate::session::{Action, Session};
@@ -26,50 +28,8 @@ const MAX_REPLY_LINE: usize = 8192;
 const IAC_IP_IAC: [u8; 3] = [255, 244, 255];
 const DM: u8 = 242;
 
-/// Why a session ended, for the session log line and `ftpgate_sessions_total{outcome}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    ClientQuit,
-    ClientClosed,
-    ServerClosed,
-    Refused,
-    IdleTimeout,
-    ReplyTimeout,
-    Error,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::ClientQuit => "client_quit",
-            Outcome::ClientClosed => "client_closed",
-            Outcome::ServerClosed => "server_closed",
-            Outcome::Refused => "refused",
-            Outcome::IdleTimeout => "idle_timeout",
-            Outcome::ReplyTimeout => "reply_timeout",
-            Outcome::Error => "error",
-        }
-    }
-}
-
-/// Counts a session as active for as long as it lives.
-struct ActiveSession;
-
-impl ActiveSession {
-    fn new() -> Self {
-        metrics().sessions_active.inc();
-        Self
-    }
-}
-
-impl Drop for ActiveSession {
-    fn drop(&mut self) {
-        metrics().sessions_active.dec();
-    }
-}
-
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
-    let _active = ActiveSession::new();
+    let _active = shared.metrics.session_opened();
     let client_addr = ClientAddr(canonical(peer));
     let local = match client.local_addr() {
         Ok(a) => LocalAddr(canonical(a)),
@@ -83,9 +43,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     async move {
         let (outcome, up, down) = run(&shared, client, client_addr, local).await;
-        let m = metrics();
-        m.sessions.with_label_values(&[outcome.label()]).inc();
-        m.session_duration.observe(started.elapsed().as_secs_f64());
+        shared.metrics.session_ended(outcome, started.elapsed());
         info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
     }
     .instrument(span)
@@ -112,7 +70,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(o) => o,
         Err(e) => {
             warn!(reason = "intercept", error = %e, "cannot tell where the client was going");
-            metrics().reject("intercept");
+            shared.metrics.reject(Reason::Intercept);
             return refuse(client, 421, "Gateway cannot determine the destination").await;
         }
     };
@@ -121,7 +79,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         (Some(dst), None) => {
             if is_loop(shared, dst, local) {
                 warn!(reason = "loop", %dst, "connection addressed to ftpgate itself, refused");
-                metrics().reject("loop");
+                shared.metrics.reject(Reason::Loop);
                 return refuse(client, 421, "Connection to the gateway itself refused (not diverted)").await;
             }
             match (cfg.nat64_prefix, dst.ip()) {
@@ -145,8 +103,8 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(s) => s,
         Err(e) => {
             warn!(reason = "upstream_connect", error = %e, "cannot connect to server");
-            metrics().upstream_connect_failures.inc();
-            metrics().reject("upstream_connect");
+            shared.metrics.upstream_connect_failed();
+            shared.metrics.reject(Reason::UpstreamConnect);
             return refuse(client, 421, &format!("Cannot connect to {upstream}: {e}")).await;
         }
     };
@@ -154,7 +112,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(a) => LocalAddr(canonical(a)),
         Err(e) => return refuse(client, 421, &format!("Gateway error: {e}")).await,
     };
-    metrics().upstream_connect_duration.observe(connect_started.elapsed().as_secs_f64());
+    shared.metrics.upstream_connected(connect_started.elapsed());
     info!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "session start");
     // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
     let _ = SockRef::from(&client).set_out_of_band_inline(true);
@@ -264,7 +222,7 @@ impl Conn<'_> {
                                     tracing::trace!(reply = %String::from_utf8_lossy(&line).trim_end(), "server");
                                     let actions = self.session.on_server_line(&line);
                                     if !self.session.mid_reply() {
-                                        count_reply_class(&line);
+                                        count_reply_class(&self.shared.metrics, &line);
                                     }
                                     actions
                                 }
@@ -295,7 +253,7 @@ impl Conn<'_> {
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let (code, text, outcome) = on_expiry;
                     warn!(reason = "timeout", "{text}");
-                    metrics().reject("timeout");
+                    self.shared.metrics.reject(Reason::Timeout);
                     let _ = self.write_client(&reply_line(code, text)).await;
                     Step::Stop(outcome)
                 }
@@ -395,8 +353,8 @@ impl Conn<'_> {
                     Ok(())
                 }
                 Action::Refused(why) => {
-                    warn!(reason = why.label(), fault = why.fault().label(), "refused: {why}");
-                    metrics().reject(why.label());
+                    warn!(reason = why.label().label(), fault = why.fault().label(), "refused: {why}");
+                    self.shared.metrics.reject(why.label());
                     Ok(())
                 }
                 Action::Quirk(what) => {
@@ -437,9 +395,9 @@ impl Conn<'_> {
     /// A data channel could not be set up: counted by cause, and the client gets 425.
     fn data_failed(&mut self, mode: &'static str, e: &io::Error) -> Vec<Action> {
         // Every port of the configured range taken, or every data channel of the gateway.
-        let reason = if e.kind() == io::ErrorKind::AddrInUse { "port_exhausted" } else { "limit" };
-        warn!(reason, mode, error = %e, "cannot open a data channel");
-        metrics().reject(reason);
+        let reason = if e.kind() == io::ErrorKind::AddrInUse { Reason::PortExhausted } else { Reason::Limit };
+        warn!(reason = reason.label(), mode, error = %e, "cannot open a data channel");
+        self.shared.metrics.reject(reason);
         self.session.on_data_setup_failed(&e.to_string())
     }
 
@@ -456,7 +414,7 @@ impl Conn<'_> {
     fn finish_data(&mut self, r: Result<DataOutcome, tokio::task::JoinError>) {
         self.data = None;
         let verb = self.session.last_transfer().unwrap_or("-");
-        let m = metrics();
+        let m = &self.shared.metrics;
         match r {
             Ok(o) if o.handed_over => {
                 info!(verb, "passive data port handed over to a site-to-site transfer of this client")
@@ -468,7 +426,7 @@ impl Conn<'_> {
                 match &o.result {
                     Ok(()) => info!(
                         verb,
-                        mode = o.mode,
+                        mode = o.mode.label(),
                         bytes_to_client = o.to_client,
                         bytes_to_server = o.to_server,
                         duration_ms = ms,
@@ -476,7 +434,7 @@ impl Conn<'_> {
                     ),
                     Err(e) => warn!(
                         verb,
-                        mode = o.mode,
+                        mode = o.mode.label(),
                         bytes_to_client = o.to_client,
                         bytes_to_server = o.to_server,
                         duration_ms = ms,
@@ -486,12 +444,8 @@ impl Conn<'_> {
                 }
                 match &o.result {
                     // Nobody came: no transfer took place.
-                    Err(DataError::AcceptTimeout { .. }) => m.reject("timeout"),
-                    r => {
-                        let outcome = if r.is_ok() { "ok" } else { "failed" };
-                        m.transfers.with_label_values(&[verb_label(verb), outcome]).inc();
-                        m.transfer_duration.observe(o.duration.as_secs_f64());
-                    }
+                    Err(DataError::AcceptTimeout { .. }) => m.reject(Reason::Timeout),
+                    r => m.transfer(TransferVerb::from_verb(verb), TransferOutcome::of(r), o.duration),
                 }
                 if !o.stolen_attempts.is_empty() {
                     warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
@@ -587,10 +541,9 @@ fn read_past_urgent_mark(rd: &OwnedReadHalf, buf: &mut [u8]) -> Option<usize> {
 }
 
 /// `ftpgate_server_replies_total{class}` for a reply's final line.
-fn count_reply_class(line: &[u8]) {
-    if let Some(code) = crate::protocol::reply::parse_code(line) {
-        let class = ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(code / 100 - 1).min(4)];
-        metrics().server_replies.with_label_values(&[class]).inc();
+fn count_reply_class(metrics: &Metrics, line: &[u8]) {
+    if let Some(class) = crate::protocol::reply::parse_code(line).and_then(ReplyClass::from_code) {
+        metrics.server_reply(class);
     }
 }
 
