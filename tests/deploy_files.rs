@@ -1,6 +1,7 @@
 //! The deployment files parse, and every metric they query is one ftpgate exports, with labels
 //! and label values it really has: the Prometheus scrape configuration and alert rules, the
-//! Grafana dashboard, and the Containerfile's essentials.
+//! Grafana dashboard, and the Containerfile's essentials. The README's list of metrics names
+//! every label value.
 
 use ftpgate::labels::{DataMode, Direction, Family, Reason, ReplyClass, SessionOutcome, TransferOutcome, TransferVerb};
 use std::collections::BTreeSet;
@@ -477,6 +478,24 @@ fn the_dashboard_is_valid_and_shows_every_exported_metric() {
     }
     for m in METRICS {
         assert!(used.contains(m.name), "the dashboard does not show {}", m.name);
+    }
+}
+
+#[test]
+fn the_readme_names_every_label_value() {
+    let readme = read("README.md");
+    let start = readme.find("- **Metrics**").expect("README has a Metrics bullet");
+    let len = readme[start..].find("`deploy/prometheus/`").expect("the Metrics bullet ends with the deploy files");
+    let words: BTreeSet<&str> = readme[start..start + len]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    for m in METRICS {
+        for (label, values) in m.labels {
+            for v in *values {
+                assert!(words.contains(v), "the README's metrics list does not name {v} ({}{{{label}}})", m.name);
+            }
+        }
     }
 }
 
