@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod intercept;
+pub mod labels;
 pub mod metrics;
 pub mod privileges;
 pub mod protocol;

@@ -1,61 +1,105 @@
 //! Every metric ftpgate exports, in one place. Names are in base units, counters end in
-//! `_total`, and labels stay low-cardinality (no addresses, no user names).
+//! `_total`, and labels stay low-cardinality (no addresses, no user names): their values are the
+//! enums of [`crate::labels`].
+//!
+//! The gateway creates one [`Metrics`] and hands it to whatever counts; there is no global, so
+//! tests each get their own registry.
 
+use crate::labels::{DataMode, Direction, Family, Reason, ReplyClass, SessionOutcome, TransferOutcome, TransferVerb};
 use prometheus::{
     register_histogram_with_registry, register_int_counter_vec_with_registry, register_int_counter_with_registry,
     register_int_gauge_vec_with_registry, register_int_gauge_with_registry, Encoder, Histogram, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
-use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Series per label value, in the order of the label enum's `ALL`. Every series is created at
+/// start, so rates and alerts see zeros rather than gaps, and counting needs no lookup.
+type PerMode<T> = [[T; Family::ALL.len()]; DataMode::ALL.len()];
+type PerTransfer = [[IntCounter; TransferOutcome::ALL.len()]; TransferVerb::ALL.len()];
 
 pub struct Metrics {
-    pub registry: Registry,
-    pub sessions_active: IntGauge,
-    pub sessions: IntCounterVec,
-    pub session_duration: Histogram,
-    pub upstream_connect_failures: IntCounter,
-    pub upstream_connect_duration: Histogram,
-    pub data_channels_active: IntGaugeVec,
-    pub data_channels: IntCounterVec,
-    pub bytes: IntCounterVec,
-    pub transfers: IntCounterVec,
-    pub transfer_duration: Histogram,
-    pub rejections: IntCounterVec,
-    pub server_replies: IntCounterVec,
+    registry: Registry,
+    sessions_active: IntGauge,
+    sessions: [IntCounter; SessionOutcome::ALL.len()],
+    session_duration: Histogram,
+    upstream_connect_failures: IntCounter,
+    upstream_connect_duration: Histogram,
+    data_channels_active: PerMode<IntGauge>,
+    data_channels: PerMode<IntCounter>,
+    bytes: [IntCounter; Direction::ALL.len()],
+    transfers: PerTransfer,
+    transfer_duration: Histogram,
+    rejections: [IntCounter; Reason::ALL.len()],
+    server_replies: [IntCounter; ReplyClass::ALL.len()],
 }
 
-/// Rejection reasons, the values of `ftpgate_rejections_total{reason}`.
-pub const REASONS: [&str; 11] = [
-    "bounce",
-    "port_stealing",
-    "limit",
-    "timeout",
-    "malformed",
-    "policy",
-    "loop",
-    "server_data_address",
-    "upstream_connect",
-    "intercept",
-    "port_exhausted",
-];
+/// Keeps a gauge raised for as long as it lives.
+#[must_use = "the gauge drops back as soon as this is dropped"]
+pub struct Active(IntGauge);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 const DURATION_BUCKETS: [f64; 14] =
     [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
 const CONNECT_BUCKETS: [f64; 12] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
 
+fn per_mode<T>(series: impl Fn(&[&str]) -> T) -> PerMode<T> {
+    DataMode::ALL.map(|m| Family::ALL.map(|f| series(&[m.label(), f.label()])))
+}
+
 impl Metrics {
-    fn new() -> Result<Self, prometheus::Error> {
+    /// A fresh registry with every series at zero. Fails only if the definitions below
+    /// contradict each other.
+    pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
         let build = register_int_gauge_vec_with_registry!("ftpgate_build_info", "Build information", &["version"], r)?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let m = Self {
+        let sessions: IntCounterVec = register_int_counter_vec_with_registry!(
+            "ftpgate_sessions_total",
+            "Control sessions ended, by outcome",
+            &["outcome"],
+            r
+        )?;
+        let data_channels_active: IntGaugeVec = register_int_gauge_vec_with_registry!(
+            "ftpgate_data_channels_active",
+            "Data channels open (listening or relaying)",
+            &["mode", "family"],
+            r
+        )?;
+        let data_channels: IntCounterVec = register_int_counter_vec_with_registry!(
+            "ftpgate_data_channels_total",
+            "Data channels opened",
+            &["mode", "family"],
+            r
+        )?;
+        let bytes: IntCounterVec =
+            register_int_counter_vec_with_registry!("ftpgate_bytes_total", "Data bytes relayed", &["direction"], r)?;
+        let transfers: IntCounterVec = register_int_counter_vec_with_registry!(
+            "ftpgate_transfers_total",
+            "Data transfers, by command and outcome",
+            &["verb", "outcome"],
+            r
+        )?;
+        let rejections: IntCounterVec = register_int_counter_vec_with_registry!(
+            "ftpgate_rejections_total",
+            "Things refused, by reason",
+            &["reason"],
+            r
+        )?;
+        let server_replies: IntCounterVec = register_int_counter_vec_with_registry!(
+            "ftpgate_server_replies_total",
+            "Final replies from servers, by class",
+            &["class"],
+            r
+        )?;
+        Ok(Self {
             sessions_active: register_int_gauge_with_registry!("ftpgate_sessions_active", "Control sessions open", r)?,
-            sessions: register_int_counter_vec_with_registry!(
-                "ftpgate_sessions_total",
-                "Control sessions ended, by outcome",
-                &["outcome"],
-                r
-            )?,
+            sessions: SessionOutcome::ALL.map(|o| sessions.with_label_values(&[o.label()])),
             session_duration: register_histogram_with_registry!(
                 "ftpgate_session_duration_seconds",
                 "Control session duration",
@@ -73,62 +117,66 @@ impl Metrics {
                 CONNECT_BUCKETS.to_vec(),
                 r
             )?,
-            data_channels_active: register_int_gauge_vec_with_registry!(
-                "ftpgate_data_channels_active",
-                "Data channels open (listening or relaying)",
-                &["mode", "family"],
-                r
-            )?,
-            data_channels: register_int_counter_vec_with_registry!(
-                "ftpgate_data_channels_total",
-                "Data channels opened",
-                &["mode", "family"],
-                r
-            )?,
-            bytes: register_int_counter_vec_with_registry!(
-                "ftpgate_bytes_total",
-                "Data bytes relayed",
-                &["direction"],
-                r
-            )?,
-            transfers: register_int_counter_vec_with_registry!(
-                "ftpgate_transfers_total",
-                "Data transfers, by command and outcome",
-                &["verb", "outcome"],
-                r
-            )?,
+            data_channels_active: per_mode(|l| data_channels_active.with_label_values(l)),
+            data_channels: per_mode(|l| data_channels.with_label_values(l)),
+            bytes: Direction::ALL.map(|d| bytes.with_label_values(&[d.label()])),
+            transfers: TransferVerb::ALL
+                .map(|v| TransferOutcome::ALL.map(|o| transfers.with_label_values(&[v.label(), o.label()]))),
             transfer_duration: register_histogram_with_registry!(
                 "ftpgate_transfer_duration_seconds",
                 "Data transfer duration",
                 DURATION_BUCKETS.to_vec(),
                 r
             )?,
-            rejections: register_int_counter_vec_with_registry!(
-                "ftpgate_rejections_total",
-                "Things refused, by reason",
-                &["reason"],
-                r
-            )?,
-            server_replies: register_int_counter_vec_with_registry!(
-                "ftpgate_server_replies_total",
-                "Final replies from servers, by class",
-                &["class"],
-                r
-            )?,
+            rejections: Reason::ALL.map(|reason| rejections.with_label_values(&[reason.label()])),
+            server_replies: ReplyClass::ALL.map(|c| server_replies.with_label_values(&[c.label()])),
             registry: r,
-        };
-        // Every series exists from the start, so rates and alerts see zeros rather than gaps.
-        for reason in REASONS {
-            m.rejections.with_label_values(&[reason]);
-        }
-        for d in ["to_client", "to_server"] {
-            m.bytes.with_label_values(&[d]);
-        }
-        Ok(m)
+        })
     }
 
-    pub fn reject(&self, reason: &str) {
-        self.rejections.with_label_values(&[reason]).inc();
+    /// Counts a control session as open until the returned guard is dropped.
+    pub fn session_opened(&self) -> Active {
+        self.sessions_active.inc();
+        Active(self.sessions_active.clone())
+    }
+
+    pub fn session_ended(&self, outcome: SessionOutcome, duration: Duration) {
+        self.sessions[outcome.index()].inc();
+        self.session_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn upstream_connected(&self, took: Duration) {
+        self.upstream_connect_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn upstream_connect_failed(&self) {
+        self.upstream_connect_failures.inc();
+    }
+
+    /// Counts a data channel as opened, and as open until the returned guard is dropped.
+    pub fn data_channel_opened(&self, mode: DataMode, family: Family) -> Active {
+        self.data_channels[mode.index()][family.index()].inc();
+        let gauge = &self.data_channels_active[mode.index()][family.index()];
+        gauge.inc();
+        Active(gauge.clone())
+    }
+
+    /// The byte counter of one direction, for the relay to add to as data moves.
+    pub fn bytes(&self, direction: Direction) -> IntCounter {
+        self.bytes[direction.index()].clone()
+    }
+
+    pub fn transfer(&self, verb: TransferVerb, outcome: TransferOutcome, duration: Duration) {
+        self.transfers[verb.index()][outcome.index()].inc();
+        self.transfer_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn reject(&self, reason: Reason) {
+        self.rejections[reason.index()].inc();
+    }
+
+    pub fn server_reply(&self, class: ReplyClass) {
+        self.server_replies[class.index()].inc();
     }
 
     /// The text exposition format.
@@ -140,44 +188,68 @@ impl Metrics {
     }
 }
 
-static METRICS: LazyLock<Metrics> =
-    LazyLock::new(|| Metrics::new().unwrap_or_else(|e| panic!("metric definitions are inconsistent: {e}")));
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    &METRICS
-}
-
-/// Low-cardinality verb label: transfer verbs as they are, anything else as `other`.
-pub fn verb_label(verb: &str) -> &'static str {
-    match verb {
-        "RETR" => "RETR",
-        "STOR" => "STOR",
-        "STOU" => "STOU",
-        "APPE" => "APPE",
-        "LIST" => "LIST",
-        "NLST" => "NLST",
-        "MLSD" => "MLSD",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.render()).unwrap()
+    }
+
     #[test]
-    fn all_series_render_with_their_names() {
-        let m = metrics();
-        m.reject("bounce");
-        let text = String::from_utf8(m.render()).unwrap();
-        for name in [
-            "ftpgate_build_info",
-            "ftpgate_rejections_total{reason=\"bounce\"}",
-            "ftpgate_rejections_total{reason=\"loop\"} 0",
-            "ftpgate_bytes_total{direction=\"to_client\"}",
-        ] {
-            assert!(text.contains(name), "{name} missing:\n{text}");
+    fn every_labelled_series_exists_from_the_start() {
+        let text = text(&Metrics::new().unwrap());
+        assert!(text.contains("ftpgate_build_info{version="), "{text}");
+        let mut expected = Vec::new();
+        expected.extend(SessionOutcome::ALL.map(|o| format!("ftpgate_sessions_total{{outcome=\"{}\"}} 0", o.label())));
+        expected.extend(Direction::ALL.map(|d| format!("ftpgate_bytes_total{{direction=\"{}\"}} 0", d.label())));
+        expected.extend(Reason::ALL.map(|r| format!("ftpgate_rejections_total{{reason=\"{}\"}} 0", r.label())));
+        expected.extend(ReplyClass::ALL.map(|c| format!("ftpgate_server_replies_total{{class=\"{}\"}} 0", c.label())));
+        for m in DataMode::ALL {
+            for f in Family::ALL {
+                for name in ["ftpgate_data_channels_total", "ftpgate_data_channels_active"] {
+                    expected.push(format!("{name}{{family=\"{}\",mode=\"{}\"}} 0", f.label(), m.label()));
+                }
+            }
         }
+        for v in TransferVerb::ALL {
+            for o in TransferOutcome::ALL {
+                expected.push(format!("ftpgate_transfers_total{{outcome=\"{}\",verb=\"{}\"}} 0", o.label(), v.label()));
+            }
+        }
+        for series in expected {
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn typed_calls_count_their_own_series() {
+        let m = Metrics::new().unwrap();
+        m.reject(Reason::Bounce);
+        m.session_ended(SessionOutcome::ReplyTimeout, Duration::from_millis(5));
+        m.transfer(TransferVerb::from_verb("RETR"), TransferOutcome::Failed, Duration::from_millis(5));
+        m.server_reply(ReplyClass::TransientNegative);
+        m.bytes(Direction::ToServer).inc_by(7);
+        let session = m.session_opened();
+        let channel = m.data_channel_opened(DataMode::ActiveToPassive, Family::Ipv6);
+        let open = text(&m);
+        for series in [
+            "ftpgate_rejections_total{reason=\"bounce\"} 1",
+            "ftpgate_rejections_total{reason=\"loop\"} 0",
+            "ftpgate_sessions_total{outcome=\"reply_timeout\"} 1",
+            "ftpgate_transfers_total{outcome=\"failed\",verb=\"RETR\"} 1",
+            "ftpgate_server_replies_total{class=\"4xx\"} 1",
+            "ftpgate_bytes_total{direction=\"to_server\"} 7",
+            "ftpgate_sessions_active 1",
+            "ftpgate_data_channels_active{family=\"ipv6\",mode=\"active_to_passive\"} 1",
+            "ftpgate_data_channels_total{family=\"ipv6\",mode=\"active_to_passive\"} 1",
+        ] {
+            assert!(open.contains(series), "{series} missing:\n{open}");
+        }
+        drop((session, channel));
+        let closed = text(&m);
+        assert!(closed.contains("ftpgate_sessions_active 0"), "{closed}");
+        assert!(closed.contains("ftpgate_data_channels_active{family=\"ipv6\",mode=\"active_to_passive\"} 0"));
+        assert!(closed.contains("ftpgate_data_channels_total{family=\"ipv6\",mode=\"active_to_passive\"} 1"));
     }
 }

@@ -1,7 +1,9 @@
 //! The deployment files parse, and every metric they query is one ftpgate exports, with labels
 //! and label values it really has: the Prometheus scrape configuration and alert rules, the
-//! Grafana dashboard, and the Containerfile's essentials.
+//! Grafana dashboard, and the Containerfile's essentials. The README's list of metrics names
+//! every label value.
 
+use ftpgate::labels::{DataMode, Direction, Family, Reason, ReplyClass, SessionOutcome, TransferOutcome, TransferVerb};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -14,35 +16,48 @@ struct Metric {
     labels: &'static [(&'static str, &'static [&'static str])],
 }
 
-const OUTCOMES: &[&str] =
-    &["client_quit", "client_closed", "server_closed", "refused", "idle_timeout", "reply_timeout", "error"];
-const MODES: &[&str] = &["passive", "active"];
-const FAMILIES: &[&str] = &["ipv4", "ipv6"];
-/// The reasons the code defines, so the dashboard and alerts are checked against the source.
-const REASONS: &[&str] = &ftpgate::metrics::REASONS;
+/// A label's values as the code defines them, so the dashboard and alerts are checked against
+/// the source rather than against a copy that can fall behind.
+macro_rules! values {
+    ($t:ty) => {
+        &{
+            let mut v = [""; <$t>::ALL.len()];
+            let mut i = 0;
+            while i < v.len() {
+                v[i] = <$t>::ALL[i].label();
+                i += 1;
+            }
+            v
+        }
+    };
+}
 
 const METRICS: &[Metric] = &[
     Metric { name: "ftpgate_build_info", histogram: false, labels: &[("version", &[])] },
     Metric { name: "ftpgate_sessions_active", histogram: false, labels: &[] },
-    Metric { name: "ftpgate_sessions_total", histogram: false, labels: &[("outcome", OUTCOMES)] },
+    Metric { name: "ftpgate_sessions_total", histogram: false, labels: &[("outcome", values!(SessionOutcome))] },
     Metric { name: "ftpgate_upstream_connect_failures_total", histogram: false, labels: &[] },
     Metric { name: "ftpgate_upstream_connect_duration_seconds", histogram: true, labels: &[] },
     Metric { name: "ftpgate_session_duration_seconds", histogram: true, labels: &[] },
-    Metric { name: "ftpgate_data_channels_active", histogram: false, labels: &[("mode", MODES), ("family", FAMILIES)] },
-    Metric { name: "ftpgate_data_channels_total", histogram: false, labels: &[("mode", MODES), ("family", FAMILIES)] },
-    Metric { name: "ftpgate_bytes_total", histogram: false, labels: &[("direction", &["to_client", "to_server"])] },
+    Metric {
+        name: "ftpgate_data_channels_active",
+        histogram: false,
+        labels: &[("mode", values!(DataMode)), ("family", values!(Family))],
+    },
+    Metric {
+        name: "ftpgate_data_channels_total",
+        histogram: false,
+        labels: &[("mode", values!(DataMode)), ("family", values!(Family))],
+    },
+    Metric { name: "ftpgate_bytes_total", histogram: false, labels: &[("direction", values!(Direction))] },
     Metric {
         name: "ftpgate_transfers_total",
         histogram: false,
-        labels: &[("verb", &["RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"]), ("outcome", &["ok", "failed"])],
+        labels: &[("verb", values!(TransferVerb)), ("outcome", values!(TransferOutcome))],
     },
     Metric { name: "ftpgate_transfer_duration_seconds", histogram: true, labels: &[] },
-    Metric { name: "ftpgate_rejections_total", histogram: false, labels: &[("reason", REASONS)] },
-    Metric {
-        name: "ftpgate_server_replies_total",
-        histogram: false,
-        labels: &[("class", &["1xx", "2xx", "3xx", "4xx", "5xx"])],
-    },
+    Metric { name: "ftpgate_rejections_total", histogram: false, labels: &[("reason", values!(Reason))] },
+    Metric { name: "ftpgate_server_replies_total", histogram: false, labels: &[("class", values!(ReplyClass))] },
     // Prometheus' own per-target series.
     Metric { name: "up", histogram: false, labels: &[] },
 ];
@@ -282,11 +297,15 @@ fn the_expression_checker_catches_wrong_names_labels_and_values() {
     check_expr(r#"sum by (reason) (increase(ftpgate_rejections_total{reason=~"bounce|port_stealing"}[10m])) > 5"#)
         .unwrap();
     check_expr(r#"up{job="ftpgate"} == 0"#).unwrap();
+    // Values a hand-kept list once missed.
+    check_expr(r#"ftpgate_data_channels_total{mode=~"passive_to_active|active_to_passive"}"#).unwrap();
+    check_expr(r#"ftpgate_transfers_total{verb="other"}"#).unwrap();
     for bad in [
         "ftpgate_session_active",                               // not exported
         "rate(ftpgate_sessions_total_count[5m])",               // not a histogram
         r#"ftpgate_sessions_total{outcome="fail"}"#,            // no such value
         r#"ftpgate_bytes_total{direction=~"in|out"}"#,          // no such values
+        r#"ftpgate_data_channels_active{mode="epsv"}"#,         // no such mode
         r#"ftpgate_transfers_total{reason="bounce"}"#,          // label of another metric
         "sum by (reson) (ftpgate_rejections_total)",            // misspelt grouping label
         "sum by (le) (ftpgate_session_duration_seconds_count)", // le only on buckets
@@ -459,6 +478,24 @@ fn the_dashboard_is_valid_and_shows_every_exported_metric() {
     }
     for m in METRICS {
         assert!(used.contains(m.name), "the dashboard does not show {}", m.name);
+    }
+}
+
+#[test]
+fn the_readme_names_every_label_value() {
+    let readme = read("README.md");
+    let start = readme.find("- **Metrics**").expect("README has a Metrics bullet");
+    let len = readme[start..].find("`deploy/prometheus/`").expect("the Metrics bullet ends with the deploy files");
+    let words: BTreeSet<&str> = readme[start..start + len]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    for m in METRICS {
+        for (label, values) in m.labels {
+            for v in *values {
+                assert!(words.contains(v), "the README's metrics list does not name {v} ({}{{{label}}})", m.name);
+            }
+        }
     }
 }
 

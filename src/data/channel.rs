@@ -3,9 +3,12 @@
 use super::relay::relay;
 use super::sockets::{connect, SocketTags};
 use crate::addr::canonical_ip;
+use crate::labels::{DataMode, Direction, Reason};
+use crate::metrics::Metrics;
 use socket2::SockRef;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +19,14 @@ pub struct DataTimeouts {
     pub accept: Duration,
     pub connect: Duration,
     pub idle: Duration,
+}
+
+/// What every channel runs with besides its plan.
+#[derive(Clone)]
+pub struct ChannelContext {
+    pub timeouts: DataTimeouts,
+    pub tags: SocketTags,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A data channel ready to run: its listeners are bound and advertised.
@@ -45,13 +56,12 @@ pub enum DataPlan {
 }
 
 impl DataPlan {
-    /// The metric label: the client's mode, and the server's where they differ.
-    pub fn mode(&self) -> &'static str {
+    pub fn mode(&self) -> DataMode {
         match self {
-            DataPlan::Passive { .. } => "passive",
-            DataPlan::Active { .. } => "active",
-            DataPlan::Listeners { .. } => "passive_to_active",
-            DataPlan::Connect { .. } => "active_to_passive",
+            DataPlan::Passive { .. } => DataMode::Passive,
+            DataPlan::Active { .. } => DataMode::Active,
+            DataPlan::Listeners { .. } => DataMode::PassiveToActive,
+            DataPlan::Connect { .. } => DataMode::ActiveToPassive,
         }
     }
 }
@@ -84,7 +94,7 @@ impl DataError {
 
 #[derive(Debug)]
 pub struct DataOutcome {
-    pub mode: &'static str,
+    pub mode: DataMode,
     pub to_client: u64,
     pub to_server: u64,
     pub duration: Duration,
@@ -95,14 +105,15 @@ pub struct DataOutcome {
     pub result: Result<(), DataError>,
 }
 
-/// Waits for a connection from `expected`, refusing any other peer, until `deadline`.
-async fn accept_from(
-    listener: &TcpListener,
+/// Waits for a connection from `expected`, refusing any other peer, for the accept timeout; the
+/// listener is closed once the peer is there.
+async fn accept_once(
+    listener: TcpListener,
     expected: IpAddr,
-    wait: Duration,
-    tags: SocketTags,
+    cx: &ChannelContext,
     refused: &mut Vec<SocketAddr>,
 ) -> Result<TcpStream, DataError> {
+    let wait = cx.timeouts.accept;
     let deadline = Instant::now() + wait;
     let expected = canonical_ip(expected);
     loop {
@@ -113,11 +124,12 @@ async fn accept_from(
             Ok(Ok(x)) => x,
         };
         if canonical_ip(peer.ip()) == expected {
-            tags.apply(SockRef::from(&stream), peer.is_ipv6()).map_err(DataError::Tags)?;
+            cx.tags.apply(SockRef::from(&stream), peer.is_ipv6()).map_err(DataError::Tags)?;
             return Ok(stream);
         }
-        tracing::warn!(%peer, %expected, reason = "port_stealing", "refused data connection from unexpected peer");
-        crate::metrics::metrics().reject("port_stealing");
+        let reason = Reason::PortStealing;
+        tracing::warn!(%peer, %expected, reason = reason.label(), "refused data connection from unexpected peer");
+        cx.metrics.reject(reason);
         // Bounded: a flood of strangers cannot grow this past what fits in one log line.
         if refused.len() < 16 {
             refused.push(peer);
@@ -126,66 +138,48 @@ async fn accept_from(
     }
 }
 
-async fn connect_to(
-    to: SocketAddr,
-    src: Option<SocketAddr>,
-    t: &DataTimeouts,
-    tags: SocketTags,
-) -> Result<TcpStream, DataError> {
-    connect(to, src, t.connect, tags).await.map_err(|err| DataError::Connect { to, err })
-}
-
-/// Waits for the expected peer on the listener (closed once it is there).
-async fn accept_once(
-    listener: TcpListener,
-    expected: IpAddr,
-    t: &DataTimeouts,
-    tags: SocketTags,
-    refused: &mut Vec<SocketAddr>,
-) -> Result<TcpStream, DataError> {
-    accept_from(&listener, expected, t.accept, tags, refused).await
+async fn connect_to(to: SocketAddr, src: Option<SocketAddr>, cx: &ChannelContext) -> Result<TcpStream, DataError> {
+    connect(to, src, cx.timeouts.connect, cx.tags).await.map_err(|err| DataError::Connect { to, err })
 }
 
 /// Both ends of a channel: the client's connection and the server's. `Ok(None)`: handed over.
 async fn establish(
     plan: DataPlan,
-    t: &DataTimeouts,
-    tags: SocketTags,
+    cx: &ChannelContext,
     refused: &mut Vec<SocketAddr>,
 ) -> Result<Option<(TcpStream, TcpStream)>, DataError> {
     Ok(Some(match plan {
         DataPlan::Passive { listener, client_ip, server_data, source, handed_over } => {
             let client = match handed_over {
                 Some(rx) => tokio::select! {
-                    c = accept_once(listener, client_ip, t, tags, refused) => c?,
+                    c = accept_once(listener, client_ip, cx, refused) => c?,
                     Ok(()) = rx => return Ok(None),
                 },
-                None => accept_once(listener, client_ip, t, tags, refused).await?,
+                None => accept_once(listener, client_ip, cx, refused).await?,
             };
-            (client, connect_to(server_data, source, t, tags).await?)
+            (client, connect_to(server_data, source, cx).await?)
         }
         DataPlan::Active { listener, server_ip, client_data, source } => {
-            let server = accept_once(listener, server_ip, t, tags, refused).await?;
-            (connect_to(client_data, source, t, tags).await?, server)
+            let server = accept_once(listener, server_ip, cx, refused).await?;
+            (connect_to(client_data, source, cx).await?, server)
         }
         DataPlan::Listeners { client, client_ip, server, server_ip } => {
             let mut theirs = Vec::new();
             let both = tokio::try_join!(
-                accept_once(client, client_ip, t, tags, refused),
-                accept_once(server, server_ip, t, tags, &mut theirs)
+                accept_once(client, client_ip, cx, refused),
+                accept_once(server, server_ip, cx, &mut theirs)
             );
             refused.extend(theirs.into_iter().take(16usize.saturating_sub(refused.len())));
             both?
         }
-        DataPlan::Connect { server_data, server_source, client_data, client_source } => tokio::try_join!(
-            connect_to(client_data, client_source, t, tags),
-            connect_to(server_data, server_source, t, tags)
-        )?,
+        DataPlan::Connect { server_data, server_source, client_data, client_source } => {
+            tokio::try_join!(connect_to(client_data, client_source, cx), connect_to(server_data, server_source, cx))?
+        }
     }))
 }
 
 /// Runs the channel to its end.
-pub async fn run(plan: DataPlan, t: DataTimeouts, tags: SocketTags) -> DataOutcome {
+pub async fn run(plan: DataPlan, cx: ChannelContext) -> DataOutcome {
     let started = Instant::now();
     let mode = plan.mode();
     let mut refused = Vec::new();
@@ -198,17 +192,16 @@ pub async fn run(plan: DataPlan, t: DataTimeouts, tags: SocketTags) -> DataOutco
         handed_over,
         result,
     };
-    let (client, server) = match establish(plan, &t, tags, &mut refused).await {
+    let (client, server) = match establish(plan, &cx, &mut refused).await {
         Ok(Some(pair)) => pair,
         Ok(None) => return outcome(0, 0, Ok(()), refused, true),
         Err(e) => return outcome(0, 0, Err(e), refused, false),
     };
-    let m = crate::metrics::metrics();
     let (to_client_bytes, to_server_bytes) =
-        (m.bytes.with_label_values(&["to_client"]), m.bytes.with_label_values(&["to_server"]));
+        (cx.metrics.bytes(Direction::ToClient), cx.metrics.bytes(Direction::ToServer));
     let to_client = move |n: u64| to_client_bytes.inc_by(n);
     let to_server = move |n: u64| to_server_bytes.inc_by(n);
-    let r = relay(client, server, t.idle, &to_server, &to_client).await;
+    let r = relay(client, server, cx.timeouts.idle, &to_server, &to_client).await;
     outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused, false)
 }
 
@@ -217,8 +210,13 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn t() -> DataTimeouts {
-        DataTimeouts { accept: Duration::from_secs(5), connect: Duration::from_secs(5), idle: Duration::from_secs(5) }
+    fn cx() -> ChannelContext {
+        let five = Duration::from_secs(5);
+        ChannelContext {
+            timeouts: DataTimeouts { accept: five, connect: five, idle: five },
+            tags: SocketTags::default(),
+            metrics: Arc::new(Metrics::new().unwrap()),
+        }
     }
 
     #[tokio::test]
@@ -234,7 +232,9 @@ mod tests {
             source: None,
             handed_over: None,
         };
-        let task = tokio::spawn(run(plan, t(), SocketTags::default()));
+        let cx = cx();
+        let metrics = cx.metrics.clone();
+        let task = tokio::spawn(run(plan, cx));
         // A stranger from another loopback address comes first.
         let stranger = tokio::net::TcpSocket::new_v4().unwrap();
         stranger.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -253,6 +253,13 @@ mod tests {
         assert_eq!(out.stolen_attempts.len(), 1);
         assert_eq!(out.stolen_attempts[0].ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
         assert!(out.result.is_ok());
+        // Its own registry: other tests running alongside cannot move these figures.
+        let text = String::from_utf8(metrics.render()).unwrap();
+        for series in
+            ["ftpgate_rejections_total{reason=\"port_stealing\"} 1", "ftpgate_bytes_total{direction=\"to_client\"} 7"]
+        {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
     }
 
     #[tokio::test]
@@ -264,7 +271,9 @@ mod tests {
             client_data: "127.0.0.1:9".parse().unwrap(),
             source: None,
         };
-        let out = run(plan, DataTimeouts { accept: Duration::from_millis(30), ..t() }, SocketTags::default()).await;
+        let mut cx = cx();
+        cx.timeouts.accept = Duration::from_millis(30);
+        let out = run(plan, cx).await;
         assert_eq!(out.result.unwrap_err().label(), "accept_timeout");
     }
 
@@ -273,7 +282,7 @@ mod tests {
         client_side: impl std::future::Future<Output = TcpStream>,
         server: impl std::future::Future<Output = TcpStream>,
     ) -> DataOutcome {
-        let task = tokio::spawn(run(plan, t(), SocketTags::default()));
+        let task = tokio::spawn(run(plan, cx()));
         let (mut c, mut s) = tokio::join!(client_side, server);
         c.write_all(b"upload").await.unwrap();
         c.shutdown().await.unwrap();
@@ -295,7 +304,7 @@ mod tests {
             TcpStream::connect(sa).await.unwrap()
         })
         .await;
-        assert_eq!((out.mode, out.to_server, out.to_client), ("passive_to_active", 6, 0));
+        assert_eq!((out.mode, out.to_server, out.to_client), (DataMode::PassiveToActive, 6, 0));
         assert!(out.result.is_ok());
         // Client active, server passive: ftpgate dials both.
         let (cl, sl) =
@@ -308,7 +317,7 @@ mod tests {
         };
         let out =
             upload_through(plan, async { cl.accept().await.unwrap().0 }, async { sl.accept().await.unwrap().0 }).await;
-        assert_eq!((out.mode, out.to_server, out.to_client), ("active_to_passive", 6, 0));
+        assert_eq!((out.mode, out.to_server, out.to_client), (DataMode::ActiveToPassive, 6, 0));
     }
 
     #[tokio::test]
@@ -322,7 +331,7 @@ mod tests {
             source: None,
             handed_over: Some(rx),
         };
-        let task = tokio::spawn(run(plan, t(), SocketTags::default()));
+        let task = tokio::spawn(run(plan, cx()));
         tx.send(()).unwrap();
         let out = task.await.unwrap();
         assert!(out.handed_over && out.result.is_ok());

@@ -7,7 +7,7 @@ use super::Shared;
 use crate::addr::{canonical, nat64_embedded, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::InterceptMode;
 use crate::data::sockets::{connect, from_ip};
-use crate::metrics::metrics;
+use crate::labels::Reason;
 use crate::protocol::reply::reply_line;
 use crate::session::{ControlCore, CoreTimeouts, Outcome};
 use socket2::SockRef;
@@ -18,37 +18,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{info, info_span, warn, Instrument};
 
-/// The label of `ftpgate_sessions_total{outcome}`.
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::ClientQuit => "client_quit",
-        Outcome::ClientClosed => "client_closed",
-        Outcome::ServerClosed => "server_closed",
-        Outcome::Refused => "refused",
-        Outcome::IdleTimeout => "idle_timeout",
-        Outcome::ReplyTimeout => "reply_timeout",
-        Outcome::Error => "error",
-    }
-}
-
-/// Counts a session as active for as long as it lives.
-struct ActiveSession;
-
-impl ActiveSession {
-    fn new() -> Self {
-        metrics().sessions_active.inc();
-        Self
-    }
-}
-
-impl Drop for ActiveSession {
-    fn drop(&mut self) {
-        metrics().sessions_active.dec();
-    }
-}
-
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
-    let _active = ActiveSession::new();
+    let _active = shared.metrics.session_opened();
     let client_addr = ClientAddr(canonical(peer));
     let local = match client.local_addr() {
         Ok(a) => LocalAddr(canonical(a)),
@@ -62,9 +33,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     async move {
         let (outcome, up, down) = run(&shared, client, client_addr, local).await;
-        let m = metrics();
-        m.sessions.with_label_values(&[outcome_label(outcome)]).inc();
-        m.session_duration.observe(started.elapsed().as_secs_f64());
+        shared.metrics.session_ended(outcome, started.elapsed());
         info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
     }
     .instrument(span)
@@ -91,7 +60,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(o) => o,
         Err(e) => {
             warn!(reason = "intercept", error = %e, "cannot tell where the client was going");
-            metrics().reject("intercept");
+            shared.metrics.reject(Reason::Intercept);
             return refuse(client, 421, "Gateway cannot determine the destination").await;
         }
     };
@@ -100,7 +69,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         (Some(dst), None) => {
             if is_loop(shared, dst, local) {
                 warn!(reason = "loop", %dst, "connection addressed to ftpgate itself, refused");
-                metrics().reject("loop");
+                shared.metrics.reject(Reason::Loop);
                 return refuse(client, 421, "Connection to the gateway itself refused (not diverted)").await;
             }
             match (cfg.nat64_prefix, dst.ip()) {
@@ -124,8 +93,8 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(s) => s,
         Err(e) => {
             warn!(reason = "upstream_connect", error = %e, "cannot connect to server");
-            metrics().upstream_connect_failures.inc();
-            metrics().reject("upstream_connect");
+            shared.metrics.upstream_connect_failed();
+            shared.metrics.reject(Reason::UpstreamConnect);
             return refuse(client, 421, &format!("Cannot connect to {upstream}: {e}")).await;
         }
     };
@@ -133,7 +102,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         Ok(a) => LocalAddr(canonical(a)),
         Err(e) => return refuse(client, 421, &format!("Gateway error: {e}")).await,
     };
-    metrics().upstream_connect_duration.observe(connect_started.elapsed().as_secs_f64());
+    shared.metrics.upstream_connected(connect_started.elapsed());
     info!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "session start");
     // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
     let _ = SockRef::from(&client).set_out_of_band_inline(true);

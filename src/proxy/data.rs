@@ -4,10 +4,10 @@ use super::passive_index::Registration;
 use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::{Advertise, InterceptMode};
-use crate::data::channel::{self, DataOutcome, DataPlan, DataTimeouts};
+use crate::data::channel::{self, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::{from_ip, listen_in_range};
-use crate::metrics::metrics;
-use prometheus::IntGauge;
+use crate::labels::Family;
+use crate::metrics::Active;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -34,28 +34,10 @@ pub struct DataTask {
     pub handle: JoinHandle<DataOutcome>,
     pub started: Instant,
     _permit: OwnedSemaphorePermit,
-    _active: ActiveChannel,
+    /// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
+    _active: Active,
     /// A passive channel's entry in the gateway's index, removed with the channel.
     _registration: Option<Registration>,
-}
-
-/// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
-struct ActiveChannel(IntGauge);
-
-impl ActiveChannel {
-    fn new(mode: &str, family: &str) -> Self {
-        let m = metrics();
-        m.data_channels.with_label_values(&[mode, family]).inc();
-        let g = m.data_channels_active.with_label_values(&[mode, family]);
-        g.inc();
-        Self(g)
-    }
-}
-
-impl Drop for ActiveChannel {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 impl Drop for DataTask {
@@ -64,9 +46,13 @@ impl Drop for DataTask {
     }
 }
 
-fn timeouts(shared: &Shared) -> DataTimeouts {
+fn context(shared: &Shared) -> ChannelContext {
     let t = &shared.cfg.timeouts;
-    DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle }
+    ChannelContext {
+        timeouts: DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle },
+        tags: shared.cfg.data_tags,
+        metrics: shared.metrics.clone(),
+    }
 }
 
 /// The client-facing listener (bound as the interception mode needs) and the address the client
@@ -190,10 +176,9 @@ fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
 }
 
 fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &Endpoints) -> DataTask {
-    let family = if ep.client.is_ipv6() { "ipv6" } else { "ipv4" };
-    let active = ActiveChannel::new(plan.mode(), family);
+    let active = shared.metrics.data_channel_opened(plan.mode(), Family::of(ep.client.ip()));
     // A child of the session's span, so data-channel log lines carry the session's fields.
-    let span = tracing::info_span!("data", mode = plan.mode());
-    let handle = tokio::spawn(channel::run(plan, timeouts(shared), shared.cfg.data_tags).instrument(span));
+    let span = tracing::info_span!("data", mode = plan.mode().label());
+    let handle = tokio::spawn(channel::run(plan, context(shared)).instrument(span));
     DataTask { handle, started: Instant::now(), _permit: permit, _active: active, _registration: None }
 }

@@ -7,7 +7,8 @@ use super::data::{open_active, open_listeners, open_passive, start_connect, Data
 use super::stream::ControlStream;
 use super::Shared;
 use crate::data::{DataError, DataOutcome};
-use crate::metrics::{metrics, verb_label};
+use crate::labels::{DataMode, Reason, ReplyClass, TransferOutcome, TransferVerb};
+use crate::metrics::Metrics;
 use crate::session::{Action, ControlCore, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
 use std::io;
 use std::time::{Duration, Instant};
@@ -129,7 +130,7 @@ impl<'a> Driver<'a> {
                     Ok(())
                 }
                 Action::Note(n) => {
-                    note(n);
+                    note(&self.shared.metrics, n);
                     Ok(())
                 }
                 Action::Close(outcome) => return Some(outcome),
@@ -167,17 +168,17 @@ impl<'a> Driver<'a> {
                 (DataReady::Connecting, start_connect(shared, ep, server_data, client_data)?)
             }
         };
-        debug!(mode = request.mode(), channel = %id, ready = ?ready, "data channel open");
+        debug!(mode = request.mode().label(), channel = %id, ready = ?ready, "data channel open");
         self.data = Some((id, task));
         Ok(ready)
     }
 
     /// A data channel could not be set up: counted by cause; the core answers the client 425.
-    fn data_failed(&self, mode: &'static str, e: &io::Error) {
+    fn data_failed(&self, mode: DataMode, e: &io::Error) {
         // Every port of the configured range taken, or every data channel of the gateway.
-        let reason = if e.kind() == io::ErrorKind::AddrInUse { "port_exhausted" } else { "limit" };
-        warn!(reason, mode, error = %e, "cannot open a data channel");
-        metrics().reject(reason);
+        let reason = if e.kind() == io::ErrorKind::AddrInUse { Reason::PortExhausted } else { Reason::Limit };
+        warn!(reason = reason.label(), mode = mode.label(), error = %e, "cannot open a data channel");
+        self.shared.metrics.reject(reason);
     }
 
     fn finish_data(
@@ -187,7 +188,7 @@ impl<'a> Driver<'a> {
         user: Option<&str>,
     ) {
         let verb = transfer.as_ref().map_or("-", |t| t.verb.as_str());
-        let m = metrics();
+        let m = &self.shared.metrics;
         let o = match r {
             Ok(o) if o.handed_over => {
                 return info!(verb, "passive data port handed over to a site-to-site transfer of this client")
@@ -202,7 +203,7 @@ impl<'a> Driver<'a> {
         match &o.result {
             Ok(()) => info!(
                 verb,
-                mode = o.mode,
+                mode = o.mode.label(),
                 bytes_to_client = o.to_client,
                 bytes_to_server = o.to_server,
                 duration_ms = ms,
@@ -210,7 +211,7 @@ impl<'a> Driver<'a> {
             ),
             Err(e) => warn!(
                 verb,
-                mode = o.mode,
+                mode = o.mode.label(),
                 bytes_to_client = o.to_client,
                 bytes_to_server = o.to_server,
                 duration_ms = ms,
@@ -220,12 +221,8 @@ impl<'a> Driver<'a> {
         }
         match &o.result {
             // Nobody came: no transfer took place.
-            Err(DataError::AcceptTimeout { .. }) => m.reject("timeout"),
-            r => {
-                let outcome = if r.is_ok() { "ok" } else { "failed" };
-                m.transfers.with_label_values(&[verb_label(verb), outcome]).inc();
-                m.transfer_duration.observe(o.duration.as_secs_f64());
-            }
+            Err(DataError::AcceptTimeout { .. }) => m.reject(Reason::Timeout),
+            r => m.transfer(TransferVerb::from_verb(verb), TransferOutcome::of(r), o.duration),
         }
         if !o.stolen_attempts.is_empty() {
             warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
@@ -260,21 +257,21 @@ impl<'a> Driver<'a> {
 }
 
 /// Logs and counts what the core noted.
-fn note(n: Note) {
-    let m = metrics();
+fn note(m: &Metrics, n: Note) {
     match n {
         Note::Refused(why) => {
-            warn!(reason = why.label(), fault = why.fault().label(), "refused: {why}");
+            warn!(reason = why.label().label(), fault = why.fault().label(), "refused: {why}");
             m.reject(why.label());
         }
         Note::Quirk(what) => info!(quirk = what, "server quirk handled"),
         Note::ServerReply(code) => {
-            let class = ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(code / 100).clamp(1, 5) - 1];
-            m.server_replies.with_label_values(&[class]).inc();
+            if let Some(class) = ReplyClass::from_code(code) {
+                m.server_reply(class);
+            }
         }
         Note::Timeout(text) => {
-            warn!(reason = "timeout", "{text}");
-            m.reject("timeout");
+            warn!(reason = Reason::Timeout.label(), "{text}");
+            m.reject(Reason::Timeout);
         }
         Note::StaleData { id, event } => debug!(channel = %id, event, "report about a data channel that is gone"),
     }

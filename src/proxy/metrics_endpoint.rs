@@ -1,6 +1,6 @@
 //! `GET /metrics` over HTTP/1.1, served by hyper.
 
-use crate::metrics::metrics;
+use crate::metrics::Metrics;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
@@ -9,24 +9,25 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+fn answer(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let resp = if req.method() == Method::GET && req.uri().path() == "/metrics" {
         Response::builder()
             .header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-            .body(Full::new(Bytes::from(metrics().render())))
+            .body(Full::new(Bytes::from(metrics.render())))
     } else {
         Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from_static(b"try /metrics\n")))
     };
     // The builder only fails on invalid header values, and these are constants.
-    Ok(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+    resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 /// Serves scrapes until the task is dropped. Each connection is bounded in time.
-pub async fn serve(listener: TcpListener) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -36,11 +37,13 @@ pub async fn serve(listener: TcpListener) {
                 continue;
             }
         };
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            let service = |req: Request<Incoming>| std::future::ready(Ok::<_, Infallible>(answer(&req, &metrics)));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service_fn(answer));
+                .serve_connection(TokioIo::new(stream), service_fn(service));
             match tokio::time::timeout(Duration::from_secs(30), conn).await {
                 Ok(Err(e)) => debug!(%peer, error = %e, "metrics scrape failed"),
                 Err(_) => debug!(%peer, "metrics connection closed after 30 s"),

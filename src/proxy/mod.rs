@@ -10,6 +10,8 @@ mod stream;
 use crate::config::Config;
 use crate::data::sockets;
 use crate::intercept::{InterceptError, Interceptor};
+use crate::labels::Reason;
+use crate::metrics::Metrics;
 use crate::xferlog::XferLog;
 use ipnet::IpNet;
 use passive_index::PassiveIndex;
@@ -34,6 +36,8 @@ pub enum StartError {
     File { what: &'static str, path: std::path::PathBuf, source: io::Error },
     #[error("`{field}` needs {needs}, which ftpgate does not have: {source}")]
     Privilege { field: &'static str, needs: &'static str, source: io::Error },
+    #[error("metric definitions are inconsistent: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Tries, before serving, what options need privilege for: failing at start-up beats failing
@@ -71,7 +75,7 @@ fn probe_privileges(cfg: &Config) -> Result<(), StartError> {
 
 /// What every session of this process shares.
 /// A session keeps the generation it started with; a reload makes a new one for new sessions,
-/// sharing the process-wide state (interceptor, limits' counters).
+/// sharing the process-wide state (interceptor, limits' counters, metrics).
 pub struct Shared {
     pub cfg: Config,
     pub interceptor: Arc<Interceptor>,
@@ -84,6 +88,7 @@ pub struct Shared {
     pub xferlog: Option<Arc<XferLog>>,
     /// Open passive endpoints, for site-to-site transfers between sessions.
     pub passive_index: PassiveIndex,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -132,6 +137,7 @@ impl Shared {
             per_client: self.per_client.clone(),
             xferlog: self.xferlog.clone(),
             passive_index: self.passive_index.clone(),
+            metrics: self.metrics.clone(),
         };
         (next, kept)
     }
@@ -209,6 +215,7 @@ impl Gateway {
             per_client: Arc::new(Mutex::new(HashMap::new())),
             xferlog,
             passive_index: PassiveIndex::default(),
+            metrics: Arc::new(Metrics::new()?),
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
     }
@@ -240,7 +247,7 @@ impl Gateway {
         let _metrics_task = match self.metrics_listener.map(TcpListener::from_std) {
             Some(Ok(l)) => {
                 info!(listen = ?l.local_addr().ok(), "serving /metrics");
-                Some(AbortOnDrop(tokio::spawn(metrics_endpoint::serve(l))))
+                Some(AbortOnDrop(tokio::spawn(metrics_endpoint::serve(l, self.shared.metrics.clone()))))
             }
             Some(Err(e)) => {
                 warn!(error = %e, "cannot register the metrics listener");
@@ -332,10 +339,26 @@ fn admit(shared: &Arc<Shared>, permits: &Arc<Semaphore>, stream: tokio::net::Tcp
             }
         },
     };
-    warn!(%peer, reason = "limit", "session refused: {}", refusal.trim_end());
-    crate::metrics::metrics().reject("limit");
+    let reason = Reason::Limit;
+    warn!(%peer, reason = reason.label(), "session refused: {}", refusal.trim_end());
+    shared.metrics.reject(reason);
     tokio::spawn(async move {
         let mut stream = stream;
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(refusal.as_bytes())).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_raw, validate};
+
+    #[test]
+    fn a_reload_keeps_counting_into_the_same_metrics() {
+        let raw = parse_raw("listen: [\"127.0.0.1:0\"]\nupstream: 127.0.0.1:21\n").unwrap();
+        let cfg = validate(&raw).unwrap();
+        let gateway = Gateway::bind(cfg.clone()).unwrap();
+        let (next, _) = gateway.shared.reloaded(cfg);
+        assert!(Arc::ptr_eq(&gateway.shared.metrics, &next.metrics));
+    }
 }

@@ -2,6 +2,7 @@
 //! channels.
 
 use super::Refusal;
+use crate::labels::DataMode;
 use std::net::SocketAddr;
 
 /// Names one data channel of a session. A driver's report about a channel the core no longer
@@ -35,12 +36,12 @@ pub enum DataRequest {
 impl DataRequest {
     /// The metric and log name of the channel's mode: the client's mode, and the server's where
     /// they differ.
-    pub fn mode(&self) -> &'static str {
+    pub fn mode(&self) -> DataMode {
         match self {
-            DataRequest::Passive { .. } => "passive",
-            DataRequest::Active { .. } => "active",
-            DataRequest::Listeners => "passive_to_active",
-            DataRequest::Connect { .. } => "active_to_passive",
+            DataRequest::Passive { .. } => DataMode::Passive,
+            DataRequest::Active { .. } => DataMode::Active,
+            DataRequest::Listeners => DataMode::PassiveToActive,
+            DataRequest::Connect { .. } => DataMode::ActiveToPassive,
         }
     }
 }
@@ -53,17 +54,8 @@ pub enum DataReady {
     Connecting,
 }
 
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    ClientQuit,
-    ClientClosed,
-    ServerClosed,
-    Refused,
-    IdleTimeout,
-    ReplyTimeout,
-    Error,
-}
+/// Why a session ended (also the label of `ftpgate_sessions_total{outcome}`).
+pub use crate::labels::SessionOutcome as Outcome;
 
 /// The command behind a data transfer, for the transfer log.
 #[derive(Debug, Clone, PartialEq, Eq)]

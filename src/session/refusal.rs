@@ -1,6 +1,7 @@
 //! Why the session refused something: each reason names who was at fault and maps to a reply, a
 //! log reason and a metric label.
 
+use crate::labels::Reason;
 use crate::protocol::{AddressError, CommandError};
 use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
@@ -72,8 +73,8 @@ impl Refusal {
         }
     }
 
-    /// Low-cardinality label for metrics.
-    pub fn label(&self) -> &'static str {
+    /// The `ftpgate_rejections_total` reason, also the log line's `reason`.
+    pub fn label(&self) -> Reason {
         match self {
             Refusal::LineTooLong { .. }
             | Refusal::MalformedCommand(_)
@@ -81,14 +82,14 @@ impl Refusal {
             | Refusal::BadAddress { .. }
             | Refusal::FamilyMismatch { .. }
             | Refusal::MalformedReply
-            | Refusal::BadPassiveReply { .. } => "malformed",
-            Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => "bounce",
-            Refusal::ServerDataElsewhere { .. } | Refusal::ServerPrivilegedPort(_) => "server_data_address",
+            | Refusal::BadPassiveReply { .. } => Reason::Malformed,
+            Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => Reason::Bounce,
+            Refusal::ServerDataElsewhere { .. } | Refusal::ServerPrivilegedPort(_) => Reason::ServerDataAddress,
             Refusal::NotSupported(_)
             | Refusal::TlsRefused
             | Refusal::AfterEpsvAll
             | Refusal::UserRefused(_)
-            | Refusal::CommandRefused(_) => "policy",
+            | Refusal::CommandRefused(_) => Reason::Policy,
         }
     }
 
