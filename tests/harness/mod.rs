@@ -68,6 +68,7 @@ pub fn init_logging() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_test_writer()
+            .with_ansi(false)
             .try_init();
     }
 }
