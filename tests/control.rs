@@ -1,0 +1,15 @@
+//! Control-channel behaviour of ftpgate, in-process and unprivileged: ftpgate in reverse mode on
+//! 127.0.0.1 between a raw client and a scriptable fake server (tests/harness). Each test has
+//! its own gateway and server, so they run in parallel; every wait is bounded.
+
+#[allow(dead_code)]
+mod harness;
+
+#[path = "control/aborts.rs"]
+mod aborts;
+#[path = "control/limits.rs"]
+mod limits;
+#[path = "control/ordering.rs"]
+mod ordering;
+#[path = "control/transfers.rs"]
+mod transfers;
