@@ -1,8 +1,9 @@
 //! One data channel: wait for the expected peer on a listener, connect the other side, relay.
 
 use super::relay::relay;
-use super::sockets::{connect, SocketTags};
+use super::sockets::{connect, tag};
 use crate::addr::canonical_ip;
+use crate::config::SocketTags;
 use socket2::SockRef;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -113,7 +114,7 @@ async fn accept_from(
             Ok(Ok(x)) => x,
         };
         if canonical_ip(peer.ip()) == expected {
-            tags.apply(SockRef::from(&stream), peer.is_ipv6()).map_err(DataError::Tags)?;
+            tag(SockRef::from(&stream), tags, peer.is_ipv6()).map_err(DataError::Tags)?;
             return Ok(stream);
         }
         tracing::warn!(%peer, %expected, reason = "port_stealing", "refused data connection from unexpected peer");

@@ -6,6 +6,7 @@ mod metrics_endpoint;
 mod passive_index;
 
 use crate::config::Config;
+use crate::config::SocketTags;
 use crate::data::sockets;
 use crate::intercept::{InterceptError, Interceptor};
 use crate::xferlog::XferLog;
@@ -59,7 +60,7 @@ fn probe_privileges(cfg: &Config) -> Result<(), StartError> {
             continue;
         }
         let probe = Socket::new(Domain::IPV4, Type::STREAM, None)
-            .and_then(|s| sockets::SocketTags { mark: tags.mark, dscp: None }.apply(socket2::SockRef::from(&s), false));
+            .and_then(|s| sockets::tag(socket2::SockRef::from(&s), SocketTags { mark: tags.mark, dscp: None }, false));
         if let Err(source) = probe {
             return Err(StartError::Privilege { field, needs: "CAP_NET_ADMIN", source });
         }
