@@ -11,10 +11,10 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
 
 fn init_logging(cfg: &Config) {
-    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&cfg.live.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match cfg.log_format {
+    match cfg.startup.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
     }
@@ -44,17 +44,17 @@ fn main() -> ExitCode {
         }
     };
     // While still privileged: raising the hard limit needs CAP_SYS_RESOURCE.
-    ftpgate::rlimit::apply(gateway.config());
+    ftpgate::rlimit::apply(&gateway.config().startup);
     let cfg = gateway.config();
-    let marks = cfg.control_tags.mark.is_some() || cfg.data_tags.mark.is_some();
+    let marks = cfg.live.control_tags.mark.is_some() || cfg.live.data_tags.mark.is_some();
     let mut keep = Vec::new();
-    if cfg.intercept == InterceptMode::Tproxy || marks {
+    if cfg.startup.intercept == InterceptMode::Tproxy || marks {
         keep.push(Keep::NetAdmin);
     }
-    if cfg.active_source_port_20 {
+    if cfg.live.active_source_port_20 {
         keep.push(Keep::NetBindService);
     }
-    match drop_privileges(&gateway.config().privileges, &keep) {
+    match drop_privileges(&cfg.startup.privileges, &keep) {
         Ok(Some(d)) => tracing::info!(uid = d.uid, gid = d.gid, kept = ?d.kept, "privileges dropped"),
         Ok(None) if nix::unistd::Uid::effective().is_root() => {
             tracing::warn!("running as root: set privileges.user (or --user) to drop privileges after binding")

@@ -1,13 +1,14 @@
 //! Configuration: a YAML file and command-line flags, validated into typed values before any
 //! socket is bound. Every error names the field it is about.
 //!
-//! Each section of the file has its own validating function; [`validate`] puts their results
-//! together.
+//! Each section of the file has its own validating function; [`validate`] sorts their results
+//! into the two parts of [`Config`]: start-up (kept by a reload) and live (taken by a reload).
 
 mod limits;
 mod log;
 mod metrics;
 mod network;
+mod parts;
 mod policy;
 mod ports;
 mod privileges;
@@ -17,6 +18,7 @@ mod timeouts;
 
 pub use log::LogFormat;
 pub use network::InterceptMode;
+pub use parts::{Config, LiveConfig, StartupConfig};
 pub use ports::{Advertise, PortRange};
 pub use privileges::Privileges;
 pub use raw::RawConfig;
@@ -24,8 +26,6 @@ pub use shaping::SocketTags;
 pub use timeouts::{Timeouts, MAX_TIMEOUT};
 
 use crate::session::SessionPolicy;
-use ipnet::Ipv6Net;
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use thiserror::Error;
 
@@ -41,40 +41,6 @@ pub enum ConfigError {
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, message: message.into() }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub listen: Vec<SocketAddr>,
-    pub intercept: InterceptMode,
-    pub upstream: Option<SocketAddr>,
-    pub upstream_source: Option<IpAddr>,
-    pub passive_ports: PortRange,
-    pub advertise: Advertise,
-    pub active_ports: Option<PortRange>,
-    /// Active connections to clients leave from port 20.
-    pub active_source_port_20: bool,
-    /// Original destinations inside this RFC 6052 prefix are IPv4 servers (NAT64).
-    pub nat64_prefix: Option<Ipv6Net>,
-    /// Tags of the upstream control connection.
-    pub control_tags: SocketTags,
-    /// Tags of every data connection, both sides.
-    pub data_tags: SocketTags,
-    pub max_sessions: usize,
-    pub max_sessions_per_client: usize,
-    pub client_prefix_v4: u8,
-    pub client_prefix_v6: u8,
-    pub max_data_channels: usize,
-    pub max_line: usize,
-    pub timeouts: Timeouts,
-    pub privileges: Privileges,
-    pub session: SessionPolicy,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    /// Where `/metrics` is served; off when `None`.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Transfer log in xferlog format; off when `None`.
-    pub xferlog: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -109,9 +75,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
     let metrics_listen = metrics::metrics_listen(&raw.metrics)?;
-    Ok(Config {
+    let startup = StartupConfig {
         listen: net.listen,
         intercept: net.intercept,
+        privileges,
+        max_sessions: limits.max_sessions,
+        max_data_channels: limits.max_data_channels,
+        log_format: log.format,
+        xferlog: log.xferlog,
+        metrics_listen,
+    };
+    let live = LiveConfig {
         upstream: net.upstream,
         upstream_source: net.upstream_source,
         passive_ports: ports.passive_ports,
@@ -121,20 +95,15 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         nat64_prefix: net.nat64_prefix,
         control_tags: shaping.control,
         data_tags: shaping.data,
-        max_sessions: limits.max_sessions,
         max_sessions_per_client: limits.max_sessions_per_client,
         client_prefix_v4: limits.client_prefix_v4,
         client_prefix_v6: limits.client_prefix_v6,
-        max_data_channels: limits.max_data_channels,
         max_line: limits.max_line,
         timeouts,
-        privileges,
         session,
-        log_format: log.format,
         log_level: log.level,
-        metrics_listen,
-        xferlog: log.xferlog,
-    })
+    };
+    Ok(Config { startup, live })
 }
 
 #[cfg(test)]
@@ -152,17 +121,17 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_match_the_rules() {
         let c = validate(&RawConfig::default()).unwrap();
-        assert_eq!(c.listen, vec!["0.0.0.0:8021".parse().unwrap(), "[::]:8021".parse().unwrap()]);
-        assert_eq!(c.intercept, InterceptMode::Redirect);
-        assert_eq!(c.passive_ports, PortRange { first: 50000, last: 50999 });
+        assert_eq!(c.startup.listen, vec!["0.0.0.0:8021".parse().unwrap(), "[::]:8021".parse().unwrap()]);
+        assert_eq!(c.startup.intercept, InterceptMode::Redirect);
+        assert_eq!(c.live.passive_ports, PortRange { first: 50000, last: 50999 });
         assert_eq!(parse_raw("").unwrap(), RawConfig::default());
     }
 
     #[test]
     fn upstream_means_reverse_mode() {
         let c = validate(&parse_raw("upstream: 198.51.100.2:21\n").unwrap()).unwrap();
-        assert_eq!(c.intercept, InterceptMode::None);
-        assert_eq!(c.upstream, Some("198.51.100.2:21".parse().unwrap()));
+        assert_eq!(c.startup.intercept, InterceptMode::None);
+        assert_eq!(c.live.upstream, Some("198.51.100.2:21".parse().unwrap()));
     }
 
     #[test]
@@ -209,6 +178,6 @@ mod tests {
         assert!(err_of("timeouts: {data_idle: 8d}\n").contains("`timeouts.data_idle`"));
         assert!(err_of("timeouts: {shutdown_grace: 30d}\n").contains("`timeouts.shutdown_grace`"));
         let c = validate(&parse_raw("timeouts: {idle: 7d, shutdown_grace: 0s}\n").unwrap()).unwrap();
-        assert_eq!(c.timeouts.idle, MAX_TIMEOUT);
+        assert_eq!(c.live.timeouts.idle, MAX_TIMEOUT);
     }
 }

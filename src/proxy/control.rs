@@ -98,7 +98,7 @@ async fn refuse(mut client: TcpStream, code: u16, text: &str) -> (Outcome, u64, 
 }
 
 fn is_loop(shared: &Shared, dst: OriginalDst, local: LocalAddr) -> bool {
-    let redirected_nowhere = shared.cfg.intercept == InterceptMode::Redirect && dst.0 == local.0;
+    let redirected_nowhere = shared.cfg.startup.intercept == InterceptMode::Redirect && dst.0 == local.0;
     let ours = shared
         .listening
         .iter()
@@ -107,7 +107,7 @@ fn is_loop(shared: &Shared, dst: OriginalDst, local: LocalAddr) -> bool {
 }
 
 async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local: LocalAddr) -> (Outcome, u64, u64) {
-    let cfg = &shared.cfg;
+    let cfg = &shared.cfg.live;
     let original = match shared.interceptor.original_dst(&client, client_addr.0, local) {
         Ok(o) => o,
         Err(e) => {
@@ -214,7 +214,7 @@ async fn data_done(data: &mut Option<DataTask>) -> Result<DataOutcome, tokio::ta
 
 impl Conn<'_> {
     async fn run(&mut self, mut crd: OwnedReadHalf, mut srd: OwnedReadHalf) -> Outcome {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.shared.cfg.live;
         let mut cbuf = Vec::with_capacity(cfg.max_line);
         let mut sbuf = Vec::with_capacity(1024);
         let mut cframer = LineFramer::new(cfg.max_line);
@@ -309,7 +309,7 @@ impl Conn<'_> {
 
     /// The next phase deadline and what to say when it passes.
     fn deadline(&self) -> (Instant, (u16, &'static str, Outcome)) {
-        let t = &self.shared.cfg.timeouts;
+        let t = &self.shared.cfg.live.timeouts;
         if self.session.awaiting_reply() && !self.session.transfer_running() && self.data.is_none() {
             let (wait, text) = if self.greeted {
                 (t.reply, "Server did not reply in time, closing")
@@ -544,7 +544,7 @@ impl Conn<'_> {
             return;
         }
         if self.data.is_some() {
-            let wait = self.shared.cfg.timeouts.data_idle;
+            let wait = self.shared.cfg.live.timeouts.data_idle;
             if let Ok(r) = tokio::time::timeout(wait, data_done(&mut self.data)).await {
                 self.finish_data(r);
             }
@@ -554,12 +554,12 @@ impl Conn<'_> {
     }
 
     async fn write_client(&mut self, b: &[u8]) -> io::Result<()> {
-        timed(self.shared.cfg.timeouts.idle, self.cwr.write_all(b)).await
+        timed(self.shared.cfg.live.timeouts.idle, self.cwr.write_all(b)).await
     }
 
     async fn write_server(&mut self, b: &[u8]) -> io::Result<()> {
         self.server_clock = Instant::now();
-        timed(self.shared.cfg.timeouts.reply, self.swr.write_all(b)).await
+        timed(self.shared.cfg.live.timeouts.reply, self.swr.write_all(b)).await
     }
 
     /// RFC 959 abort: Telnet IP, then the Synch (DM as urgent data), then the command.

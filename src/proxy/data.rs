@@ -65,15 +65,15 @@ impl Drop for DataTask {
 }
 
 fn timeouts(shared: &Shared) -> DataTimeouts {
-    let t = &shared.cfg.timeouts;
+    let t = &shared.cfg.live.timeouts;
     DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle }
 }
 
 /// The client-facing listener (bound as the interception mode needs) and the address the client
 /// is told.
 fn client_listener(shared: &Shared, ep: &Endpoints) -> io::Result<(TcpListener, SocketAddr)> {
-    let cfg = &shared.cfg;
-    let tproxy = cfg.intercept == InterceptMode::Tproxy;
+    let cfg = &shared.cfg.live;
+    let tproxy = shared.cfg.startup.intercept == InterceptMode::Tproxy;
     // With TPROXY the client's data connection keeps the server's address as destination: the
     // listener is a transparent wildcard socket that the rule's socket lookup finds by port.
     // Otherwise it is where the control connection arrived (REDIRECT delivers there too).
@@ -98,12 +98,12 @@ fn client_listener(shared: &Shared, ep: &Endpoints) -> io::Result<(TcpListener, 
 
 /// The server-facing listener, in `active.ports` when set.
 fn server_listener(shared: &Shared, ep: &Endpoints) -> io::Result<TcpListener> {
-    listen_in_range(ep.server_side.ip(), shared.cfg.active_ports, false)
+    listen_in_range(ep.server_side.ip(), shared.cfg.live.active_ports, false)
 }
 
 /// Where connections toward the client come from: port 20 when configured.
 fn client_source(shared: &Shared, ep: &Endpoints) -> Option<SocketAddr> {
-    shared.cfg.active_source_port_20.then(|| {
+    shared.cfg.live.active_source_port_20.then(|| {
         let any =
             if ep.client.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         SocketAddr::new(any, 20)
@@ -185,7 +185,10 @@ pub fn start_connect(
 /// One of `limits.max_data_channels`, held for as long as the channel's task lives.
 fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
     shared.data_permits.clone().try_acquire_owned().map_err(|_| {
-        io::Error::other(format!("all {} data channels of the gateway are in use", shared.cfg.max_data_channels))
+        io::Error::other(format!(
+            "all {} data channels of the gateway are in use",
+            shared.cfg.startup.max_data_channels
+        ))
     })
 }
 
@@ -194,6 +197,6 @@ fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &End
     let active = ActiveChannel::new(plan.mode(), family);
     // A child of the session's span, so data-channel log lines carry the session's fields.
     let span = tracing::info_span!("data", mode = plan.mode());
-    let handle = tokio::spawn(channel::run(plan, timeouts(shared), shared.cfg.data_tags).instrument(span));
+    let handle = tokio::spawn(channel::run(plan, timeouts(shared), shared.cfg.live.data_tags).instrument(span));
     DataTask { handle, started: Instant::now(), _permit: permit, _active: active, _registration: None }
 }

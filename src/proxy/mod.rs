@@ -5,8 +5,8 @@ mod data;
 mod metrics_endpoint;
 mod passive_index;
 
-use crate::config::Config;
 use crate::config::SocketTags;
+use crate::config::{Config, LiveConfig};
 use crate::data::sockets;
 use crate::intercept::{InterceptError, Interceptor};
 use crate::xferlog::XferLog;
@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -35,9 +35,9 @@ pub enum StartError {
     Privilege { field: &'static str, needs: &'static str, source: io::Error },
 }
 
-/// Tries, before serving, what options need privilege for: failing at start-up beats failing
-/// each transfer later.
-fn probe_privileges(cfg: &Config) -> Result<(), StartError> {
+/// Tries what the live options need privilege for, before serving and again before a reload
+/// takes them: failing then beats failing each transfer later.
+fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
     use socket2::{Domain, Socket, Type};
     let denied = |e: &io::Error| e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM);
     if cfg.active_source_port_20 {
@@ -104,27 +104,14 @@ impl Drop for ClientSlot {
 }
 
 impl Shared {
-    /// The next generation for `new`. What only a restart can change (sockets, interception,
-    /// privileges, sizes of process-wide pools) keeps its running value; the names of those
-    /// fields come back so the reload can say so.
-    fn reloaded(&self, mut new: Config) -> (Shared, Vec<&'static str>) {
-        let old = &self.cfg;
-        let mut kept = Vec::new();
-        macro_rules! keep {
-            ($($field:ident),*) => {$(
-                if new.$field != old.$field {
-                    kept.push(stringify!($field));
-                    new.$field = old.$field.clone();
-                }
-            )*};
-        }
-        keep!(listen, intercept, privileges, metrics_listen, max_sessions, max_data_channels, xferlog);
-        if new.upstream.is_some() != old.upstream.is_some() {
-            kept.push("upstream");
-            new.upstream = old.upstream;
-        }
+    /// The next generation for `new`: its live part with the running start-up part, and the
+    /// paths of the start-up fields that wait for a restart. Refused when the live part needs a
+    /// privilege the process no longer holds.
+    fn reloaded(&self, new: Config) -> Result<(Shared, Vec<&'static str>), StartError> {
+        probe_privileges(&new.live)?;
+        let (cfg, needs_restart) = self.cfg.reloaded(new);
         let next = Shared {
-            cfg: new,
+            cfg,
             interceptor: self.interceptor.clone(),
             listening: self.listening.clone(),
             data_permits: self.data_permits.clone(),
@@ -132,12 +119,13 @@ impl Shared {
             xferlog: self.xferlog.clone(),
             passive_index: self.passive_index.clone(),
         };
-        (next, kept)
+        Ok((next, needs_restart))
     }
 
     fn client_key(&self, ip: IpAddr) -> IpNet {
         let ip = crate::addr::canonical_ip(ip);
-        let prefix = if ip.is_ipv4() { self.cfg.client_prefix_v4 } else { self.cfg.client_prefix_v6 };
+        let live = &self.cfg.live;
+        let prefix = if ip.is_ipv4() { live.client_prefix_v4 } else { live.client_prefix_v6 };
         IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
     }
 
@@ -145,7 +133,7 @@ impl Shared {
         let key = self.client_key(ip);
         let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(key).or_insert(0);
-        if *n >= self.cfg.max_sessions_per_client {
+        if *n >= self.cfg.live.max_sessions_per_client {
             return None;
         }
         *n += 1;
@@ -164,10 +152,11 @@ pub struct Gateway {
 impl Gateway {
     /// Binds every listener; fails before anything is served if one cannot be bound.
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
-        probe_privileges(&cfg)?;
-        let interceptor = Interceptor::new(cfg.intercept)?;
+        probe_privileges(&cfg.live)?;
+        let startup = &cfg.startup;
+        let interceptor = Interceptor::new(startup.intercept)?;
         let mut listeners = Vec::new();
-        for &addr in &cfg.listen {
+        for &addr in &startup.listen {
             let l = sockets::listen_std(addr, interceptor.transparent(), 1024).map_err(|source| {
                 let hint = match source.kind() {
                     io::ErrorKind::AddrInUse => " (another process holds this port)",
@@ -182,7 +171,7 @@ impl Gateway {
             })?;
             listeners.push(l);
         }
-        let metrics_listener = match cfg.metrics_listen {
+        let metrics_listener = match startup.metrics_listen {
             Some(addr) => Some(sockets::listen_std(addr, false, 64).map_err(|source| StartError::Listen {
                 addr,
                 source,
@@ -190,7 +179,7 @@ impl Gateway {
             })?),
             None => None,
         };
-        let xferlog = match &cfg.xferlog {
+        let xferlog = match &startup.xferlog {
             Some(p) => Some(Arc::new(XferLog::open(p).map_err(|source| StartError::File {
                 what: "log.xferlog",
                 path: p.clone(),
@@ -199,7 +188,7 @@ impl Gateway {
             None => None,
         };
         let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        let data_permits = Arc::new(Semaphore::new(cfg.max_data_channels));
+        let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
             cfg,
             interceptor: Arc::new(interceptor),
@@ -224,15 +213,15 @@ impl Gateway {
     /// grace period. Each configuration received on `reloads` applies to sessions started after.
     pub async fn serve(self, mut shutdown: watch::Receiver<bool>, mut reloads: mpsc::Receiver<Config>) {
         let cfg = &self.shared.cfg;
-        let grace = cfg.timeouts.shutdown_grace;
+        let grace = cfg.live.timeouts.shutdown_grace;
         let (current_tx, current) = watch::channel(self.shared.clone());
-        let max = cfg.max_sessions;
+        let max = cfg.startup.max_sessions;
         let permits = Arc::new(Semaphore::new(max));
         info!(
             listen = ?self.shared.listening,
-            intercept = ?cfg.intercept,
-            upstream = ?cfg.upstream,
-            passive_ports = %format!("{}-{}", cfg.passive_ports.first, cfg.passive_ports.last),
+            intercept = ?cfg.startup.intercept,
+            upstream = ?cfg.live.upstream,
+            passive_ports = %format!("{}-{}", cfg.live.passive_ports.first, cfg.live.passive_ports.last),
             max_sessions = max,
             "ftpgate listening"
         );
@@ -282,13 +271,18 @@ impl Gateway {
             tokio::select! {
                 r = shutdown.changed() => if r.is_err() { break },
                 Some(new) = reloads.recv() => {
-                    let (next, kept) = current.borrow().reloaded(new);
-                    if !kept.is_empty() {
-                        warn!(fields = ?kept, "configuration reloaded; these fields need a restart and keep their running values");
-                    } else {
-                        info!("configuration reloaded; new sessions use it, running ones keep theirs");
+                    let reloaded = current.borrow().reloaded(new);
+                    match reloaded {
+                        Ok((next, needs_restart)) => {
+                            if needs_restart.is_empty() {
+                                info!("configuration reloaded; new sessions use it, running ones keep theirs");
+                            } else {
+                                warn!(fields = ?needs_restart, "configuration reloaded; these fields need a restart and keep their running values");
+                            }
+                            let _ = current_tx.send(Arc::new(next));
+                        }
+                        Err(e) => error!(reason = "config", "reload refused, keeping the running configuration: {e}"),
                     }
-                    let _ = current_tx.send(Arc::new(next));
                 }
             }
         }
