@@ -209,11 +209,17 @@ impl Gateway {
         &self.shared.listening
     }
 
-    /// Serves until `shutdown` turns true, then lets sessions finish for up to the configured
-    /// grace period. Each configuration received on `reloads` applies to sessions started after.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>, mut reloads: mpsc::Receiver<Config>) {
+    /// Serves until `shutdown` turns true, then lets sessions finish for up to the grace period
+    /// of the configuration then current. Each configuration received on `reloads` applies to
+    /// sessions started after; `applied` sees each one taken, for what lives outside the
+    /// gateway (the log's level).
+    pub async fn serve(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        mut reloads: mpsc::Receiver<Config>,
+        applied: impl Fn(&Config),
+    ) {
         let cfg = &self.shared.cfg;
-        let grace = cfg.live.timeouts.shutdown_grace;
         let (current_tx, current) = watch::channel(self.shared.clone());
         let max = cfg.startup.max_sessions;
         let permits = Arc::new(Semaphore::new(max));
@@ -279,6 +285,7 @@ impl Gateway {
                             } else {
                                 warn!(fields = ?needs_restart, "configuration reloaded; these fields need a restart and keep their running values");
                             }
+                            applied(&next.cfg);
                             let _ = current_tx.send(Arc::new(next));
                         }
                         Err(e) => error!(reason = "config", "reload refused, keeping the running configuration: {e}"),
@@ -289,6 +296,7 @@ impl Gateway {
         for a in accepting {
             let _ = a.await;
         }
+        let grace = current.borrow().cfg.live.timeouts.shutdown_grace;
         let running = max - permits.available_permits();
         info!(running, grace = ?grace, "shutting down: no new sessions, waiting for running ones");
         let all = u32::try_from(max).unwrap_or(u32::MAX);
