@@ -1,6 +1,6 @@
 use clap::Parser;
 use ftpgate::cli::Cli;
-use ftpgate::config::{Config, InterceptMode, LogFormat};
+use ftpgate::config::{Config, LogFormat};
 use ftpgate::privileges::{drop_privileges, Keep};
 use ftpgate::proxy::Gateway;
 use std::process::ExitCode;
@@ -63,16 +63,7 @@ fn main() -> ExitCode {
     };
     // While still privileged: raising the hard limit needs CAP_SYS_RESOURCE.
     ftpgate::rlimit::apply(&gateway.config().startup);
-    let cfg = gateway.config();
-    let marks = cfg.live.control_tags.mark.is_some() || cfg.live.data_tags.mark.is_some();
-    let mut keep = Vec::new();
-    if cfg.startup.intercept == InterceptMode::Tproxy || marks {
-        keep.push(Keep::NetAdmin);
-    }
-    if cfg.live.active_source_port_20 {
-        keep.push(Keep::NetBindService);
-    }
-    match drop_privileges(&cfg.startup.privileges, &keep) {
+    match drop_privileges(&gateway.config().startup.privileges, &capabilities(&gateway)) {
         Ok(Some(d)) => tracing::info!(uid = d.uid, gid = d.gid, kept = ?d.kept, "privileges dropped"),
         Ok(None) if nix::unistd::Uid::effective().is_root() => {
             tracing::warn!("running as root: set privileges.user (or --user) to drop privileges after binding")
@@ -103,6 +94,20 @@ fn main() -> ExitCode {
         tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The capabilities kept after the privilege drop: the interception's, CAP_NET_ADMIN for a
+/// shaping mark, CAP_NET_BIND_SERVICE for source port 20. A reload cannot ask for more.
+fn capabilities(gateway: &Gateway) -> Vec<Keep> {
+    let live = &gateway.config().live;
+    let marks = live.control_tags.mark.is_some() || live.data_tags.mark.is_some();
+    let mut keep = gateway.interception().needs().to_vec();
+    for (wanted, cap) in [(marks, Keep::NetAdmin), (live.active_source_port_20, Keep::NetBindService)] {
+        if wanted && !keep.contains(&cap) {
+            keep.push(cap);
+        }
+    }
+    keep
 }
 
 /// SIGHUP: read the file again (with the command line's overrides); a file that does not

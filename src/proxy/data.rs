@@ -3,7 +3,7 @@
 use super::passive_index::Registration;
 use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
-use crate::config::{Advertise, InterceptMode};
+use crate::config::Advertise;
 use crate::data::channel::{self, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::{from_ip, listen_in_range};
 use crate::metrics::metrics;
@@ -73,20 +73,8 @@ fn timeouts(shared: &Shared) -> DataTimeouts {
 /// is told.
 fn client_listener(shared: &Shared, ep: &Endpoints) -> io::Result<(TcpListener, SocketAddr)> {
     let cfg = &shared.cfg.live;
-    let tproxy = shared.cfg.startup.intercept == InterceptMode::Tproxy;
-    // With TPROXY the client's data connection keeps the server's address as destination: the
-    // listener is a transparent wildcard socket that the rule's socket lookup finds by port.
-    // Otherwise it is where the control connection arrived (REDIRECT delivers there too).
-    let bind_ip = if tproxy && ep.original.is_some() {
-        if ep.client.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        }
-    } else {
-        ep.client_side.ip()
-    };
-    let listener = listen_in_range(bind_ip, Some(cfg.passive_ports), tproxy)?;
+    let bind = shared.interceptor.client_data_listener(ep.client_side, ep.original);
+    let listener = listen_in_range(bind.ip, Some(cfg.passive_ports), bind.transparent)?;
     let port = listener.local_addr()?.port();
     let ip: IpAddr = match cfg.advertise {
         Advertise::Original => ep.original.map_or(ep.client_side.ip(), |o| o.ip()),

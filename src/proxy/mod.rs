@@ -5,10 +5,9 @@ mod data;
 mod metrics_endpoint;
 mod passive_index;
 
-use crate::config::SocketTags;
-use crate::config::{Config, LiveConfig};
+use crate::config::{Config, LiveConfig, SocketTags};
 use crate::data::sockets;
-use crate::intercept::{InterceptError, Interceptor};
+use crate::intercept::{self, InterceptError, Interception};
 use crate::xferlog::XferLog;
 use ipnet::IpNet;
 use passive_index::PassiveIndex;
@@ -73,7 +72,7 @@ fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
 /// sharing the process-wide state (interceptor, limits' counters).
 pub struct Shared {
     pub cfg: Config,
-    pub interceptor: Arc<Interceptor>,
+    pub interceptor: Arc<dyn Interception>,
     /// The addresses actually bound (port 0 resolved).
     pub listening: Vec<SocketAddr>,
     /// Open data channels, all sessions together.
@@ -154,15 +153,14 @@ impl Gateway {
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
         probe_privileges(&cfg.live)?;
         let startup = &cfg.startup;
-        let interceptor = Interceptor::new(startup.intercept)?;
+        let interceptor = intercept::for_mode(startup.intercept)?;
+        let transparent = interceptor.transparent_listeners();
         let mut listeners = Vec::new();
         for &addr in &startup.listen {
-            let l = sockets::listen_std(addr, interceptor.transparent(), 1024).map_err(|source| {
+            let l = sockets::listen_std(addr, transparent, 1024).map_err(|source| {
                 let hint = match source.kind() {
                     io::ErrorKind::AddrInUse => " (another process holds this port)",
-                    io::ErrorKind::PermissionDenied if interceptor.transparent() => {
-                        " (TPROXY listeners need CAP_NET_ADMIN)"
-                    }
+                    io::ErrorKind::PermissionDenied if transparent => " (transparent listeners need CAP_NET_ADMIN)",
                     io::ErrorKind::PermissionDenied => " (ports below 1024 need CAP_NET_BIND_SERVICE)",
                     io::ErrorKind::AddrNotAvailable => " (no such local address)",
                     _ => "",
@@ -191,7 +189,7 @@ impl Gateway {
         let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
             cfg,
-            interceptor: Arc::new(interceptor),
+            interceptor,
             listening,
             data_permits,
             per_client: Arc::new(Mutex::new(HashMap::new())),
@@ -203,6 +201,11 @@ impl Gateway {
 
     pub fn config(&self) -> &Config {
         &self.shared.cfg
+    }
+
+    /// The interception set up from the configuration, for what it needs once privileges drop.
+    pub fn interception(&self) -> &dyn Interception {
+        self.shared.interceptor.as_ref()
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
