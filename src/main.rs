@@ -1,22 +1,40 @@
 use clap::Parser;
 use ftpgate::cli::Cli;
-use ftpgate::config::{Config, InterceptMode, LogFormat};
+use ftpgate::config::{Config, LogFormat};
 use ftpgate::privileges::{drop_privileges, Keep};
 use ftpgate::proxy::Gateway;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 /// Exit codes an admin's scripts can tell apart.
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
 
-fn init_logging(cfg: &Config) {
-    let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Where a reload changes the log's level; the format is fixed at start-up.
+type LogLevel = reload::Handle<EnvFilter, Registry>;
+
+fn init_logging(cfg: &Config) -> LogLevel {
+    let filter = EnvFilter::try_new(&cfg.live.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, level) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match cfg.log_format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    let output = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let logging = tracing_subscriber::registry().with(filter);
+    match cfg.startup.log_format {
+        LogFormat::Human => logging.with(output).init(),
+        LogFormat::Json => logging.with(output.json().flatten_event(true).with_current_span(true)).init(),
+    }
+    level
+}
+
+/// Applies a reloaded `log.level` (validated with the rest of the file).
+fn set_log_level(level: &LogLevel, cfg: &Config) {
+    let applied = EnvFilter::try_new(&cfg.live.log_level)
+        .map_err(|e| e.to_string())
+        .and_then(|filter| level.reload(filter).map_err(|e| e.to_string()));
+    if let Err(e) = applied {
+        tracing::warn!(error = %e, "cannot change the log level; it stays as it was");
     }
 }
 
@@ -34,7 +52,7 @@ fn main() -> ExitCode {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
     }
-    init_logging(&cfg);
+    let log_level = init_logging(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,
         Err(e) => {
@@ -44,17 +62,8 @@ fn main() -> ExitCode {
         }
     };
     // While still privileged: raising the hard limit needs CAP_SYS_RESOURCE.
-    ftpgate::rlimit::apply(gateway.config());
-    let cfg = gateway.config();
-    let marks = cfg.control_tags.mark.is_some() || cfg.data_tags.mark.is_some();
-    let mut keep = Vec::new();
-    if cfg.intercept == InterceptMode::Tproxy || marks {
-        keep.push(Keep::NetAdmin);
-    }
-    if cfg.active_source_port_20 {
-        keep.push(Keep::NetBindService);
-    }
-    match drop_privileges(&gateway.config().privileges, &keep) {
+    ftpgate::rlimit::apply(&gateway.config().startup);
+    match drop_privileges(&gateway.config().startup.privileges, &capabilities(&gateway)) {
         Ok(Some(d)) => tracing::info!(uid = d.uid, gid = d.gid, kept = ?d.kept, "privileges dropped"),
         Ok(None) if nix::unistd::Uid::effective().is_root() => {
             tracing::warn!("running as root: set privileges.user (or --user) to drop privileges after binding")
@@ -81,10 +90,24 @@ fn main() -> ExitCode {
         });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload_on_sighup(cli, reload_tx));
-        gateway.serve(rx, reload_rx).await;
+        gateway.serve(rx, reload_rx, |cfg| set_log_level(&log_level, cfg)).await;
         tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The capabilities kept after the privilege drop: the interception's, CAP_NET_ADMIN for a
+/// shaping mark, CAP_NET_BIND_SERVICE for source port 20. A reload cannot ask for more.
+fn capabilities(gateway: &Gateway) -> Vec<Keep> {
+    let live = &gateway.config().live;
+    let marks = live.control_tags.mark.is_some() || live.data_tags.mark.is_some();
+    let mut keep = gateway.interception().needs().to_vec();
+    for (wanted, cap) in [(marks, Keep::NetAdmin), (live.active_source_port_20, Keep::NetBindService)] {
+        if wanted && !keep.contains(&cap) {
+            keep.push(cap);
+        }
+    }
+    keep
 }
 
 /// SIGHUP: read the file again (with the command line's overrides); a file that does not

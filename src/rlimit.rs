@@ -7,7 +7,7 @@
 //! the hard limit; with `CAP_SYS_RESOURCE` (root) the hard limit is raised too. What cannot be
 //! had is said in one warning naming the figures and the fix.
 
-use crate::config::Config;
+use crate::config::StartupConfig;
 use nix::sys::resource::{getrlimit, rlim_t, setrlimit, Resource, RLIM_INFINITY};
 
 /// Per control session: the client's connection and the server's.
@@ -30,7 +30,7 @@ pub fn needed(max_sessions: usize, max_data_channels: usize, listeners: usize) -
 }
 
 /// [`needed`] for a validated configuration: its client listeners and the metrics listener.
-pub fn needed_by(cfg: &Config) -> u64 {
+pub fn needed_by(cfg: &StartupConfig) -> u64 {
     needed(cfg.max_sessions, cfg.max_data_channels, cfg.listen.len() + usize::from(cfg.metrics_listen.is_some()))
 }
 
@@ -196,7 +196,7 @@ fn may_raise_hard() -> bool {
 
 /// Raises the open-file limit to what `cfg` needs, as far as the system allows, and logs one
 /// line: information when raised, a warning when short.
-pub fn apply(cfg: &Config) -> Outcome {
+pub fn apply(cfg: &StartupConfig) -> Outcome {
     let need = needed_by(cfg);
     let outcome = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_defaults_need_16066_and_fit_the_shipped_unit() {
-        let cfg = crate::config::validate(&crate::config::RawConfig::default()).unwrap();
+        let cfg = crate::config::validate(&crate::config::RawConfig::default()).unwrap().startup;
         assert_eq!(needed_by(&cfg), 16_066);
         let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ftpgate.service")).unwrap();
         let limit: u64 = unit

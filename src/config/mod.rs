@@ -1,16 +1,32 @@
 //! Configuration: a YAML file and command-line flags, validated into typed values before any
 //! socket is bound. Every error names the field it is about.
+//!
+//! Each section of the file has its own validating function; [`validate`] sorts their results
+//! into the two parts of [`Config`]: start-up (kept by a reload) and live (taken by a reload).
 
+mod limits;
+mod log;
+mod metrics;
+mod network;
+mod parts;
+mod policy;
+mod ports;
+mod privileges;
 mod raw;
+mod shaping;
+mod timeouts;
 
+pub use log::LogFormat;
+pub use network::InterceptMode;
+pub use parts::{Config, LiveConfig, StartupConfig};
+pub use ports::{Advertise, PortRange};
+pub use privileges::Privileges;
 pub use raw::RawConfig;
+pub use shaping::SocketTags;
+pub use timeouts::{Timeouts, MAX_TIMEOUT};
 
-use crate::data::sockets::SocketTags;
-use crate::session::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
-use ipnet::{IpNet, Ipv6Net};
-use std::net::{IpAddr, SocketAddr};
+use crate::session::SessionPolicy;
 use std::path::Path;
-use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -25,129 +41,6 @@ pub enum ConfigError {
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, message: message.into() }
-}
-
-/// How the original destination of a client connection is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InterceptMode {
-    /// nftables/iptables REDIRECT or DNAT: `SO_ORIGINAL_DST`.
-    Redirect,
-    /// TPROXY: the transparent listener's local address is the original destination.
-    Tproxy,
-    /// pf `rdr` (FreeBSD, `DIOCNATLOOK`) or `divert-to` (OpenBSD, local address).
-    Pf,
-    /// No interception: reverse mode toward the fixed upstream.
-    None,
-}
-
-/// An inclusive port range, never touching the privileged ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl PortRange {
-    pub fn parse(s: &str, field: &'static str) -> Result<Self, ConfigError> {
-        let s = s.trim();
-        let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let parse = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| invalid(field, format!("`{s}` is not a port or a range like 50000-50999")))
-        };
-        let (first, last) = (parse(a)?, parse(b)?);
-        if first < 1024 {
-            return Err(invalid(field, format!("range {s} includes privileged ports (below 1024)")));
-        }
-        if first > last {
-            return Err(invalid(field, format!("range {s} is empty (first port above last)")));
-        }
-        Ok(Self { first, last })
-    }
-
-    pub fn len(&self) -> usize {
-        usize::from(self.last - self.first) + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    pub fn contains(&self, port: u16) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
-}
-
-/// The address told to clients in 227/229.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Advertise {
-    /// The original destination (the server's address): what a client that ignores 227's host
-    /// connects to anyway; the firewall diverts the passive range into ftpgate.
-    Original,
-    /// The local address the client's control connection arrived on.
-    Local,
-    /// A fixed address (ftpgate behind another NAT).
-    Fixed(IpAddr),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub banner: Duration,
-    pub reply: Duration,
-    pub idle: Duration,
-    pub data_accept: Duration,
-    pub data_idle: Duration,
-    pub shutdown_grace: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
-/// Who ftpgate becomes after binding its sockets.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Privileges {
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub chroot: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub listen: Vec<SocketAddr>,
-    pub intercept: InterceptMode,
-    pub upstream: Option<SocketAddr>,
-    pub upstream_source: Option<IpAddr>,
-    pub passive_ports: PortRange,
-    pub advertise: Advertise,
-    pub active_ports: Option<PortRange>,
-    /// Active connections to clients leave from port 20.
-    pub active_source_port_20: bool,
-    /// Original destinations inside this RFC 6052 prefix are IPv4 servers (NAT64).
-    pub nat64_prefix: Option<Ipv6Net>,
-    /// Tags of the upstream control connection.
-    pub control_tags: SocketTags,
-    /// Tags of every data connection, both sides.
-    pub data_tags: SocketTags,
-    pub max_sessions: usize,
-    pub max_sessions_per_client: usize,
-    pub client_prefix_v4: u8,
-    pub client_prefix_v6: u8,
-    pub max_data_channels: usize,
-    pub max_line: usize,
-    pub timeouts: Timeouts,
-    pub privileges: Privileges,
-    pub session: SessionPolicy,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    /// Where `/metrics` is served; off when `None`.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Transfer log in xferlog format; off when `None`.
-    pub xferlog: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -167,226 +60,50 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, String> {
     serde_yaml::from_str(text).map_err(|e| e.to_string())
 }
 
-fn socket_addr(s: &str, field: &'static str) -> Result<SocketAddr, ConfigError> {
-    s.trim().parse().map_err(|_| invalid(field, format!("`{s}` is not ADDRESS:PORT (IPv6 as [::1]:8021)")))
-}
-
-fn duration(d: Duration, field: &'static str) -> Result<Duration, ConfigError> {
-    if d.is_zero() {
-        return Err(invalid(field, "must be greater than zero"));
-    }
-    Ok(d)
-}
-
-fn tags(raw: &raw::RawTags, dscp_field: &'static str, mark_field: &'static str) -> Result<SocketTags, ConfigError> {
-    if let Some(d) = raw.dscp {
-        if d > 63 {
-            return Err(invalid(dscp_field, format!("{d} is not a DSCP value (0-63)")));
-        }
-    }
-    if raw.mark.is_some() && !cfg!(target_os = "linux") {
-        return Err(invalid(mark_field, "SO_MARK exists only on Linux (on pf, tag with a rule instead)"));
-    }
-    Ok(SocketTags { mark: raw.mark, dscp: raw.dscp })
-}
-
 /// Turns the raw form into the typed configuration, naming the first bad field.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
-    if raw.listen.is_empty() {
-        return Err(invalid("listen", "at least one ADDRESS:PORT is needed"));
-    }
-    let listen = raw.listen.iter().map(|s| socket_addr(s, "listen")).collect::<Result<Vec<_>, _>>()?;
-    let upstream = raw.upstream.as_deref().map(|s| socket_addr(s, "upstream")).transpose()?;
-    if let Some(u) = upstream {
-        if u.ip().is_unspecified() || u.port() == 0 {
-            return Err(invalid("upstream", format!("`{u}` is not a usable server address")));
-        }
-    }
-    let intercept = match (raw.intercept.as_str(), upstream) {
-        (_, Some(_)) => InterceptMode::None,
-        ("redirect", None) => InterceptMode::Redirect,
-        ("tproxy", None) => InterceptMode::Tproxy,
-        ("pf", None) => InterceptMode::Pf,
-        ("none", None) => return Err(invalid("intercept", "`none` needs `upstream` (reverse mode)")),
-        (other, None) => {
-            return Err(invalid("intercept", format!("`{other}` is not one of redirect, tproxy, pf, none")))
-        }
+    let net = network::network(raw)?;
+    let ports = ports::data_ports(&raw.passive, &raw.active)?;
+    let shaping = shaping::shaping(&raw.shaping)?;
+    let limits = limits::limits(&raw.limits)?;
+    let session = SessionPolicy {
+        max_malformed: limits.max_malformed,
+        max_line: limits.max_line,
+        ..policy::session_policy(raw)?
     };
-    let upstream_source = raw
-        .upstream_source
-        .as_deref()
-        .map(|s| {
-            s.trim().parse::<IpAddr>().map_err(|_| invalid("upstream_source", format!("`{s}` is not an IP address")))
-        })
-        .transpose()?;
-    let passive_ports = PortRange::parse(&raw.passive.ports, "passive.ports")?;
-    let advertise =
-        match raw.passive.advertise.as_str() {
-            "original" => Advertise::Original,
-            "local" => Advertise::Local,
-            other => Advertise::Fixed(other.parse().map_err(|_| {
-                invalid("passive.advertise", format!("`{other}` is not original, local or an IP address"))
-            })?),
-        };
-    let active_ports = raw.active.ports.as_deref().map(|s| PortRange::parse(s, "active.ports")).transpose()?;
-    let server_mode = match raw.server_data_mode.as_str() {
-        "client" => ServerDataMode::Client,
-        "passive" => ServerDataMode::Passive,
-        "active" => ServerDataMode::Active,
-        other => return Err(invalid("server_data_mode", format!("`{other}` is not client, passive or active"))),
-    };
-    let nat64_prefix = match raw.nat64_prefix.as_deref() {
-        None => None,
-        Some(_) if upstream.is_some() => {
-            return Err(invalid(
-                "nat64_prefix",
-                "applies to intercepted connections only; in reverse mode set `upstream` to the IPv4 server",
-            ))
-        }
-        Some(s) => {
-            let net: Ipv6Net = s
-                .trim()
-                .parse()
-                .map_err(|_| invalid("nat64_prefix", format!("`{s}` is not an IPv6 prefix like 64:ff9b::/96")))?;
-            if ![32, 40, 48, 56, 64, 96].contains(&net.prefix_len()) {
-                return Err(invalid("nat64_prefix", format!("`{s}`: RFC 6052 allows /32, /40, /48, /56, /64 or /96")));
-            }
-            Some(net.trunc())
-        }
-    };
-    let control_tags = tags(&raw.shaping.control, "shaping.control.dscp", "shaping.control.mark")?;
-    let data_tags = tags(&raw.shaping.data, "shaping.data.dscp", "shaping.data.mark")?;
-    let server_data = match raw.server_data_address.as_str() {
-        "substitute" => ServerDataPolicy::Substitute,
-        "refuse" => ServerDataPolicy::Refuse,
-        other => return Err(invalid("server_data_address", format!("`{other}` is not substitute or refuse"))),
-    };
-    let refuse_tls = match raw.tls.as_str() {
-        "refuse" => true,
-        "passthrough" => {
-            return Err(invalid("tls", "passthrough would hide PORT/PASV from the gateway; only `refuse` is supported"))
-        }
-        other => return Err(invalid("tls", format!("`{other}` is not a TLS policy (refuse)"))),
-    };
-    let l = &raw.limits;
-    if l.max_sessions == 0 {
-        return Err(invalid("limits.max_sessions", "must be at least 1"));
-    }
-    if l.max_sessions_per_client == 0 {
-        return Err(invalid("limits.max_sessions_per_client", "must be at least 1"));
-    }
-    if l.max_data_channels == 0 {
-        return Err(invalid("limits.max_data_channels", "must be at least 1"));
-    }
-    if l.client_prefix_v4 > 32 {
-        return Err(invalid("limits.client_prefix_v4", "must be 0 to 32"));
-    }
-    if l.client_prefix_v6 > 128 {
-        return Err(invalid("limits.client_prefix_v6", "must be 0 to 128"));
-    }
-    let p = &raw.policy;
-    let verbs = |list: &[String], field: &'static str| -> Result<Vec<String>, ConfigError> {
-        list.iter()
-            .map(|v| {
-                let up = v.trim().to_ascii_uppercase();
-                if up.is_empty() || up.len() > 8 || !up.bytes().all(|b| b.is_ascii_alphabetic()) {
-                    Err(invalid(field, format!("`{v}` is not an FTP command verb")))
-                } else {
-                    Ok(up)
-                }
-            })
-            .collect()
-    };
-    let commands = CommandPolicy {
-        allow: verbs(&p.commands.allow, "policy.commands.allow")?,
-        deny: verbs(&p.commands.deny, "policy.commands.deny")?,
-    };
-    let users =
-        UserPolicy { anonymous_only: p.anonymous_only, allow: p.users.allow.clone(), deny: p.users.deny.clone() };
-    let net = |s: &str, field: &'static str| -> Result<IpNet, ConfigError> {
-        s.trim()
-            .parse::<IpNet>()
-            .or_else(|_| s.trim().parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| invalid(field, format!("`{s}` is not a network like 198.51.100.0/24")))
-    };
-    let fxp = p
-        .fxp
-        .iter()
-        .map(|r| Ok(FxpRule { client: net(&r.client, "policy.fxp.client")?, data: net(&r.data, "policy.fxp.data")? }))
-        .collect::<Result<Vec<_>, ConfigError>>()?;
-    let pr = &raw.privileges;
-    if pr.group.is_some() && pr.user.is_none() {
-        return Err(invalid("privileges.group", "needs privileges.user"));
-    }
-    if let Some(c) = &pr.chroot {
-        if !c.starts_with('/') {
-            return Err(invalid("privileges.chroot", format!("`{c}` is not an absolute path")));
-        }
-    }
-    let privileges =
-        Privileges { user: pr.user.clone(), group: pr.group.clone(), chroot: pr.chroot.as_ref().map(Into::into) };
-    if !(64..=65536).contains(&l.max_line) {
-        return Err(invalid("limits.max_line", "must be between 64 and 65536 bytes"));
-    }
-    let t = &raw.timeouts;
-    let timeouts = Timeouts {
-        connect: duration(t.connect, "timeouts.connect")?,
-        banner: duration(t.banner, "timeouts.banner")?,
-        reply: duration(t.reply, "timeouts.reply")?,
-        idle: duration(t.idle, "timeouts.idle")?,
-        data_accept: duration(t.data_accept, "timeouts.data_accept")?,
-        data_idle: duration(t.data_idle, "timeouts.data_idle")?,
-        shutdown_grace: t.shutdown_grace,
-    };
-    let log_format = match raw.log.format.as_str() {
-        "human" => LogFormat::Human,
-        "json" => LogFormat::Json,
-        other => return Err(invalid("log.format", format!("`{other}` is not human or json"))),
-    };
-    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-        return Err(invalid("log.level", format!("`{}` is not a log level or filter", raw.log.level)));
-    }
-    Ok(Config {
-        listen,
-        intercept,
-        upstream,
-        upstream_source,
-        passive_ports,
-        advertise,
-        active_ports,
-        active_source_port_20: raw.active.source_port_20,
-        nat64_prefix,
-        control_tags,
-        data_tags,
-        max_sessions: l.max_sessions,
-        max_sessions_per_client: l.max_sessions_per_client,
-        client_prefix_v4: l.client_prefix_v4,
-        client_prefix_v6: l.client_prefix_v6,
-        max_data_channels: l.max_data_channels,
-        max_line: l.max_line,
-        timeouts,
+    let privileges = privileges::privileges(&raw.privileges)?;
+    let timeouts = timeouts::timeouts(&raw.timeouts)?;
+    let log = log::log(&raw.log)?;
+    let metrics_listen = metrics::metrics_listen(&raw.metrics)?;
+    let startup = StartupConfig {
+        listen: net.listen,
+        intercept: net.intercept,
         privileges,
-        session: SessionPolicy {
-            server_data,
-            server_mode,
-            users,
-            commands,
-            fxp,
-            refuse_tls,
-            max_malformed: l.max_malformed,
-            max_line: l.max_line,
-            ..SessionPolicy::default()
-        },
-        log_format,
-        log_level: raw.log.level.clone(),
-        metrics_listen: raw.metrics.listen.as_deref().map(|s| socket_addr(s, "metrics.listen")).transpose()?,
-        xferlog: match raw.log.xferlog.as_deref() {
-            Some(p) if !p.starts_with('/') => {
-                return Err(invalid("log.xferlog", format!("`{p}` is not an absolute path")))
-            }
-            p => p.map(Into::into),
-        },
-    })
+        max_sessions: limits.max_sessions,
+        max_data_channels: limits.max_data_channels,
+        log_format: log.format,
+        xferlog: log.xferlog,
+        metrics_listen,
+    };
+    let live = LiveConfig {
+        upstream: net.upstream,
+        upstream_source: net.upstream_source,
+        passive_ports: ports.passive_ports,
+        advertise: ports.advertise,
+        active_ports: ports.active_ports,
+        active_source_port_20: ports.active_source_port_20,
+        nat64_prefix: net.nat64_prefix,
+        control_tags: shaping.control,
+        data_tags: shaping.data,
+        max_sessions_per_client: limits.max_sessions_per_client,
+        client_prefix_v4: limits.client_prefix_v4,
+        client_prefix_v6: limits.client_prefix_v6,
+        max_line: limits.max_line,
+        timeouts,
+        session,
+        log_level: log.level,
+    };
+    Ok(Config { startup, live })
 }
 
 #[cfg(test)]
@@ -404,17 +121,17 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_match_the_rules() {
         let c = validate(&RawConfig::default()).unwrap();
-        assert_eq!(c.listen, vec!["0.0.0.0:8021".parse().unwrap(), "[::]:8021".parse().unwrap()]);
-        assert_eq!(c.intercept, InterceptMode::Redirect);
-        assert_eq!(c.passive_ports, PortRange { first: 50000, last: 50999 });
+        assert_eq!(c.startup.listen, vec!["0.0.0.0:8021".parse().unwrap(), "[::]:8021".parse().unwrap()]);
+        assert_eq!(c.startup.intercept, InterceptMode::Redirect);
+        assert_eq!(c.live.passive_ports, PortRange { first: 50000, last: 50999 });
         assert_eq!(parse_raw("").unwrap(), RawConfig::default());
     }
 
     #[test]
     fn upstream_means_reverse_mode() {
         let c = validate(&parse_raw("upstream: 198.51.100.2:21\n").unwrap()).unwrap();
-        assert_eq!(c.intercept, InterceptMode::None);
-        assert_eq!(c.upstream, Some("198.51.100.2:21".parse().unwrap()));
+        assert_eq!(c.startup.intercept, InterceptMode::None);
+        assert_eq!(c.live.upstream, Some("198.51.100.2:21".parse().unwrap()));
     }
 
     #[test]
@@ -436,5 +153,31 @@ mod tests {
         assert!(err_of("privileges: {group: nogroup}\n").contains("`privileges.group`"));
         assert!(err_of("privileges: {user: nobody, chroot: var/empty}\n").contains("`privileges.chroot`"));
         assert!(err_of("limits: {client_prefix_v4: 33}\n").contains("`limits.client_prefix_v4`"));
+    }
+
+    #[test]
+    fn every_section_names_its_fields() {
+        assert!(err_of("upstream_source: here\n").contains("`upstream_source`"));
+        assert!(err_of("nat64_prefix: 64:ff9b::/33\n").contains("`nat64_prefix`"));
+        assert!(err_of("upstream: 198.51.100.2:21\nnat64_prefix: 64:ff9b::/96\n").contains("`nat64_prefix`"));
+        assert!(err_of("active: {ports: 100-200}\n").contains("`active.ports`"));
+        assert!(err_of("shaping: {data: {dscp: 64}}\n").contains("`shaping.data.dscp`"));
+        assert!(err_of("server_data_mode: sideways\n").contains("`server_data_mode`"));
+        assert!(err_of("server_data_address: ignore\n").contains("`server_data_address`"));
+        assert!(err_of("limits: {max_sessions: 0}\n").contains("`limits.max_sessions`"));
+        assert!(err_of("limits: {max_data_channels: 0}\n").contains("`limits.max_data_channels`"));
+        assert!(err_of("log: {format: xml}\n").contains("`log.format`"));
+        assert!(err_of("log: {level: \"[\"}\n").contains("`log.level`"));
+        assert!(err_of("log: {xferlog: xferlog}\n").contains("`log.xferlog`"));
+        assert!(err_of("metrics: {listen: nowhere}\n").contains("`metrics.listen`"));
+    }
+
+    #[test]
+    fn absurd_timeouts_are_refused_with_their_field() {
+        assert!(err_of("timeouts: {idle: 500000000000y}\n").contains("`timeouts.idle`"));
+        assert!(err_of("timeouts: {data_idle: 8d}\n").contains("`timeouts.data_idle`"));
+        assert!(err_of("timeouts: {shutdown_grace: 30d}\n").contains("`timeouts.shutdown_grace`"));
+        let c = validate(&parse_raw("timeouts: {idle: 7d, shutdown_grace: 0s}\n").unwrap()).unwrap();
+        assert_eq!(c.live.timeouts.idle, MAX_TIMEOUT);
     }
 }

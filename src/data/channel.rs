@@ -1,8 +1,9 @@
 //! One data channel: wait for the expected peer on a listener, connect the other side, relay.
 
 use super::relay::relay;
-use super::sockets::{connect, SocketTags};
+use super::sockets::{connect, tag};
 use crate::addr::canonical_ip;
+use crate::config::SocketTags;
 use crate::labels::{DataMode, Direction, Reason};
 use crate::metrics::Metrics;
 use socket2::SockRef;
@@ -124,7 +125,7 @@ async fn accept_once(
             Ok(Ok(x)) => x,
         };
         if canonical_ip(peer.ip()) == expected {
-            cx.tags.apply(SockRef::from(&stream), peer.is_ipv6()).map_err(DataError::Tags)?;
+            tag(SockRef::from(&stream), cx.tags, peer.is_ipv6()).map_err(DataError::Tags)?;
             return Ok(stream);
         }
         let reason = Reason::PortStealing;

@@ -1,6 +1,6 @@
 //! Socket construction shared by the control and data paths.
 
-use crate::config::PortRange;
+use crate::config::{PortRange, SocketTags};
 use crate::intercept::set_transparent;
 use rand::Rng;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
@@ -66,37 +66,22 @@ pub fn listen_in_range(ip: IpAddr, range: Option<PortRange>, transparent: bool) 
     ))
 }
 
-/// Routing and shaping tags for a connection, set before its first packet where ftpgate
-/// connects and right after accept where it listens: a firewall mark for nftables and policy
-/// routing, and a DSCP value for tc and the network's queues.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SocketTags {
-    /// SO_MARK (Linux; needs CAP_NET_ADMIN).
-    pub mark: Option<u32>,
-    /// Differentiated Services code point, 0-63 (IP_TOS / IPV6_TCLASS).
-    pub dscp: Option<u8>,
-}
-
-impl SocketTags {
-    pub fn is_empty(&self) -> bool {
-        self.mark.is_none() && self.dscp.is_none()
+/// Sets `tags` on a socket: before its first packet where ftpgate connects, right after accept
+/// where it listens.
+pub fn tag(sock: SockRef<'_>, tags: SocketTags, ipv6: bool) -> io::Result<()> {
+    if let Some(mark) = tags.mark {
+        set_mark(&sock, mark)?;
     }
-
-    pub fn apply(&self, sock: SockRef<'_>, ipv6: bool) -> io::Result<()> {
-        if let Some(mark) = self.mark {
-            set_mark(&sock, mark)?;
+    if let Some(dscp) = tags.dscp {
+        // DSCP is the upper six bits of the former TOS octet; ECN keeps the lower two.
+        let tos = u32::from(dscp) << 2;
+        if ipv6 {
+            sock.set_tclass_v6(tos)?;
+        } else {
+            sock.set_tos(tos)?;
         }
-        if let Some(dscp) = self.dscp {
-            // DSCP is the upper six bits of the former TOS octet; ECN keeps the lower two.
-            let tos = u32::from(dscp) << 2;
-            if ipv6 {
-                sock.set_tclass_v6(tos)?;
-            } else {
-                sock.set_tos(tos)?;
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -122,7 +107,7 @@ pub async fn connect(
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    tags.apply(SockRef::from(&sock), dst.is_ipv6())?;
+    tag(SockRef::from(&sock), tags, dst.is_ipv6())?;
     if let Some(src) = src {
         if src.port() != 0 {
             sock.set_reuseaddr(true)?;
@@ -165,7 +150,7 @@ mod tests {
         let s = connect(l.local_addr().unwrap(), None, Duration::from_secs(5), tags).await.unwrap();
         assert_eq!(SockRef::from(&s).tos().unwrap(), 40);
         let (accepted, _) = l.accept().unwrap();
-        SocketTags { mark: None, dscp: Some(46) }.apply(SockRef::from(&accepted), false).unwrap();
+        tag(SockRef::from(&accepted), SocketTags { mark: None, dscp: Some(46) }, false).unwrap();
         assert_eq!(SockRef::from(&accepted).tos().unwrap(), 184);
     }
 }

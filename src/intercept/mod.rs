@@ -1,17 +1,22 @@
-//! Recovering where a diverted client connection was going, one file per platform.
+//! Recovering where a diverted client connection was going, and what that asks of ftpgate's
+//! sockets and privileges: one [`Interception`] per mode, in the file of its platform.
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
 #[allow(dead_code)]
 mod pf;
+mod reverse;
 
 use crate::addr::{canonical, LocalAddr, OriginalDst};
 use crate::config::InterceptMode;
+use crate::privileges::Keep;
 use socket2::Socket;
+use std::fmt::Debug;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -24,70 +29,75 @@ pub enum InterceptError {
     PfDevice(io::Error),
 }
 
-/// The configured way of finding original destinations.
-#[derive(Debug)]
-pub enum Interceptor {
-    #[cfg(target_os = "linux")]
-    Redirect,
-    #[cfg(target_os = "linux")]
-    Tproxy,
-    #[cfg(target_os = "freebsd")]
-    PfRdr(pf::PfNatLook),
-    #[cfg(target_os = "openbsd")]
-    PfDivert,
-    /// Reverse mode: every client goes to the configured upstream.
-    Reverse,
+/// How a listening socket is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bind {
+    pub ip: IpAddr,
+    /// A transparent socket (needs CAP_NET_ADMIN).
+    pub transparent: bool,
 }
 
-impl Interceptor {
-    /// Sets up the mode; opens what it needs (the pf device) before privileges are dropped.
-    pub fn new(mode: InterceptMode) -> Result<Self, InterceptError> {
-        match mode {
-            InterceptMode::None => Ok(Self::Reverse),
-            #[cfg(target_os = "linux")]
-            InterceptMode::Redirect => Ok(Self::Redirect),
-            #[cfg(target_os = "linux")]
-            InterceptMode::Tproxy => Ok(Self::Tproxy),
-            #[cfg(target_os = "freebsd")]
-            InterceptMode::Pf => pf::PfNatLook::open().map(Self::PfRdr).map_err(InterceptError::PfDevice),
-            #[cfg(target_os = "openbsd")]
-            InterceptMode::Pf => Ok(Self::PfDivert),
-            #[allow(unreachable_patterns)]
-            other => Err(InterceptError::Unsupported(other)),
-        }
-    }
+/// One way of finding original destinations, with what it needs from the rest of ftpgate.
+pub trait Interception: Send + Sync + Debug {
+    /// Where the client of an accepted connection was going; `None` in reverse mode.
+    fn original_dst(
+        &self,
+        sock: &dyn AsFd,
+        client: SocketAddr,
+        local: LocalAddr,
+    ) -> Result<Option<OriginalDst>, InterceptError>;
 
-    /// Listeners must be transparent sockets (TPROXY).
-    pub fn transparent(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        if matches!(self, Self::Tproxy) {
-            return true;
-        }
+    /// Control listeners are transparent sockets.
+    fn transparent_listeners(&self) -> bool {
         false
     }
 
-    /// The original destination of an accepted connection; `None` in reverse mode.
-    pub fn original_dst(
-        &self,
-        sock: &impl AsFd,
-        client: SocketAddr,
-        local: LocalAddr,
-    ) -> Result<Option<OriginalDst>, InterceptError> {
-        let _ = (sock, client);
-        let dst = match self {
-            Self::Reverse => return Ok(None),
-            #[cfg(target_os = "linux")]
-            Self::Redirect => linux::original_dst(sock, local.0).map_err(InterceptError::Lookup)?,
-            // TPROXY and divert-to deliver the packet unchanged: the local address is where the
-            // client was going.
-            #[cfg(target_os = "linux")]
-            Self::Tproxy => local.0,
-            #[cfg(target_os = "freebsd")]
-            Self::PfRdr(nl) => nl.original_dst(client, local.0).map_err(InterceptError::Lookup)?,
-            #[cfg(target_os = "openbsd")]
-            Self::PfDivert => pf::divert_to_original_dst(local.0),
-        };
-        Ok(Some(OriginalDst(canonical(dst))))
+    /// Where the listener for a client's data connection is bound: by default where the
+    /// client's control connection arrived, which is where the firewall delivers its data too.
+    fn client_data_listener(&self, client_side: LocalAddr, _original: Option<OriginalDst>) -> Bind {
+        Bind { ip: client_side.ip(), transparent: false }
+    }
+
+    /// The connection was addressed to ftpgate itself rather than diverted: relaying it would
+    /// have ftpgate connect to its own listener. `listening` are the bound control listeners.
+    fn is_loop(&self, dst: OriginalDst, local: LocalAddr, listening: &[SocketAddr]) -> bool {
+        addressed_to_listener(dst, local, listening)
+    }
+
+    /// The capabilities this mode needs after privileges are dropped.
+    fn needs(&self) -> &'static [Keep] {
+        &[]
+    }
+}
+
+/// `dst` is one of ftpgate's own listeners: bound exactly there, or a wildcard listener on that
+/// port that the connection reached without a change of destination.
+fn addressed_to_listener(dst: OriginalDst, local: LocalAddr, listening: &[SocketAddr]) -> bool {
+    listening
+        .iter()
+        .any(|l| canonical(*l) == dst.0 || (l.ip().is_unspecified() && l.port() == dst.port() && dst.0 == local.0))
+}
+
+/// A destination found by a lookup, in the form sessions compare and log.
+fn diverted(dst: SocketAddr) -> Option<OriginalDst> {
+    Some(OriginalDst(canonical(dst)))
+}
+
+/// The configured mode, set up once; opens what it needs (the pf device) before privileges
+/// are dropped.
+pub fn for_mode(mode: InterceptMode) -> Result<Arc<dyn Interception>, InterceptError> {
+    match mode {
+        InterceptMode::None => Ok(Arc::new(reverse::Reverse)),
+        #[cfg(target_os = "linux")]
+        InterceptMode::Redirect => Ok(Arc::new(linux::Redirect)),
+        #[cfg(target_os = "linux")]
+        InterceptMode::Tproxy => Ok(Arc::new(linux::Tproxy)),
+        #[cfg(target_os = "freebsd")]
+        InterceptMode::Pf => Ok(Arc::new(pf::PfNatLook::open().map_err(InterceptError::PfDevice)?)),
+        #[cfg(target_os = "openbsd")]
+        InterceptMode::Pf => Ok(Arc::new(pf::DivertTo)),
+        #[allow(unreachable_patterns)]
+        other => Err(InterceptError::Unsupported(other)),
     }
 }
 
@@ -101,5 +111,30 @@ pub fn set_transparent(sock: &Socket, v6: bool) -> io::Result<()> {
     {
         let _ = (sock, v6);
         Err(io::Error::new(io::ErrorKind::Unsupported, "transparent sockets need Linux TPROXY"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn dst(s: &str) -> OriginalDst {
+        OriginalDst(s.parse().unwrap())
+    }
+
+    pub(super) fn local(s: &str) -> LocalAddr {
+        LocalAddr(s.parse().unwrap())
+    }
+
+    #[test]
+    fn a_destination_on_a_listener_is_ftpgate_itself() {
+        let exact = ["127.0.0.1:8021".parse().unwrap()];
+        assert!(addressed_to_listener(dst("127.0.0.1:8021"), local("127.0.0.1:8021"), &exact));
+        assert!(!addressed_to_listener(dst("198.51.100.2:21"), local("127.0.0.1:8021"), &exact));
+        let wildcard = ["0.0.0.0:8021".parse().unwrap(), "[::]:8021".parse().unwrap()];
+        assert!(addressed_to_listener(dst("192.0.2.1:8021"), local("192.0.2.1:8021"), &wildcard));
+        assert!(addressed_to_listener(dst("[2001:db8::1]:8021"), local("[2001:db8::1]:8021"), &wildcard));
+        // A server that happens to use ftpgate's port, reached through the firewall.
+        assert!(!addressed_to_listener(dst("198.51.100.2:8021"), local("192.0.2.1:8021"), &wildcard));
     }
 }

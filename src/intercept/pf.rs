@@ -4,15 +4,52 @@
 //!
 //! * OpenBSD (`divert-to`): the packet is delivered unmodified to a socket
 //!   bound elsewhere, so the accepted socket's own local address *is* the
-//!   original destination ([`divert_to_original_dst`]).
+//!   original destination ([`DivertTo`]).
 //! * FreeBSD (`rdr`): the destination is rewritten, so the proxy asks pf for
 //!   the state entry of the connection with the `DIOCNATLOOK` ioctl on
-//!   `/dev/pf` ([`PfNatLook`]).
+//!   `/dev/pf` (`PfNatLook`).
 //!
 //! This module (together with one other) is where the crate's `unsafe` lives:
 //! the single `ioctl(2)` call below.
 
+use super::{addressed_to_listener, diverted, InterceptError, Interception};
+use crate::addr::{LocalAddr, OriginalDst};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+
+/// OpenBSD `divert-to`.
+#[derive(Debug)]
+pub struct DivertTo;
+
+impl Interception for DivertTo {
+    fn original_dst(
+        &self,
+        _sock: &dyn AsFd,
+        _client: SocketAddr,
+        local: LocalAddr,
+    ) -> Result<Option<OriginalDst>, InterceptError> {
+        Ok(diverted(divert_to_original_dst(local.0)))
+    }
+}
+
+/// FreeBSD `rdr`.
+#[cfg(target_os = "freebsd")]
+impl Interception for PfNatLook {
+    fn original_dst(
+        &self,
+        _sock: &dyn AsFd,
+        client: SocketAddr,
+        local: LocalAddr,
+    ) -> Result<Option<OriginalDst>, InterceptError> {
+        self.lookup(client, local.0).map(diverted).map_err(InterceptError::Lookup)
+    }
+
+    fn is_loop(&self, dst: OriginalDst, local: LocalAddr, listening: &[SocketAddr]) -> bool {
+        // pf also finds the state of a connection no rule redirected, and answers its local
+        // address.
+        dst.0 == local.0 || addressed_to_listener(dst, local, listening)
+    }
+}
 
 /// OpenBSD `divert-to` rules: the socket's own local address is the original
 /// destination.
@@ -81,7 +118,7 @@ mod natlook {
         /// proxy directly), pf still finds the state and the answer is
         /// `local` itself; callers should treat that as "no original
         /// destination" to avoid connecting to themselves.
-        pub fn original_dst(&self, client: SocketAddr, local: SocketAddr) -> io::Result<SocketAddr> {
+        pub fn lookup(&self, client: SocketAddr, local: SocketAddr) -> io::Result<SocketAddr> {
             let mut pnl = natlook_request(client, local)?;
 
             // SAFETY: `self.dev` is an open descriptor owned by `self`, so the
@@ -335,6 +372,17 @@ mod tests {
         let v6: SocketAddr = "[2001:db8::7]:21".parse().unwrap();
         assert_eq!(divert_to_original_dst(v4), v4);
         assert_eq!(divert_to_original_dst(v6), v6);
+    }
+
+    #[test]
+    fn divert_to_needs_nothing_and_sees_a_loop_only_in_its_listeners() {
+        assert!(DivertTo.needs().is_empty());
+        assert!(!DivertTo.transparent_listeners());
+        let here = LocalAddr("198.51.100.2:21".parse().unwrap());
+        let listening = ["0.0.0.0:8021".parse().unwrap()];
+        assert!(!DivertTo.is_loop(OriginalDst(here.0), here, &listening));
+        let ours = LocalAddr("192.0.2.1:8021".parse().unwrap());
+        assert!(DivertTo.is_loop(OriginalDst(ours.0), ours, &listening));
     }
 
     #[cfg(target_os = "freebsd")]

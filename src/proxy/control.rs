@@ -4,8 +4,7 @@
 use super::data::Endpoints;
 use super::driver::Driver;
 use super::Shared;
-use crate::addr::{canonical, nat64_embedded, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
-use crate::config::InterceptMode;
+use crate::addr::{canonical, nat64_embedded, ClientAddr, LocalAddr, UpstreamAddr};
 use crate::data::sockets::{connect, from_ip};
 use crate::labels::Reason;
 use crate::protocol::reply::reply_line;
@@ -45,17 +44,8 @@ async fn refuse(mut client: TcpStream, code: u16, text: &str) -> (Outcome, u64, 
     (Outcome::Refused, 0, 0)
 }
 
-fn is_loop(shared: &Shared, dst: OriginalDst, local: LocalAddr) -> bool {
-    let redirected_nowhere = shared.cfg.intercept == InterceptMode::Redirect && dst.0 == local.0;
-    let ours = shared
-        .listening
-        .iter()
-        .any(|l| canonical(*l) == dst.0 || (l.ip().is_unspecified() && l.port() == dst.port() && dst.0 == local.0));
-    redirected_nowhere || ours
-}
-
 async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local: LocalAddr) -> (Outcome, u64, u64) {
-    let cfg = &shared.cfg;
+    let cfg = &shared.cfg.live;
     let original = match shared.interceptor.original_dst(&client, client_addr.0, local) {
         Ok(o) => o,
         Err(e) => {
@@ -67,7 +57,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
     let upstream = match (original, cfg.upstream) {
         (_, Some(u)) => UpstreamAddr(canonical(u)),
         (Some(dst), None) => {
-            if is_loop(shared, dst, local) {
+            if shared.interceptor.is_loop(dst, local, &shared.listening) {
                 warn!(reason = "loop", %dst, "connection addressed to ftpgate itself, refused");
                 shared.metrics.reject(Reason::Loop);
                 return refuse(client, 421, "Connection to the gateway itself refused (not diverted)").await;

@@ -3,7 +3,7 @@
 use super::passive_index::Registration;
 use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
-use crate::config::{Advertise, InterceptMode};
+use crate::config::Advertise;
 use crate::data::channel::{self, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::{from_ip, listen_in_range};
 use crate::labels::Family;
@@ -47,10 +47,10 @@ impl Drop for DataTask {
 }
 
 fn context(shared: &Shared) -> ChannelContext {
-    let t = &shared.cfg.timeouts;
+    let t = &shared.cfg.live.timeouts;
     ChannelContext {
         timeouts: DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle },
-        tags: shared.cfg.data_tags,
+        tags: shared.cfg.live.data_tags,
         metrics: shared.metrics.clone(),
     }
 }
@@ -58,21 +58,9 @@ fn context(shared: &Shared) -> ChannelContext {
 /// The client-facing listener (bound as the interception mode needs) and the address the client
 /// is told.
 fn client_listener(shared: &Shared, ep: &Endpoints) -> io::Result<(TcpListener, SocketAddr)> {
-    let cfg = &shared.cfg;
-    let tproxy = cfg.intercept == InterceptMode::Tproxy;
-    // With TPROXY the client's data connection keeps the server's address as destination: the
-    // listener is a transparent wildcard socket that the rule's socket lookup finds by port.
-    // Otherwise it is where the control connection arrived (REDIRECT delivers there too).
-    let bind_ip = if tproxy && ep.original.is_some() {
-        if ep.client.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        }
-    } else {
-        ep.client_side.ip()
-    };
-    let listener = listen_in_range(bind_ip, Some(cfg.passive_ports), tproxy)?;
+    let cfg = &shared.cfg.live;
+    let bind = shared.interceptor.client_data_listener(ep.client_side, ep.original);
+    let listener = listen_in_range(bind.ip, Some(cfg.passive_ports), bind.transparent)?;
     let port = listener.local_addr()?.port();
     let ip: IpAddr = match cfg.advertise {
         Advertise::Original => ep.original.map_or(ep.client_side.ip(), |o| o.ip()),
@@ -84,12 +72,12 @@ fn client_listener(shared: &Shared, ep: &Endpoints) -> io::Result<(TcpListener, 
 
 /// The server-facing listener, in `active.ports` when set.
 fn server_listener(shared: &Shared, ep: &Endpoints) -> io::Result<TcpListener> {
-    listen_in_range(ep.server_side.ip(), shared.cfg.active_ports, false)
+    listen_in_range(ep.server_side.ip(), shared.cfg.live.active_ports, false)
 }
 
 /// Where connections toward the client come from: port 20 when configured.
 fn client_source(shared: &Shared, ep: &Endpoints) -> Option<SocketAddr> {
-    shared.cfg.active_source_port_20.then(|| {
+    shared.cfg.live.active_source_port_20.then(|| {
         let any =
             if ep.client.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         SocketAddr::new(any, 20)
@@ -171,7 +159,10 @@ pub fn start_connect(
 /// One of `limits.max_data_channels`, held for as long as the channel's task lives.
 fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
     shared.data_permits.clone().try_acquire_owned().map_err(|_| {
-        io::Error::other(format!("all {} data channels of the gateway are in use", shared.cfg.max_data_channels))
+        io::Error::other(format!(
+            "all {} data channels of the gateway are in use",
+            shared.cfg.startup.max_data_channels
+        ))
     })
 }
 

@@ -102,7 +102,7 @@ impl<'a> Driver<'a> {
         client: &mut C,
         server: &mut S,
     ) -> Option<Outcome> {
-        let t = &self.shared.cfg.timeouts;
+        let t = &self.shared.cfg.live.timeouts;
         while let Some(action) = core.poll_action() {
             let written = match action {
                 Action::ToClient { bytes, .. } | Action::ToClientOutOfBand(bytes) => {
@@ -145,7 +145,7 @@ impl<'a> Driver<'a> {
 
     /// RFC 959 abort: Telnet IP, then the Synch (DM as urgent data), then the command.
     async fn write_urgent<S: ControlStream>(&self, server: &mut S, bytes: &[u8]) -> io::Result<()> {
-        let wait = self.shared.cfg.timeouts.reply;
+        let wait = self.shared.cfg.live.timeouts.reply;
         timed(wait, server.write_all(&IAC_IP_IAC)).await?;
         if let Err(e) = server.send_urgent(DM) {
             debug!(error = %e, "urgent data not sent; ABOR goes in band");

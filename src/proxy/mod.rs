@@ -7,9 +7,9 @@ mod metrics_endpoint;
 mod passive_index;
 mod stream;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig, SocketTags};
 use crate::data::sockets;
-use crate::intercept::{InterceptError, Interceptor};
+use crate::intercept::{self, InterceptError, Interception};
 use crate::labels::Reason;
 use crate::metrics::Metrics;
 use crate::xferlog::XferLog;
@@ -24,7 +24,7 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -40,9 +40,9 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Tries, before serving, what options need privilege for: failing at start-up beats failing
-/// each transfer later.
-fn probe_privileges(cfg: &Config) -> Result<(), StartError> {
+/// Tries what the live options need privilege for, before serving and again before a reload
+/// takes them: failing then beats failing each transfer later.
+fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
     use socket2::{Domain, Socket, Type};
     let denied = |e: &io::Error| e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM);
     if cfg.active_source_port_20 {
@@ -65,7 +65,7 @@ fn probe_privileges(cfg: &Config) -> Result<(), StartError> {
             continue;
         }
         let probe = Socket::new(Domain::IPV4, Type::STREAM, None)
-            .and_then(|s| sockets::SocketTags { mark: tags.mark, dscp: None }.apply(socket2::SockRef::from(&s), false));
+            .and_then(|s| sockets::tag(socket2::SockRef::from(&s), SocketTags { mark: tags.mark, dscp: None }, false));
         if let Err(source) = probe {
             return Err(StartError::Privilege { field, needs: "CAP_NET_ADMIN", source });
         }
@@ -78,7 +78,7 @@ fn probe_privileges(cfg: &Config) -> Result<(), StartError> {
 /// sharing the process-wide state (interceptor, limits' counters, metrics).
 pub struct Shared {
     pub cfg: Config,
-    pub interceptor: Arc<Interceptor>,
+    pub interceptor: Arc<dyn Interception>,
     /// The addresses actually bound (port 0 resolved).
     pub listening: Vec<SocketAddr>,
     /// Open data channels, all sessions together.
@@ -110,27 +110,14 @@ impl Drop for ClientSlot {
 }
 
 impl Shared {
-    /// The next generation for `new`. What only a restart can change (sockets, interception,
-    /// privileges, sizes of process-wide pools) keeps its running value; the names of those
-    /// fields come back so the reload can say so.
-    fn reloaded(&self, mut new: Config) -> (Shared, Vec<&'static str>) {
-        let old = &self.cfg;
-        let mut kept = Vec::new();
-        macro_rules! keep {
-            ($($field:ident),*) => {$(
-                if new.$field != old.$field {
-                    kept.push(stringify!($field));
-                    new.$field = old.$field.clone();
-                }
-            )*};
-        }
-        keep!(listen, intercept, privileges, metrics_listen, max_sessions, max_data_channels, xferlog);
-        if new.upstream.is_some() != old.upstream.is_some() {
-            kept.push("upstream");
-            new.upstream = old.upstream;
-        }
+    /// The next generation for `new`: its live part with the running start-up part, and the
+    /// paths of the start-up fields that wait for a restart. Refused when the live part needs a
+    /// privilege the process no longer holds.
+    fn reloaded(&self, new: Config) -> Result<(Shared, Vec<&'static str>), StartError> {
+        probe_privileges(&new.live)?;
+        let (cfg, needs_restart) = self.cfg.reloaded(new);
         let next = Shared {
-            cfg: new,
+            cfg,
             interceptor: self.interceptor.clone(),
             listening: self.listening.clone(),
             data_permits: self.data_permits.clone(),
@@ -139,12 +126,13 @@ impl Shared {
             passive_index: self.passive_index.clone(),
             metrics: self.metrics.clone(),
         };
-        (next, kept)
+        Ok((next, needs_restart))
     }
 
     fn client_key(&self, ip: IpAddr) -> IpNet {
         let ip = crate::addr::canonical_ip(ip);
-        let prefix = if ip.is_ipv4() { self.cfg.client_prefix_v4 } else { self.cfg.client_prefix_v6 };
+        let live = &self.cfg.live;
+        let prefix = if ip.is_ipv4() { live.client_prefix_v4 } else { live.client_prefix_v6 };
         IpNet::new(ip, prefix).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
     }
 
@@ -152,7 +140,7 @@ impl Shared {
         let key = self.client_key(ip);
         let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(key).or_insert(0);
-        if *n >= self.cfg.max_sessions_per_client {
+        if *n >= self.cfg.live.max_sessions_per_client {
             return None;
         }
         *n += 1;
@@ -171,16 +159,16 @@ pub struct Gateway {
 impl Gateway {
     /// Binds every listener; fails before anything is served if one cannot be bound.
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
-        probe_privileges(&cfg)?;
-        let interceptor = Interceptor::new(cfg.intercept)?;
+        probe_privileges(&cfg.live)?;
+        let startup = &cfg.startup;
+        let interceptor = intercept::for_mode(startup.intercept)?;
+        let transparent = interceptor.transparent_listeners();
         let mut listeners = Vec::new();
-        for &addr in &cfg.listen {
-            let l = sockets::listen_std(addr, interceptor.transparent(), 1024).map_err(|source| {
+        for &addr in &startup.listen {
+            let l = sockets::listen_std(addr, transparent, 1024).map_err(|source| {
                 let hint = match source.kind() {
                     io::ErrorKind::AddrInUse => " (another process holds this port)",
-                    io::ErrorKind::PermissionDenied if interceptor.transparent() => {
-                        " (TPROXY listeners need CAP_NET_ADMIN)"
-                    }
+                    io::ErrorKind::PermissionDenied if transparent => " (transparent listeners need CAP_NET_ADMIN)",
                     io::ErrorKind::PermissionDenied => " (ports below 1024 need CAP_NET_BIND_SERVICE)",
                     io::ErrorKind::AddrNotAvailable => " (no such local address)",
                     _ => "",
@@ -189,7 +177,7 @@ impl Gateway {
             })?;
             listeners.push(l);
         }
-        let metrics_listener = match cfg.metrics_listen {
+        let metrics_listener = match startup.metrics_listen {
             Some(addr) => Some(sockets::listen_std(addr, false, 64).map_err(|source| StartError::Listen {
                 addr,
                 source,
@@ -197,7 +185,7 @@ impl Gateway {
             })?),
             None => None,
         };
-        let xferlog = match &cfg.xferlog {
+        let xferlog = match &startup.xferlog {
             Some(p) => Some(Arc::new(XferLog::open(p).map_err(|source| StartError::File {
                 what: "log.xferlog",
                 path: p.clone(),
@@ -206,10 +194,10 @@ impl Gateway {
             None => None,
         };
         let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
-        let data_permits = Arc::new(Semaphore::new(cfg.max_data_channels));
+        let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
             cfg,
-            interceptor: Arc::new(interceptor),
+            interceptor,
             listening,
             data_permits,
             per_client: Arc::new(Mutex::new(HashMap::new())),
@@ -224,23 +212,34 @@ impl Gateway {
         &self.shared.cfg
     }
 
+    /// The interception set up from the configuration, for what it needs once privileges drop.
+    pub fn interception(&self) -> &dyn Interception {
+        self.shared.interceptor.as_ref()
+    }
+
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.shared.listening
     }
 
-    /// Serves until `shutdown` turns true, then lets sessions finish for up to the configured
-    /// grace period. Each configuration received on `reloads` applies to sessions started after.
-    pub async fn serve(self, mut shutdown: watch::Receiver<bool>, mut reloads: mpsc::Receiver<Config>) {
+    /// Serves until `shutdown` turns true, then lets sessions finish for up to the grace period
+    /// of the configuration then current. Each configuration received on `reloads` applies to
+    /// sessions started after; `applied` sees each one taken, for what lives outside the
+    /// gateway (the log's level).
+    pub async fn serve(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        mut reloads: mpsc::Receiver<Config>,
+        applied: impl Fn(&Config),
+    ) {
         let cfg = &self.shared.cfg;
-        let grace = cfg.timeouts.shutdown_grace;
         let (current_tx, current) = watch::channel(self.shared.clone());
-        let max = cfg.max_sessions;
+        let max = cfg.startup.max_sessions;
         let permits = Arc::new(Semaphore::new(max));
         info!(
             listen = ?self.shared.listening,
-            intercept = ?cfg.intercept,
-            upstream = ?cfg.upstream,
-            passive_ports = %format!("{}-{}", cfg.passive_ports.first, cfg.passive_ports.last),
+            intercept = ?cfg.startup.intercept,
+            upstream = ?cfg.live.upstream,
+            passive_ports = %format!("{}-{}", cfg.live.passive_ports.first, cfg.live.passive_ports.last),
             max_sessions = max,
             "ftpgate listening"
         );
@@ -290,19 +289,26 @@ impl Gateway {
             tokio::select! {
                 r = shutdown.changed() => if r.is_err() { break },
                 Some(new) = reloads.recv() => {
-                    let (next, kept) = current.borrow().reloaded(new);
-                    if !kept.is_empty() {
-                        warn!(fields = ?kept, "configuration reloaded; these fields need a restart and keep their running values");
-                    } else {
-                        info!("configuration reloaded; new sessions use it, running ones keep theirs");
+                    let reloaded = current.borrow().reloaded(new);
+                    match reloaded {
+                        Ok((next, needs_restart)) => {
+                            if needs_restart.is_empty() {
+                                info!("configuration reloaded; new sessions use it, running ones keep theirs");
+                            } else {
+                                warn!(fields = ?needs_restart, "configuration reloaded; these fields need a restart and keep their running values");
+                            }
+                            applied(&next.cfg);
+                            let _ = current_tx.send(Arc::new(next));
+                        }
+                        Err(e) => error!(reason = "config", "reload refused, keeping the running configuration: {e}"),
                     }
-                    let _ = current_tx.send(Arc::new(next));
                 }
             }
         }
         for a in accepting {
             let _ = a.await;
         }
+        let grace = current.borrow().cfg.live.timeouts.shutdown_grace;
         let running = max - permits.available_permits();
         info!(running, grace = ?grace, "shutting down: no new sessions, waiting for running ones");
         let all = u32::try_from(max).unwrap_or(u32::MAX);
@@ -358,7 +364,7 @@ mod tests {
         let raw = parse_raw("listen: [\"127.0.0.1:0\"]\nupstream: 127.0.0.1:21\n").unwrap();
         let cfg = validate(&raw).unwrap();
         let gateway = Gateway::bind(cfg.clone()).unwrap();
-        let (next, _) = gateway.shared.reloaded(cfg);
+        let (next, _) = gateway.shared.reloaded(cfg).unwrap();
         assert!(Arc::ptr_eq(&gateway.shared.metrics, &next.metrics));
     }
 }

@@ -48,7 +48,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Capacity 1 is what makes `reload` know when a configuration has been taken in.
     let (reload_tx, reload_rx) = mpsc::channel(1);
-    let task = tokio::spawn(gateway.serve(shutdown_rx, reload_rx));
+    let task = tokio::spawn(gateway.serve(shutdown_rx, reload_rx, |_: &ftpgate::config::Config| {}));
     let reload: Reload = Box::new(move |yaml: &str| {
         let cfg = config(yaml);
         let tx = reload_tx.clone();

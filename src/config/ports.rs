@@ -1,0 +1,77 @@
+//! The `passive` and `active` sections: port ranges of data listeners and what clients are told.
+
+use super::raw::{RawActive, RawPassive};
+use super::{invalid, ConfigError};
+use std::net::IpAddr;
+
+/// An inclusive port range, never touching the privileged ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn parse(s: &str, field: &'static str) -> Result<Self, ConfigError> {
+        let s = s.trim();
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| invalid(field, format!("`{s}` is not a port or a range like 50000-50999")))
+        };
+        let (first, last) = (parse(a)?, parse(b)?);
+        if first < 1024 {
+            return Err(invalid(field, format!("range {s} includes privileged ports (below 1024)")));
+        }
+        if first > last {
+            return Err(invalid(field, format!("range {s} is empty (first port above last)")));
+        }
+        Ok(Self { first, last })
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+/// The address told to clients in 227/229.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertise {
+    /// The original destination (the server's address): what a client that ignores 227's host
+    /// connects to anyway; the firewall diverts the passive range into ftpgate.
+    Original,
+    /// The local address the client's control connection arrived on.
+    Local,
+    /// A fixed address (ftpgate behind another NAT).
+    Fixed(IpAddr),
+}
+
+pub(super) struct DataPorts {
+    pub passive_ports: PortRange,
+    pub advertise: Advertise,
+    pub active_ports: Option<PortRange>,
+    pub active_source_port_20: bool,
+}
+
+pub(super) fn data_ports(passive: &RawPassive, active: &RawActive) -> Result<DataPorts, ConfigError> {
+    let passive_ports = PortRange::parse(&passive.ports, "passive.ports")?;
+    let advertise =
+        match passive.advertise.as_str() {
+            "original" => Advertise::Original,
+            "local" => Advertise::Local,
+            other => Advertise::Fixed(other.parse().map_err(|_| {
+                invalid("passive.advertise", format!("`{other}` is not original, local or an IP address"))
+            })?),
+        };
+    let active_ports = active.ports.as_deref().map(|s| PortRange::parse(s, "active.ports")).transpose()?;
+    Ok(DataPorts { passive_ports, advertise, active_ports, active_source_port_20: active.source_port_20 })
+}
