@@ -137,12 +137,13 @@ impl ControlCore {
     }
 
     pub fn handle_client_eof(&mut self, now: Instant) {
-        self.session.close_gracefully(Outcome::ClientClosed);
+        self.session.close_gracefully(Outcome::ClientClosed, None);
         self.settle(now);
     }
 
     pub fn handle_server_eof(&mut self, now: Instant) {
-        self.session.close_gracefully(Outcome::ServerClosed);
+        // Clients take a bare close for a network fault; a 421 says the server ended it.
+        self.session.close_gracefully(Outcome::ServerClosed, Some("Server closed the control connection"));
         self.settle(now);
     }
 

@@ -108,8 +108,11 @@ pub(super) enum Phase {
         abort: Option<Abort>,
     },
     /// Ending: replies already owed still go out (a transfer's closing reply after its data),
-    /// then the session closes with this outcome.
-    Closing(Outcome),
+    /// then `farewell` (a 421 text) if any, and the session closes with this outcome.
+    Closing {
+        outcome: Outcome,
+        farewell: Option<&'static str>,
+    },
     Closed,
 }
 
@@ -205,7 +208,7 @@ impl Session {
 
     pub fn closing(&self) -> Option<Outcome> {
         match self.phase {
-            Phase::Closing(o) => Some(o),
+            Phase::Closing { outcome, .. } => Some(outcome),
             _ => None,
         }
     }
@@ -256,8 +259,11 @@ impl Session {
     pub fn flush(&mut self) {
         let out = &mut self.out;
         self.replies.drain(|slot, bytes| out.push_back(Action::ToClient { slot, bytes }));
-        if let Phase::Closing(outcome) = self.phase {
+        if let Phase::Closing { outcome, farewell } = self.phase {
             if !self.replies.waits_for_data() {
+                if let Some(text) = farewell {
+                    self.out.push_back(Action::ToClientOutOfBand(reply_line(421, text)));
+                }
                 self.finish(outcome);
             }
         }
@@ -287,15 +293,16 @@ impl Session {
         self.finish(outcome);
     }
 
-    /// Ends the session once the replies that wait only for a data channel have gone.
-    pub fn close_gracefully(&mut self, outcome: Outcome) {
-        if matches!(self.phase, Phase::Closing(_) | Phase::Closed) {
+    /// Ends the session once the replies that wait only for a data channel have gone; the
+    /// client's last line is then `farewell`, as a 421, when given.
+    pub fn close_gracefully(&mut self, outcome: Outcome, farewell: Option<&'static str>) {
+        if matches!(self.phase, Phase::Closing { .. } | Phase::Closed) {
             return;
         }
         if let Phase::SettingUp { id, .. } = self.phase {
             self.drop_data_channel(id);
         }
-        self.phase = Phase::Closing(outcome);
+        self.phase = Phase::Closing { outcome, farewell };
     }
 
     fn new_data_id(&mut self) -> DataId {

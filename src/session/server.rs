@@ -29,7 +29,7 @@ impl Session {
             let slot = self.replies.open();
             self.reply(slot, &rl.raw, rl.kind.is_final());
             if rl.code == 421 && rl.kind.is_final() {
-                self.close_gracefully(Outcome::ServerClosed);
+                self.close_gracefully(Outcome::ServerClosed, None);
             }
             return;
         };
@@ -100,12 +100,12 @@ impl Session {
             }
             Expect::Quit => {
                 self.reply(slot, &rl.raw, true);
-                return self.close_gracefully(Outcome::ClientQuit);
+                return self.close_gracefully(Outcome::ClientQuit, None);
             }
             _ => self.reply(slot, &rl.raw, true),
         }
         if rl.code == 421 {
-            self.close_gracefully(Outcome::ServerClosed);
+            self.close_gracefully(Outcome::ServerClosed, None);
         }
     }
 

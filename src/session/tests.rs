@@ -550,6 +550,23 @@ fn every_phase_has_its_deadline() {
 }
 
 #[test]
+fn a_server_hanging_up_gets_the_client_a_421_after_what_it_is_owed() {
+    let mut t = v4();
+    t.client("PASV");
+    t.server("227 (198,51,100,2,200,1)");
+    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    let id = t.data.unwrap();
+    t.client("RETR f");
+    t.server("150 here");
+    t.server("226 done");
+    t.core.handle_server_eof(t.now);
+    assert!(t.actions().is_empty(), "nothing before the data has drained");
+    let a = t.finished(id);
+    assert_eq!(replies(&a), vec!["226 done\r\n", "421 Server closed the control connection\r\n"]);
+    assert_eq!(a.last(), Some(&Action::Close(Outcome::ServerClosed)));
+}
+
+#[test]
 fn a_late_ready_for_a_replaced_channel_is_recognised() {
     let mut t = v4();
     t.client("PASV");

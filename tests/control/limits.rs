@@ -105,9 +105,8 @@ async fn server_closing_closes_the_session() {
     let gw = gateway::start(server.addr, "");
     let mut c = Client::greeted(gw.addr).await;
     c.send("SYST\r\n").await;
-    if let Some(r) = c.next_reply().await {
-        assert_eq!(r.code, 421, "after the server closed: {r}");
-    }
+    let r = c.next_reply().await.expect("a 421 before the close");
+    assert_eq!(r.code, 421, "after the server closed: {r}");
     c.expect_closed().await;
     gw.stop().await;
 }
