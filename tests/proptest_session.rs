@@ -51,8 +51,8 @@ enum Event {
     ListenersReady(SocketAddr, SocketAddr),
     ConnectStarted,
     SetupFailed,
-    /// The newest data channel finished.
-    DataFinished,
+    /// The newest data channel finished (false: with data lost).
+    DataFinished(bool),
     /// Time passes by this many seconds.
     Tick(u16),
     ClientEof,
@@ -262,7 +262,7 @@ fn step(client: IpAddr, upstream: IpAddr) -> impl Strategy<Value = Vec<Event>> {
             0 => v.push(server("425 no data connection\r\n")),
             1 => v.push(server("150 opening\r\n")),
             2 => v.extend([server("150 opening\r\n"), server("226 done\r\n")]),
-            _ => v.extend([server("150 opening\r\n"), server("226 done\r\n"), Event::DataFinished]),
+            _ => v.extend([server("150 opening\r\n"), server("226 done\r\n"), Event::DataFinished(true)]),
         }
         v
     });
@@ -289,7 +289,7 @@ fn step(client: IpAddr, upstream: IpAddr) -> impl Strategy<Value = Vec<Event>> {
         2 => ready_addr(client).prop_map(Event::PassiveReady),
         2 => ready_addr(upstream).prop_map(Event::ActiveReady),
         1 => Just(Event::SetupFailed),
-        2 => Just(Event::DataFinished),
+        2 => any::<bool>().prop_map(Event::DataFinished),
         1 => prop_oneof![0u16..200, Just(120), Just(300), Just(3600)].prop_map(Event::Tick),
         1 => prop_oneof![Just(Event::ClientEof), Just(Event::ServerEof)],
     ]
@@ -364,8 +364,8 @@ fn run_scenario(sc: &Scenario, seen: &mut Vec<Action>) -> Result<(), TestCaseErr
             }
             Event::ConnectStarted => core.handle_data_ready(last, DataReady::Connecting, now),
             Event::SetupFailed => core.handle_data_failed(last, "no free port", now),
-            Event::DataFinished => {
-                core.handle_data_finished(last, now);
+            Event::DataFinished(delivered) => {
+                core.handle_data_finished(last, *delivered, now);
             }
             Event::Tick(s) => {
                 now += Duration::from_secs(u64::from(*s));

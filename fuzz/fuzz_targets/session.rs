@@ -15,8 +15,8 @@
 //!   text, or derived from the raw bytes)
 //! - `B` both listeners of a passive-to-active conversion are ready (the rest as for `P`)
 //! - `K` the connections of an active-to-passive conversion are under way
-//! - `F` data setup failed; `D` the newest data channel finished; `X` a report about an older
-//!   channel (stale)
+//! - `F` data setup failed; `D` the newest data channel finished, `d` it ended with data lost;
+//!   `X` a report about an older channel (stale)
 //! - `T` time passes (the rest's first byte, squared, in seconds), then the timers run
 //! - `E` the client hangs up; `e` the server does; anything else is ignored
 //!
@@ -109,11 +109,11 @@ fn run(data: &[u8]) {
             }
             b'K' => core.handle_data_ready(last, DataReady::Connecting, now),
             b'F' => core.handle_data_failed(last, &String::from_utf8_lossy(rest), now),
-            b'D' => {
-                core.handle_data_finished(last, now);
+            b'D' | b'd' => {
+                core.handle_data_finished(last, kind == b'D', now);
             }
             b'X' => {
-                core.handle_data_finished(DataId(last.0.saturating_sub(1)), now);
+                core.handle_data_finished(DataId(last.0.saturating_sub(1)), rest.first().is_some_and(|b| b & 1 == 0), now);
             }
             b'T' => {
                 let s = u64::from(rest.first().copied().unwrap_or(1));

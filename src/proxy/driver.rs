@@ -86,7 +86,8 @@ impl<'a> Driver<'a> {
                 Event::Server(Ok(n)) => core.handle_server_bytes(&schunk[..n], now),
                 Event::DataDone(r) => {
                     if let Some((id, _)) = self.data.take() {
-                        let transfer = core.handle_data_finished(id, now);
+                        let delivered = r.as_ref().is_ok_and(|o| o.handed_over || o.result.is_ok());
+                        let transfer = core.handle_data_finished(id, delivered, now);
                         self.finish_data(r, transfer.flatten(), core.user());
                     }
                 }

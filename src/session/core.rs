@@ -157,11 +157,12 @@ impl ControlCore {
         self.pump(now);
     }
 
-    /// Data channel `id` is finished. Returns the transfer it carried when the core still knew
-    /// the channel (`Some(None)`: a channel that carried no transfer command); a stale id gives
+    /// Data channel `id` is finished; `delivered` is false when it ended before every byte of
+    /// its transfer crossed. Returns the transfer it carried when the core still knew the
+    /// channel (`Some(None)`: a channel that carried no transfer command); a stale id gives
     /// `None` and a note.
-    pub fn handle_data_finished(&mut self, id: DataId, now: Instant) -> Option<Option<TransferInfo>> {
-        let t = self.session.on_data_finished(id);
+    pub fn handle_data_finished(&mut self, id: DataId, delivered: bool, now: Instant) -> Option<Option<TransferInfo>> {
+        let t = self.session.on_data_finished(id, delivered);
         // The control connection was quiet while data moved; neither side is idle.
         self.server_clock = self.server_clock.max(now);
         self.client_clock = self.client_clock.max(now);

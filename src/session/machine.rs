@@ -1,16 +1,16 @@
 //! The line-level state machine: one client command or one server reply line at a time, policy
 //! applied, replies queued in command order, actions out.
 
-use super::action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
+use super::action::{Action, DataId, DataRequest, Note, Outcome, TransferInfo};
 use super::policy::{ServerDataMode, SessionPolicy};
 use super::replies::{Overflow, ReplyQueue};
 use super::Refusal;
 use crate::addr::{canonical_ip, ClientAddr, UpstreamAddr};
-use crate::protocol::address::{self, encode_227, encode_229, encode_eprt_arg, encode_port_arg};
+use crate::protocol::address::{self, encode_eprt_arg, encode_port_arg};
 use crate::protocol::reply::reply_line;
 use crate::protocol::{Command, Frame, ReplyTracker, Verb};
 use std::collections::VecDeque;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 /// Commands sent to the server and not yet answered. At the bound the client's input waits
 /// (TCP backpressure), so what a client can pile up is bounded whatever the server does.
@@ -55,6 +55,9 @@ pub(super) enum Expect {
     },
     Transfer {
         preliminary: bool,
+        /// The data channel ended without delivering everything: a positive final reply
+        /// becomes 426.
+        data_failed: bool,
     },
     /// Every reply up to the barrier's end answers ABOR (see [`Abort`]).
     Abort,
@@ -135,7 +138,7 @@ pub struct Session {
     pub(super) out: VecDeque<Action>,
     pub(super) tracker: ReplyTracker,
     pub(super) data: Option<OpenData>,
-    next_data: u64,
+    pub(super) next_data: u64,
     malformed_run: u32,
     /// The client sent `EPSV ALL`: only EPSV may set up data from now on.
     epsv_all: bool,
@@ -193,7 +196,7 @@ impl Session {
     /// True while a transfer command got its preliminary reply and the final one is pending:
     /// its duration is the transfer's, so no reply timeout applies.
     pub fn transfer_running(&self) -> bool {
-        matches!(self.expect.front(), Some(Pending { expect: Expect::Transfer { preliminary: true }, .. }))
+        matches!(self.expect.front(), Some(Pending { expect: Expect::Transfer { preliminary: true, .. }, .. }))
     }
 
     /// True while a data channel is open or being set up.
@@ -305,111 +308,6 @@ impl Session {
         self.phase = Phase::Closing { outcome, farewell };
     }
 
-    fn new_data_id(&mut self) -> DataId {
-        self.next_data += 1;
-        DataId(self.next_data)
-    }
-
-    /// Asks the driver for a data channel; the session waits for its answer.
-    pub(super) fn open_data(&mut self, slot: u64, request: DataRequest, setup: Setup) {
-        let id = self.new_data_id();
-        let abort = match self.phase {
-            Phase::Aborting(a) => Some(a),
-            _ => None,
-        };
-        self.data = Some(OpenData { id, transfer: None });
-        self.phase = Phase::SettingUp { id, slot, setup, abort };
-        self.out.push_back(Action::OpenData { id, request });
-    }
-
-    /// Drops the open data channel, if any; replies waiting for it may go.
-    pub(super) fn drop_data(&mut self) {
-        if let Some(d) = self.data.take() {
-            self.replies.data_gone(d.id);
-            self.out.push_back(Action::DropData(d.id));
-        }
-    }
-
-    fn drop_data_channel(&mut self, id: DataId) {
-        if self.data.as_ref().is_some_and(|d| d.id == id) {
-            self.drop_data();
-        }
-    }
-
-    /// Leaves the set-up phase for the one it interrupted.
-    fn setup_done(&mut self, abort: Option<Abort>) {
-        self.phase = abort.map_or(Phase::Ready, Phase::Aborting);
-    }
-
-    fn setup_matches(&mut self, id: DataId, event: &'static str) -> Option<(u64, Setup, Option<Abort>)> {
-        match self.phase {
-            Phase::SettingUp { id: want, slot, setup, abort } if want == id => Some((slot, setup, abort)),
-            _ => {
-                self.note(Note::StaleData { id, event });
-                None
-            }
-        }
-    }
-
-    /// The driver set up data channel `id`.
-    pub fn on_data_ready(&mut self, id: DataId, ready: DataReady) {
-        let Some((slot, setup, abort)) = self.setup_matches(id, "ready") else { return };
-        self.setup_done(abort);
-        match (setup, ready) {
-            (Setup::Passive(form), DataReady::Listening(advertise)) => self.tell_client_passive(slot, form, advertise),
-            (Setup::Active, DataReady::Listening(listen)) => {
-                self.expect.push_back(Pending { slot, expect: Expect::PortAck });
-                let port = self.port_command(listen);
-                self.out.push_back(Action::ToServer(port));
-            }
-            (Setup::Listeners(client), DataReady::Listeners { advertise, listen }) => {
-                self.expect.push_back(Pending { slot, expect: Expect::ConvertedPortAck { client, advertise } });
-                self.note(Note::Quirk("client passive mode carried out in active mode toward the server"));
-                let port = self.port_command(listen);
-                self.out.push_back(Action::ToServer(port));
-            }
-            (Setup::Connect, DataReady::Connecting) => {
-                self.note(Note::Quirk("client active mode carried out in passive mode toward the server"));
-                self.reply(slot, &reply_line(200, "Active mode accepted (passive toward the server)"), true);
-            }
-            _ => {
-                // A driver answering with the wrong kind is a local fault: no half-set-up channel.
-                self.drop_data();
-                self.reply(slot, &reply_line(425, "Cannot open data connection: internal mismatch"), true);
-            }
-        }
-    }
-
-    /// The driver could not set up data channel `id` (no free port, bind error): 425.
-    pub fn on_data_failed(&mut self, id: DataId, why: &str) {
-        let Some((slot, _, abort)) = self.setup_matches(id, "failed") else { return };
-        self.setup_done(abort);
-        self.data = None;
-        self.reply(slot, &reply_line(425, &format!("Cannot open data connection: {why}")), true);
-    }
-
-    /// Data channel `id` has finished (its last byte is through, or it failed). Returns the
-    /// transfer it carried, if the session still knew the channel.
-    pub fn on_data_finished(&mut self, id: DataId) -> Option<Option<TransferInfo>> {
-        match self.data.take() {
-            Some(d) if d.id == id => {
-                self.replies.data_gone(id);
-                if let Phase::SettingUp { id: pending, .. } = self.phase {
-                    // Finished before it was reported ready: it never will be.
-                    if pending == id {
-                        self.on_data_failed(id, "data channel ended during set-up");
-                    }
-                }
-                Some(d.transfer)
-            }
-            other => {
-                self.data = other;
-                self.note(Note::StaleData { id, event: "finished" });
-                None
-            }
-        }
-    }
-
     /// A frame from the client's control stream. `interrupted` is set when a Telnet IP or DM
     /// preceded it.
     pub fn on_client_frame(&mut self, frame: Frame, interrupted: bool) {
@@ -464,7 +362,7 @@ impl Session {
                 if let Some(d) = self.data.as_mut() {
                     d.transfer = Some(info);
                 }
-                self.forward(&cmd, Expect::Transfer { preliminary: false })
+                self.forward(&cmd, Expect::Transfer { preliminary: false, data_failed: false })
             }
             _ => self.forward(&cmd, Expect::Relay),
         }
@@ -546,7 +444,7 @@ impl Session {
         }
     }
 
-    fn port_command(&self, listen: SocketAddr) -> Vec<u8> {
+    pub(super) fn port_command(&self, listen: SocketAddr) -> Vec<u8> {
         match listen {
             SocketAddr::V4(a) if !self.upstream.is_ipv6() => Command::new("PORT", Some(&encode_port_arg(a))),
             a => Command::new("EPRT", Some(&encode_eprt_arg(a))),
@@ -597,22 +495,6 @@ impl Session {
             return self.send_expecting(self.slot, passive_command(server), expect);
         }
         self.open_data(self.slot, DataRequest::Active { client_data: named }, Setup::Active);
-    }
-
-    /// Answers a client's PASV/EPSV with the address it is to connect to.
-    pub(super) fn tell_client_passive(&mut self, slot: u64, form: PassiveForm, advertise: SocketAddr) {
-        let line = match (form, advertise) {
-            (PassiveForm::Pasv, SocketAddr::V4(a)) => encode_227(a),
-            (PassiveForm::Pasv, SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
-                Some(v4) => encode_227(SocketAddrV4::new(v4, a.port())),
-                None => {
-                    self.drop_data();
-                    reply_line(425, "Cannot express data address in 227")
-                }
-            },
-            (PassiveForm::Epsv, a) => encode_229(a.port()),
-        };
-        self.reply(slot, &line, true);
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod action;
 mod core;
+mod data;
 pub mod invariants;
 mod machine;
 mod policy;

@@ -97,6 +97,18 @@ impl ReplyQueue {
         }
     }
 
+    /// Replaces a positive reply held for data channel `data` (a 226 whose data was cut short)
+    /// with `bytes`; true when there was one.
+    pub fn rewrite_positive_held(&mut self, data: DataId, bytes: &[u8]) -> bool {
+        let mut done = false;
+        for s in self.slots.iter_mut().filter(|s| s.after_data == Some(data) && s.held.first() == Some(&b'2')) {
+            self.held = self.held - s.held.len() + bytes.len();
+            s.held = bytes.to_vec();
+            done = true;
+        }
+        done
+    }
+
     /// True while some reply waits for a data channel to finish.
     pub fn waits_for_data(&self) -> bool {
         self.slots.iter().any(|s| s.after_data.is_some())

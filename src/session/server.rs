@@ -51,20 +51,30 @@ impl Session {
                 // The client asked PASV/EPSV: the lines of the server's PORT reply mean nothing to it.
                 return;
             }
-            Expect::Transfer { preliminary } => {
+            Expect::Transfer { preliminary, data_failed } => {
                 if rl.kind.is_final() && rl.is_preliminary() {
                     *preliminary = true;
                     return self.reply(slot, &rl.raw, false);
                 }
-                if *preliminary {
-                    // Every line of a running transfer's closing reply waits behind the data.
+                let lost = *data_failed && rl.code / 100 == 2;
+                if lost || *preliminary {
                     let done = rl.kind.is_final();
                     if done {
                         self.expect.pop_front();
                     }
+                    let bytes = match (lost, done) {
+                        // The lines of a success that is none mean nothing to the client.
+                        (true, false) => return,
+                        (true, true) => {
+                            self.note(Note::Quirk(super::data::LOST_NOTE));
+                            reply_line(426, super::data::LOST)
+                        }
+                        _ => rl.raw,
+                    };
+                    // Every line of a running transfer's closing reply waits behind the data.
                     let r = match self.data.as_ref() {
-                        Some(d) => self.replies.push_after_data(slot, &rl.raw, done, d.id),
-                        None => self.replies.push(slot, &rl.raw, done),
+                        Some(d) => self.replies.push_after_data(slot, &bytes, done, d.id),
+                        None => self.replies.push(slot, &bytes, done),
                     };
                     return self.check_overflow(r);
                 }

@@ -72,7 +72,12 @@ impl T {
     }
 
     pub fn finished(&mut self, id: DataId) -> Vec<Action> {
-        self.core.handle_data_finished(id, self.now);
+        self.core.handle_data_finished(id, true, self.now);
+        self.actions()
+    }
+
+    pub fn lost(&mut self, id: DataId) -> Vec<Action> {
+        self.core.handle_data_finished(id, false, self.now);
         self.actions()
     }
 
@@ -578,4 +583,40 @@ fn a_late_ready_for_a_replaced_channel_is_recognised() {
     t.core.handle_data_ready(first, DataReady::Listening(sa("198.51.100.2:50001")), t.now);
     let a = t.actions();
     assert_eq!(a, vec![Action::Note(Note::StaleData { id: first, event: "ready" })]);
+}
+
+#[test]
+fn a_success_after_lost_data_reaches_the_client_as_426() {
+    // The 226 arrives before the channel reports its end, and after it.
+    for early_226 in [true, false] {
+        let mut t = v4();
+        t.client("PASV");
+        t.server("227 (198,51,100,2,200,1)");
+        t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+        let id = t.data.unwrap();
+        t.client("RETR f");
+        t.server("150 here");
+        let mut a = Vec::new();
+        if early_226 {
+            a.extend(t.server("226-all"));
+            a.extend(t.server("226 sent"));
+        }
+        a.extend(t.lost(id));
+        if !early_226 {
+            a.extend(t.server("226-all"));
+            a.extend(t.server("226 sent"));
+        }
+        let r = replies(&a);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].starts_with("426 Data connection closed before all data arrived"), "{r:?}");
+        // A failure the server reports itself is relayed as it is.
+        t.client("PASV");
+        t.server("227 (198,51,100,2,200,1)");
+        t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+        let id = t.data.unwrap();
+        t.client("STOR g");
+        t.server("150 send");
+        t.lost(id);
+        assert_eq!(replies(&t.server("451 disk full")), vec!["451 disk full\r\n"]);
+    }
 }
