@@ -344,6 +344,10 @@ fn after_dropping_privileges_transfers_work_and_only_net_admin_is_held() {
         let jail = lab.dir.path().join("jail");
         std::fs::create_dir_all(&jail).unwrap();
         let pids = lab.start_ftpgate(&["--user", "nobody", "--group", "nogroup", "--chroot", jail.to_str().unwrap()]);
+        // The listener is bound before the drop: wait for the drop itself.
+        lab::eventually(std::time::Duration::from_secs(10), "the privilege drop", || {
+            lab.log_of("ftpgate").contains("privileges dropped")
+        });
         let root = std::fs::read_link(format!("/proc/{}/root", pids[0])).unwrap();
         assert_eq!(root, jail.canonicalize().unwrap(), "ftpgate must run chrooted");
         let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap();
