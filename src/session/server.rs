@@ -24,15 +24,13 @@ impl Session {
         if rl.kind.is_final() {
             self.note(Note::ServerReply(rl.code));
         }
-        let Some(front) = self.expect.front_mut() else {
-            // Nobody asked: a reply of its own (a 421 before the server hangs up).
+        if self.expect.is_empty() {
+            // Nobody asked: a reply of its own (a 421 before the server hangs up). It gets a
+            // slot of its own, held until its last line like any other reply, and timed.
             let slot = self.replies.open();
-            self.reply(slot, &rl.raw, rl.kind.is_final());
-            if rl.code == 421 && rl.kind.is_final() {
-                self.close_gracefully(Outcome::ServerClosed, None);
-            }
-            return;
-        };
+            self.expect.push_back(Pending { slot, expect: Expect::Relay });
+        }
+        let Some(front) = self.expect.front_mut() else { return };
         let slot = front.slot;
         match &mut front.expect {
             Expect::Passive { reply, .. } => {

@@ -620,3 +620,17 @@ fn a_success_after_lost_data_reaches_the_client_as_426() {
         assert_eq!(replies(&t.server("451 disk full")), vec!["451 disk full\r\n"]);
     }
 }
+
+#[test]
+fn an_unasked_multi_line_reply_keeps_one_slot_and_the_queue_moving() {
+    let mut t = v4();
+    let mut a = t.server("211-unasked");
+    a.extend(t.server(" more"));
+    a.extend(t.server("211 end"));
+    assert_eq!(replies(&a).concat(), "211-unasked\r\n more\r\n211 end\r\n");
+    t.client("NOOP");
+    assert_eq!(replies(&t.server("200 ok")), vec!["200 ok\r\n"]);
+    let a = t.server("421 going down");
+    assert_eq!(replies(&a), vec!["421 going down\r\n"]);
+    assert_eq!(a.last(), Some(&Action::Close(Outcome::ServerClosed)));
+}
