@@ -12,8 +12,6 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-const FTPGATE: &str = env!("CARGO_BIN_EXE_ftpgate");
-
 /// ftpgate starts with the usual default soft limit (systemd's, most shells'), so that the
 /// memory figure also proves ftpgate raises RLIMIT_NOFILE itself.
 pub const FTPGATE_START_NOFILE: u64 = 1024;
@@ -67,7 +65,7 @@ pub fn start_gateway(lab: &mut Lab, yaml: &str) -> u32 {
         "prlimit".into(),
         format!("--nofile={FTPGATE_START_NOFILE}:{}", hard.max(FTPGATE_START_NOFILE)),
         "--".into(),
-        FTPGATE.into(),
+        lab::ftpgate_bin(),
         "--config".into(),
         cfg.to_str().unwrap().into(),
     ];

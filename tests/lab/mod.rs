@@ -106,6 +106,13 @@ fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The ftpgate binary the lab starts: `FTPGATE_BIN` when set (to run a lab test or the
+/// benchmark against another build, an older commit's say), else the one cargo built with
+/// the tests.
+pub fn ftpgate_bin() -> String {
+    std::env::var("FTPGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ftpgate").to_owned())
+}
+
 pub fn servers_dir() -> PathBuf {
     std::env::var_os("FTPGATE_LAB_SERVERS").map(PathBuf::from).unwrap_or_else(|| manifest().join("target/lab-servers"))
 }
