@@ -25,7 +25,7 @@ mod skip;
 #[allow(unused_imports)]
 pub use files::{random_bytes, sha256_file, write_big, Tree, DIR_ENTRIES, LARGE_BYTES};
 #[allow(unused_imports)]
-pub use helpers::{eventually, sh};
+pub use helpers::{cpu_secs, eventually, sh};
 pub use skip::gate;
 
 use servers::ServerKind;
