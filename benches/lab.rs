@@ -14,20 +14,26 @@
 //!      p99, and what ftpgate adds;
 //!   5. ftpgate's resident memory holding 10,000 idle control sessions (against a minimal
 //!      responder, this binary re-executed in the server namespace);
+//!   6. pipelining at a silent server: ftpgate's CPU time while a client writes 1 MiB of NOOP
+//!      at the responder (which never answers) without reading a reply, what becomes of that
+//!      session (421 after timeouts.reply, 5 s here), and other sessions' greeting latency
+//!      (p50/p99) before and during it;
 //!
 //! then the targets, each met or NOT met. The three paths' labs exist side by side and take
 //! turns (a different one first each round), so that whatever else runs on the machine weighs on
 //! all of them alike. Progress goes to stderr as each figure is measured;
 //! the tables go to stdout at the end. The exit status is 1 when a measurement itself failed
 //! (a transfer, a checksum, load-generator errors), not when a target is missed.
-//! `FTPGATE_BENCH_ONLY=bulk,rate,rtt,idle` (any of them) runs only those figures.
+//! `FTPGATE_BENCH_ONLY=bulk,rate,rtt,idle,pipeline` (any of them) runs only those figures;
+//! `FTPGATE_BIN=/path/to/ftpgate` measures that binary instead of the one cargo built.
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) no lab is built: the binary checks
 //! its pure helpers (percentiles, parsers, the table) and exits.
 //!
 //! This file runs the figures in order; each figure is measured in its own module under
-//! benches/lab/ (bulk, rate, rtt, idle), the labs are built in `setup`, the re-executed binary's
-//! load generators and responder are `loadgen` and `noop`, and the report is put together in
+//! benches/lab/ (bulk, rate, rtt, idle, pipeline), the labs are built in `setup`, the
+//! re-executed binary's load generators and responder are `loadgen`, `noop` and `pipegen`, and
+//! the report is put together in
 //! `render` from the pure helpers of `report`.
 
 // tests/lab/mod.rs allows its own unused code (`#![allow(dead_code)]`).
@@ -67,6 +73,10 @@ mod idle;
 mod loadgen;
 #[path = "lab/noop.rs"]
 mod noop;
+#[path = "lab/pipegen.rs"]
+mod pipegen;
+#[path = "lab/pipeline.rs"]
+mod pipeline;
 #[path = "lab/procs.rs"]
 mod procs;
 #[path = "lab/rate.rs"]
@@ -90,7 +100,7 @@ fn main() -> ExitCode {
     if args.iter().any(|a| a == "--bench") {
         run_bench()
     } else {
-        let n = report::self_check();
+        let n = report::self_check() + pipeline::self_check();
         println!(
             "lab bench (test mode): {n} self-checks of the pure helpers passed; no lab built. \
              The benchmark itself: sudo env \"PATH=$PATH\" cargo bench --bench lab"
@@ -146,6 +156,8 @@ fn run_bench() -> ExitCode {
     }
     drop(big);
     let idle = if want("idle") { bench_idle(&exe) } else { Idle::default() };
+    // Last: an ftpgate that burns CPU on it must not weigh on the other figures.
+    let pipe = if want("pipeline") { pipeline::bench_pipeline(&exe) } else { pipeline::Pipeline::default() };
     let run = RunInfo {
         versions,
         total: STARTED.get().map(|s| s.elapsed()).unwrap_or_default(),
@@ -154,7 +166,7 @@ fn run_bench() -> ExitCode {
         busy_start,
         files_on,
     };
-    let text = render(&figures, &idle, &run);
+    let text = render(&figures, &idle, &pipe, &run);
     print!("{text}");
     let _ = std::io::stdout().flush();
     let problems = PROBLEMS.lock().unwrap_or_else(|e| e.into_inner());

@@ -7,6 +7,8 @@
 //!   them until its stdin closes (or a time limit passes).
 //! * `--loadgen noop` (in noop.rs): one logged-in session; blocks of sequential NOOPs on
 //!   request (stdin), each round trip reported.
+//! * `--loadgen pipeline` (in pipegen.rs): greeting probes, then one session writing NOOPs
+//!   without reading while the probes go on.
 //! * `--responder`: a minimal server that greets every connection with `220 ready` and holds it.
 //!
 //! Results go to stdout as `RESULT key=value ...` (or `SAMPLES ...`) lines and `ERROR text`
@@ -87,8 +89,9 @@ pub fn main_loadgen(args: &[String]) -> ExitCode {
         "rate" => rate(&o),
         "hold" => hold(&o),
         "noop" => super::noop::noop(&o),
+        "pipeline" => super::pipegen::main_pipeline(&o),
         _ => {
-            eprintln!("usage: --loadgen rate|hold|noop --target ADDR:PORT ...");
+            eprintln!("usage: --loadgen rate|hold|noop|pipeline --target ADDR:PORT ...");
             ExitCode::from(2)
         }
     }

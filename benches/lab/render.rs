@@ -3,6 +3,7 @@
 use super::bulk::RUNS;
 use super::idle::{Idle, IDLE_SESSIONS};
 use super::lab::{self, LabPath};
+use super::pipeline::{Pipeline, PIPE_BYTES, PIPE_PROBE_MS, PIPE_REPLY_TIMEOUT_S, PIPE_WINDOW_S};
 use super::procs::machine;
 use super::rate::{RATE_ROUNDS, RATE_WARMUP_S, RATE_WINDOW_S, RATE_WORKERS};
 use super::report::{fmt, median, table, verdict, Cmp};
@@ -15,9 +16,17 @@ const TARGET_BULK_RATIO: f64 = 0.90;
 const TARGET_RATE_RATIO: f64 = 0.90;
 const TARGET_ADDED_P99_US: f64 = 100.0;
 const TARGET_KIB_PER_SESSION: f64 = 20.0;
+const TARGET_PIPE_CPU_S: f64 = 0.5;
+const TARGET_PIPE_GREETING_P99_MS: f64 = 100.0;
 
-/// ftpgate's version and the commit the working tree was built from.
+/// ftpgate's version and the commit the working tree was built from, or the binary
+/// FTPGATE_BIN named.
 fn ftpgate_version() -> String {
+    if let Ok(bin) = std::env::var("FTPGATE_BIN") {
+        let v = lab::sh(&[&bin, "--version"]).unwrap_or_default();
+        let v = v.trim();
+        return format!("{} (FTPGATE_BIN={bin})", v.strip_prefix("ftpgate ").unwrap_or(v));
+    }
     let commit =
         lab::sh(&["git", "-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]).unwrap_or_default();
     match commit.trim() {
@@ -36,7 +45,27 @@ pub struct RunInfo {
     pub files_on: String,
 }
 
-pub fn render(figs: &[PathFigures], idle: &Idle, run: &RunInfo) -> String {
+/// Figure 6's table.
+fn pipeline_table(p: &Pipeline) -> String {
+    let pair = |v: Option<(f64, f64)>, n: usize| {
+        v.map_or("n/a".into(), |(a, b)| format!("{} / {} ms ({n} probes)", fmt(Some(a), 1), fmt(Some(b), 1)))
+    };
+    let rows = vec![
+        vec![format!(
+            "1 MiB of NOOP written at a server that never answers, no reply read; timeouts.reply \
+             {PIPE_REPLY_TIMEOUT_S} s; {PIPE_WINDOW_S} s window; a greeting probe every {PIPE_PROBE_MS} ms"
+        )],
+        vec!["ftpgate CPU time (utime+stime) in the window".into(), format!("{} s", fmt(p.cpu_s, 2))],
+        vec![format!("bytes the client got written (of {PIPE_BYTES})"), fmt(p.sent, 0)],
+        vec!["the pipelining session".into(), p.session_outcome()],
+        vec!["other sessions' greeting p50 / p99, before".into(), pair(p.base, p.base_n)],
+        vec!["  during the pipelining".into(), pair(p.during, p.during_n)],
+        vec!["  probes without a greeting".into(), p.probe_errors.to_string()],
+    ];
+    table(&["6. pipelining at a silent server", "value"], &rows)
+}
+
+pub fn render(figs: &[PathFigures], idle: &Idle, pipe: &Pipeline, run: &RunInfo) -> String {
     let by = |p: LabPath| figs.iter().find(|f| f.path == p);
     let routed = by(LabPath::Routed);
     let gate = by(LabPath::Redirect);
@@ -158,6 +187,23 @@ pub fn render(figs: &[PathFigures], idle: &Idle, run: &RunInfo) -> String {
             "",
             0,
         ),
+        ("ftpgate CPU, 1 MiB pipelined at a silent server", pipe.cpu_s, Cmp::AtMost, TARGET_PIPE_CPU_S, " s", 2),
+        (
+            "pipelining session's 421 (reply timeout + 1 s)",
+            pipe.closed_with_421(),
+            Cmp::AtMost,
+            (PIPE_REPLY_TIMEOUT_S + 1) as f64,
+            " s",
+            2,
+        ),
+        (
+            "greeting p99 during the pipelining",
+            pipe.during.map(|d| d.1),
+            Cmp::AtMost,
+            TARGET_PIPE_GREETING_P99_MS,
+            " ms",
+            1,
+        ),
     ];
     let target_rows: Vec<Vec<String>> = targets
         .iter()
@@ -209,6 +255,15 @@ pub fn render(figs: &[PathFigures], idle: &Idle, run: &RunInfo) -> String {
         s.push_str("5. ftpgate memory with idle sessions: not run (FTPGATE_BENCH_ONLY)\n");
     }
     for n in &idle.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    s.push('\n');
+    if want("pipeline") {
+        s.push_str(&pipeline_table(pipe));
+    } else {
+        s.push_str("6. pipelining at a silent server: not run (FTPGATE_BENCH_ONLY)\n");
+    }
+    for n in &pipe.notes {
         s.push_str(&format!("  note: {n}\n"));
     }
     if let Some(c) = gate.and_then(|g| g.cpu.as_ref()) {

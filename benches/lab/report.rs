@@ -125,6 +125,25 @@ pub fn parse_229(text: &str, peer: IpAddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(peer, text[start..end].parse().ok()?))
 }
 
+/// Whole `NOOP` command lines, as many as fit in `bytes`.
+pub fn noop_stream(bytes: usize) -> Vec<u8> {
+    b"NOOP\r\n".repeat(bytes / 6)
+}
+
+/// p50 and p99 in milliseconds of samples in microseconds, given as a `key=` list of
+/// comma-separated numbers (`during_us=120,95,3000`); `None` without samples.
+pub fn ms_p50_p99(list: &str) -> Option<(f64, f64)> {
+    let mut v: Vec<u64> = list.split(',').filter_map(|x| x.parse().ok()).collect();
+    v.sort_unstable();
+    let ms = |p: f64| percentile(&v, p).map(|us| us as f64 / 1000.0);
+    Some((ms(50.0)?, ms(99.0)?))
+}
+
+/// The number of comma-separated samples in such a list.
+pub fn sample_count(list: &str) -> usize {
+    list.split(',').filter(|x| x.parse::<u64>().is_ok()).count()
+}
+
 /// `key=value` pairs of a line such as `RESULT sessions=10 rate=1.5`.
 pub fn kv(line: &str, key: &str) -> Option<String> {
     line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
@@ -318,6 +337,12 @@ pub fn self_check() -> usize {
     );
     check(g[1] == (1, "WARN ftpgate::rlimit: open-file limit 20,000 is short".into()), "a single warning");
     check(g[2] == (1, "ERROR ftpgate: gave up".into()), "errors too");
+    check(noop_stream(20) == b"NOOP\r\nNOOP\r\nNOOP\r\n", "whole NOOP lines only");
+    check(noop_stream(1 << 20).len() == (1 << 20) / 6 * 6, "a MiB of NOOP lines");
+    check(noop_stream(5).is_empty(), "no partial NOOP");
+    check(ms_p50_p99("3000,1000,2000,4000") == Some((2.0, 4.0)), "p50 and p99 in ms of a us list");
+    check(ms_p50_p99("").is_none(), "no samples, no percentiles");
+    check(sample_count("1,2,3") == 3 && sample_count("") == 0, "sample counts");
     let line = "RESULT sessions=120 rate=12.5 errors=0";
     check(kv(line, "sessions").as_deref() == Some("120"), "key=value");
     check(kv_f64(line, "rate") == Some(12.5), "key=value as a number");

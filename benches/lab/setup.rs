@@ -12,8 +12,6 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-const FTPGATE: &str = env!("CARGO_BIN_EXE_ftpgate");
-
 /// ftpgate starts with the usual default soft limit (systemd's, most shells'), so that the
 /// memory figure also proves ftpgate raises RLIMIT_NOFILE itself.
 pub const FTPGATE_START_NOFILE: u64 = 1024;
@@ -62,12 +60,16 @@ pub fn use_tmpfs() -> String {
 /// so the PID is ftpgate's.
 pub fn start_gateway(lab: &mut Lab, yaml: &str) -> u32 {
     let cfg = lab.write("bench-ftpgate.yaml", yaml);
+    let bin = lab::ftpgate_bin();
+    // What /proc/PID/comm shows once ftpgate runs: the first 15 bytes of the file's name.
+    let comm: String =
+        Path::new(&bin).file_name().map_or("ftpgate".into(), |n| n.to_string_lossy().chars().take(15).collect());
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(4096, |(_, h)| h);
     let argv: Vec<String> = vec![
         "prlimit".into(),
         format!("--nofile={FTPGATE_START_NOFILE}:{}", hard.max(FTPGATE_START_NOFILE)),
         "--".into(),
-        FTPGATE.into(),
+        bin,
         "--config".into(),
         cfg.to_str().unwrap().into(),
     ];
@@ -75,7 +77,7 @@ pub fn start_gateway(lab: &mut Lab, yaml: &str) -> u32 {
     let (pid, _) = lab.spawn("ftpgate", &fw, &argv);
     lab.wait_listening(&fw, "0.0.0.0", PROXY_PORT);
     lab::eventually(Duration::from_secs(5), "ftpgate's PID to run ftpgate", || {
-        fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ftpgate")
+        fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
     });
     pid
 }

@@ -48,6 +48,9 @@ pub enum Answer {
     /// RETR of `size` bytes; with `early_226` the 226 goes out right after the first chunk of
     /// data, while the rest is still being written.
     Retr { size: u64, early_226: bool },
+    /// These answers one after the other (a reply, then lines nobody asked for, say); not
+    /// inside another `Seq` or an `After`.
+    Seq(Vec<Answer>),
 }
 
 impl Answer {

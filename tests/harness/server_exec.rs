@@ -2,7 +2,7 @@
 //! and the data side of RETR and STOR. Files are [`pattern`] bytes, so both ends check content
 //! as well as length.
 
-use super::server::{Answer, Item, Log, Shared};
+use super::server::{Answer, Item, Line, Log, Shared};
 use super::{pattern, STEP};
 use std::io;
 use std::sync::{Arc, OnceLock};
@@ -45,19 +45,31 @@ impl Exec {
     }
 
     async fn carry_out(&mut self, item: Item) -> io::Result<Flow> {
-        let mut answer = item.answer;
+        let answers = match item.answer {
+            Answer::Seq(answers) => answers,
+            answer => vec![answer],
+        };
+        for answer in answers {
+            if let Flow::Stop = self.answer(answer, &item.line, item.aborts).await? {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Go)
+    }
+
+    async fn answer(&mut self, mut answer: Answer, line: &Line, aborts: u64) -> io::Result<Flow> {
         while let Answer::After(latch, then) = answer {
             latch.wait().await;
             answer = *then;
         }
-        let line = &item.line;
         match answer {
             Answer::After(..) => unreachable!("unwrapped above"),
+            Answer::Seq(_) => panic!("the fake server's script nested an Answer::Seq"),
             Answer::Reply(text) => self.say(&text).await?,
             Answer::Raw(bytes) => self.wr.write_all(&bytes).await?,
             Answer::Never => std::future::pending::<()>().await,
             Answer::Close => return Ok(Flow::Stop),
-            Answer::Retr { size, early_226 } => self.retr(size, early_226, item.aborts).await?,
+            Answer::Retr { size, early_226 } => self.retr(size, early_226, aborts).await?,
             Answer::Default => match line.verb.as_str() {
                 "NOOP" => self.say("200 NOOP ok").await?,
                 "USER" => self.say("331 Password required").await?,
@@ -68,8 +80,8 @@ impl Exec {
                 }
                 "ABOR" => self.say("226 Abort successful").await?,
                 "PASV" | "EPSV" => self.passive(line.verb == "EPSV").await?,
-                "RETR" => self.retr(line.arg.trim().parse().unwrap_or(1 << 20), false, item.aborts).await?,
-                "STOR" => self.stor(item.aborts).await?,
+                "RETR" => self.retr(line.arg.trim().parse().unwrap_or(1 << 20), false, aborts).await?,
+                "STOR" => self.stor(aborts).await?,
                 verb => self.say(&format!("200 {verb} ok")).await?,
             },
         }

@@ -11,12 +11,26 @@ Behaviours (--behaviour):
   no-eol           NOOP gets a reply line that never ends
   mismatch         NOOP gets "211-" followed by a "212 " line, then silence
   no-epsv          EPSV is refused with 500 (as by servers that predate RFC 2428); PASV works
+  silent           greets, then reads commands and never answers one; prints
+                   "silent session N: K commands" whenever K changed (at most 4 times a second)
+                   and "silent session N: K commands, closed" when the peer closes
 """
 import argparse
+import itertools
 import socket
+import sys
 import threading
+import time
 
 PAYLOAD = b"hostile-server-data\n" * 5000
+SAY = threading.Lock()
+
+
+def say(line):
+    """One whole line to stdout: the sessions' threads print side by side."""
+    with SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def data_listener(addr):
@@ -28,13 +42,16 @@ def data_listener(addr):
     return ls
 
 
-def session(conn, addr, behaviour):
+def session(conn, addr, behaviour, ident):
     f = conn.makefile("rb")
     out = conn.sendall
     if behaviour == "no-greeting":
         f.read()  # until the peer closes
         return
     out(b"220 hostile lab server\r\n")
+    if behaviour == "silent":
+        silent(f, ident)
+        return
     data = None
     logged_in = False
     for raw in f:
@@ -82,6 +99,28 @@ def session(conn, addr, behaviour):
             out(b"200 ok\r\n")
 
 
+def silent(f, ident):
+    """Counts command lines and answers none; the count is printed as it changes."""
+    state = {"count": 0, "open": True}
+
+    def report():
+        shown = -1
+        while state["open"]:
+            if state["count"] != shown:
+                shown = state["count"]
+                say("silent session %d: %d commands" % (ident, shown))
+            time.sleep(0.25)
+
+    threading.Thread(target=report, daemon=True).start()
+    try:
+        for _ in f:
+            state["count"] += 1
+    except OSError:  # a reset is a close too
+        pass
+    state["open"] = False
+    say("silent session %d: %d commands, closed" % (ident, state["count"]))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--addr", required=True)
@@ -92,9 +131,10 @@ def main():
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.addr, 21))
     ls.listen(64)
-    while True:
+    # Sessions are numbered in accept order.
+    for ident in itertools.count():
         conn, _ = ls.accept()
-        threading.Thread(target=session, args=(conn, a.addr, a.behaviour), daemon=True).start()
+        threading.Thread(target=session, args=(conn, a.addr, a.behaviour, ident), daemon=True).start()
 
 
 if __name__ == "__main__":

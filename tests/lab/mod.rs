@@ -25,7 +25,7 @@ mod skip;
 #[allow(unused_imports)]
 pub use files::{random_bytes, sha256_file, write_big, Tree, DIR_ENTRIES, LARGE_BYTES};
 #[allow(unused_imports)]
-pub use helpers::{eventually, sh};
+pub use helpers::{cpu_secs, eventually, sh};
 pub use skip::gate;
 
 use servers::ServerKind;
@@ -104,6 +104,13 @@ impl Family {
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The ftpgate binary the lab starts: `FTPGATE_BIN` when set (to run a lab test or the
+/// benchmark against another build, an older commit's say), else the one cargo built with
+/// the tests.
+pub fn ftpgate_bin() -> String {
+    std::env::var("FTPGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ftpgate").to_owned())
 }
 
 pub fn servers_dir() -> PathBuf {

@@ -3,7 +3,10 @@
 //! lab's directory; and what can be seen of them from outside (listeners, metrics).
 
 use super::servers::ServerKind;
-use super::{manifest, servers_dir, Lab, LabPath, Proc, Tree, FW_C4, FW_C6, PROXY_PORT, SERVER4, SERVER6, SERVER_PASV};
+use super::{
+    ftpgate_bin, manifest, servers_dir, Lab, LabPath, Proc, Tree, FW_C4, FW_C6, PROXY_PORT, SERVER4, SERVER6,
+    SERVER_PASV,
+};
 use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -158,7 +161,7 @@ impl Lab {
 
     /// Starts ftpgate in the firewall namespace for this lab's path (plus `extra` flags).
     pub fn start_ftpgate(&mut self, extra: &[&str]) -> Vec<u32> {
-        let bin = env!("CARGO_BIN_EXE_ftpgate").to_owned();
+        let bin = ftpgate_bin();
         let fw = self.fw_ns.clone();
         let mut base: Vec<String> = vec![bin, "--log-level".into(), "debug,ftpgate::proxy::control=trace".into()];
         base.extend(extra.iter().map(|s| s.to_string()));
