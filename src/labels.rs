@@ -48,6 +48,9 @@ label_enum! {
         Policy => "policy",
         /// A connection addressed to the gateway itself.
         Loop => "loop",
+        /// A diverted connection to where no client may go through the gateway: the firewall's
+        /// own addresses, loopback, link-local, multicast, or outside `servers`.
+        Destination => "destination",
         /// A server's passive reply naming another host or a privileged port.
         ServerDataAddress => "server_data_address",
         UpstreamConnect => "upstream_connect",

@@ -13,6 +13,7 @@ mod policy;
 mod ports;
 mod privileges;
 mod raw;
+mod servers;
 mod shaping;
 mod timeouts;
 
@@ -22,6 +23,7 @@ pub use parts::{Config, LiveConfig, StartupConfig};
 pub use ports::{Advertise, PortRange};
 pub use privileges::Privileges;
 pub use raw::RawConfig;
+pub use servers::ServerNets;
 pub use shaping::SocketTags;
 pub use timeouts::{Timeouts, MAX_TIMEOUT};
 
@@ -71,6 +73,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         max_line: limits.max_line,
         ..policy::session_policy(raw)?
     };
+    let servers = servers::servers(&raw.servers, net.upstream.is_some())?;
     let privileges = privileges::privileges(&raw.privileges)?;
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
@@ -93,6 +96,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         active_ports: ports.active_ports,
         active_source_port_20: ports.active_source_port_20,
         nat64_prefix: net.nat64_prefix,
+        servers,
         control_tags: shaping.control,
         data_tags: shaping.data,
         max_sessions_per_client: limits.max_sessions_per_client,

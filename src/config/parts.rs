@@ -1,7 +1,7 @@
 //! The typed configuration in its two parts: what only a restart can change, and what a reload
 //! hands to the sessions that start after it.
 
-use super::{Advertise, InterceptMode, LogFormat, PortRange, Privileges, SocketTags, Timeouts};
+use super::{Advertise, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags, Timeouts};
 use crate::session::SessionPolicy;
 use ipnet::Ipv6Net;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +65,8 @@ pub struct LiveConfig {
     pub active_source_port_20: bool,
     /// Original destinations inside this RFC 6052 prefix are IPv4 servers (NAT64).
     pub nat64_prefix: Option<Ipv6Net>,
+    /// Where diverted clients may go (`servers`); reverse mode's `upstream` is not checked.
+    pub servers: ServerNets,
     /// Tags of the upstream control connection.
     pub control_tags: SocketTags,
     /// Tags of every data connection, both sides.
@@ -97,6 +99,7 @@ impl Config {
         if self.startup.intercept == InterceptMode::None {
             live.upstream = live.upstream.or(self.live.upstream);
             live.nat64_prefix = None;
+            live.servers = ServerNets::default();
         } else {
             live.upstream = None;
         }

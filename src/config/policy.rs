@@ -55,7 +55,7 @@ fn verbs(list: &[String], field: &'static str) -> Result<Vec<String>, ConfigErro
         .collect()
 }
 
-fn net(s: &str, field: &'static str) -> Result<IpNet, ConfigError> {
+pub(super) fn net(s: &str, field: &'static str) -> Result<IpNet, ConfigError> {
     s.trim()
         .parse::<IpNet>()
         .or_else(|_| s.trim().parse::<IpAddr>().map(IpNet::from))

@@ -4,13 +4,13 @@
 use super::data::Endpoints;
 use super::driver::Driver;
 use super::Shared;
-use crate::addr::{canonical, nat64_embedded, ClientAddr, LocalAddr, UpstreamAddr};
+use crate::addr::{canonical, ClientAddr, LocalAddr, UpstreamAddr};
 use crate::data::sockets::{connect, from_ip};
 use crate::labels::Reason;
 use crate::protocol::reply::reply_line;
 use crate::session::{ControlCore, CoreTimeouts, Outcome};
 use socket2::SockRef;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -62,12 +62,9 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
                 shared.metrics.reject(Reason::Loop);
                 return refuse(client, 421, "Connection to the gateway itself refused (not diverted)").await;
             }
-            match (cfg.nat64_prefix, dst.ip()) {
-                (Some(prefix), IpAddr::V6(v6)) => match nat64_embedded(prefix, v6) {
-                    Some(v4) => UpstreamAddr(SocketAddr::new(IpAddr::V4(v4), dst.port())),
-                    None => UpstreamAddr(dst.0),
-                },
-                _ => UpstreamAddr(dst.0),
+            match super::destination::screen(shared, dst) {
+                Ok(upstream) => upstream,
+                Err(text) => return refuse(client, 421, &text).await,
             }
         }
         (None, None) => return refuse(client, 421, "No upstream configured").await,

@@ -2,7 +2,9 @@
 
 mod control;
 mod data;
+mod destination;
 mod driver;
+mod local_addrs;
 mod metrics_endpoint;
 mod passive_index;
 mod stream;
@@ -14,6 +16,7 @@ use crate::labels::Reason;
 use crate::metrics::Metrics;
 use crate::xferlog::XferLog;
 use ipnet::IpNet;
+use local_addrs::LocalAddresses;
 use passive_index::PassiveIndex;
 use std::collections::HashMap;
 use std::io;
@@ -89,6 +92,8 @@ pub struct Shared {
     /// Open passive endpoints, for site-to-site transfers between sessions.
     pub passive_index: PassiveIndex,
     pub metrics: Arc<Metrics>,
+    /// The firewall's own addresses, which diverted clients may not reach.
+    pub local_addrs: Arc<LocalAddresses>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -125,6 +130,7 @@ impl Shared {
             xferlog: self.xferlog.clone(),
             passive_index: self.passive_index.clone(),
             metrics: self.metrics.clone(),
+            local_addrs: self.local_addrs.clone(),
         };
         Ok((next, needs_restart))
     }
@@ -204,6 +210,7 @@ impl Gateway {
             xferlog,
             passive_index: PassiveIndex::default(),
             metrics: Arc::new(Metrics::new()?),
+            local_addrs: Arc::default(),
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
     }
