@@ -1,42 +1,14 @@
 use clap::Parser;
 use ftpgate::cli::Cli;
-use ftpgate::config::{Config, LogFormat};
+use ftpgate::config::Config;
+use ftpgate::logging;
 use ftpgate::privileges::{drop_privileges, Keep};
 use ftpgate::proxy::Gateway;
 use std::process::ExitCode;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 /// Exit codes an admin's scripts can tell apart.
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
-
-/// Where a reload changes the log's level; the format is fixed at start-up.
-type LogLevel = reload::Handle<EnvFilter, Registry>;
-
-fn init_logging(cfg: &Config) -> LogLevel {
-    let filter = EnvFilter::try_new(&cfg.live.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, level) = reload::Layer::new(filter);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let output = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let logging = tracing_subscriber::registry().with(filter);
-    match cfg.startup.log_format {
-        LogFormat::Human => logging.with(output).init(),
-        LogFormat::Json => logging.with(output.json().flatten_event(true).with_current_span(true)).init(),
-    }
-    level
-}
-
-/// Applies a reloaded `log.level` (validated with the rest of the file).
-fn set_log_level(level: &LogLevel, cfg: &Config) {
-    let applied = EnvFilter::try_new(&cfg.live.log_level)
-        .map_err(|e| e.to_string())
-        .and_then(|filter| level.reload(filter).map_err(|e| e.to_string()));
-    if let Err(e) = applied {
-        tracing::warn!(error = %e, "cannot change the log level; it stays as it was");
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,7 +24,7 @@ fn main() -> ExitCode {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
     }
-    let log_level = init_logging(&cfg);
+    let log_level = logging::init(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,
         Err(e) => {
@@ -90,7 +62,7 @@ fn main() -> ExitCode {
         });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload_on_sighup(cli, reload_tx));
-        gateway.serve(rx, reload_rx, |cfg| set_log_level(&log_level, cfg)).await;
+        gateway.serve(rx, reload_rx, |cfg| logging::set_level(&log_level, cfg)).await;
         tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
