@@ -46,3 +46,138 @@ fn json_log_lines_are_json_objects_with_level_and_message() {
     // The first line is either the root warning or the listening line; both are objects with a message.
     assert!(v.get("message").is_some() && v.get("level").is_some(), "{v}");
 }
+
+/// A running ftpgate whose log lines arrive on a channel; killed when dropped.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// `program` with `args`: ftpgate itself, or a wrapper such as setpriv in front of it.
+    fn start(program: &str, args: &[&str]) -> Running {
+        let mut child = Command::new(program).args(args).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines, seen: Vec::new() }
+    }
+
+    /// The first log line (from now on) containing `text`; panics with the log after 10 s or
+    /// when the process ends first.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no log line with {text:?} ({e:?}); the log:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A directory every user may enter, with a configuration file of `mode` in it (owned by the
+/// user running the tests).
+fn config_dir(mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("ftpgate.yaml");
+    std::fs::write(&file, "listen: ['127.0.0.1:0']\nupstream: '127.0.0.1:21'\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    (dir, file)
+}
+
+/// Once privileges are dropped, a SIGHUP reads the file as `privileges.user`: a file that user
+/// cannot read is named at start-up, with the fix, rather than at the first reload.
+#[test]
+fn a_config_the_dropped_user_cannot_read_is_named_at_start_up() {
+    if !is_root() {
+        eprintln!("SKIPPED unreadable-config test: needs root to drop privileges");
+        return;
+    }
+    let (_dir, file) = config_dir(0o600);
+    let path = file.to_str().unwrap();
+    let mut gw = Running::start(BIN, &["--config", path, "--user", "nobody"]);
+    let warning = gw.wait_for("reload");
+    assert!(warning.contains("WARN") && warning.contains(path) && warning.contains("nobody"), "{warning}");
+    assert!(warning.contains("Permission denied"), "{warning}");
+    gw.wait_for("ftpgate listening");
+}
+
+/// With `privileges.chroot`, a SIGHUP can only read what is inside the new root: a file inside
+/// it is read there (by its path inside), and the reload applies.
+#[test]
+fn a_config_inside_the_chroot_is_reloaded_after_the_drop() {
+    if !is_root() {
+        eprintln!("SKIPPED chroot reload test: needs root to chroot");
+        return;
+    }
+    let (dir, file) = config_dir(0o644);
+    let (path, root) = (file.to_str().unwrap(), dir.path().to_str().unwrap());
+    let mut gw = Running::start(BIN, &["--config", path, "--user", "nobody", "--chroot", root]);
+    gw.wait_for("ftpgate listening");
+    assert!(!gw.seen.iter().any(|l| l.contains("WARN") && l.contains("reload")), "{:#?}", gw.seen);
+    std::fs::write(&file, "listen: ['127.0.0.1:0']\nupstream: '127.0.0.1:21'\nlog: {level: debug}\n").unwrap();
+    gw.signal("-HUP");
+    let line = gw.wait_for("reload");
+    assert!(line.contains("configuration reloaded"), "{line}");
+}
+
+/// The shipped unit's way of running ftpgate: its ExecStart arguments, as a dynamic user (not
+/// root, no `privileges.user`) with no capability and no new privileges, the configuration
+/// installed readable (mode 644). `systemctl reload` (ExecReload: SIGHUP) applies a new file.
+#[test]
+fn the_shipped_unit_reloads_its_configuration() {
+    if !is_root() {
+        eprintln!("SKIPPED unit reload test: needs root to run ftpgate as a dynamic user");
+        return;
+    }
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ftpgate.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart= in the unit");
+    let (dir, file) = config_dir(0o644);
+    let path = file.to_str().unwrap();
+    let args: Vec<&str> =
+        exec.split_whitespace().skip(1).map(|a| if a == "/etc/ftpgate/ftpgate.yaml" { path } else { a }).collect();
+    assert!(args.contains(&path), "ExecStart does not read /etc/ftpgate/ftpgate.yaml: {exec}");
+    // A uid from systemd's DynamicUser= range, with no account behind it.
+    let mut setpriv = vec!["--reuid", "61999", "--regid", "61999", "--clear-groups", "--inh-caps=-all"];
+    setpriv.extend(["--bounding-set=-all", "--no-new-privs", BIN]);
+    setpriv.extend(args);
+    let mut gw = Running::start("setpriv", &setpriv);
+    gw.wait_for("ftpgate listening");
+    std::fs::write(&file, "listen: ['127.0.0.1:0']\nupstream: '127.0.0.1:21'\nlog: {level: debug}\n").unwrap();
+    gw.signal("-HUP");
+    let line = gw.wait_for("reload");
+    assert!(line.contains("configuration reloaded"), "{line}");
+    drop(dir);
+}

@@ -338,6 +338,21 @@ fn the_unit_grants_no_capability_and_each_drop_in_exactly_its_own() {
     assert_eq!(caps(&refs, "AmbientCapabilities"), Some(union));
 }
 
+/// `systemctl reload` checks the file the service runs with, then sends SIGHUP (which
+/// tests/cli.rs sends to ftpgate run as this unit runs it).
+#[test]
+fn the_unit_reloads_with_systemctl_reload() {
+    let unit = unit_file(UNIT);
+    let start = unit.last("Service", "ExecStart").expect("ExecStart");
+    let config = start.split_whitespace().skip_while(|a| *a != "--config").nth(1).expect("ExecStart --config FILE");
+    let reload: Vec<&str> = unit.values("Service", "ExecReload").map(|a| a.value.as_str()).collect();
+    assert_eq!(
+        reload,
+        [format!("/usr/local/sbin/ftpgate --check-config {config}").as_str(), "/bin/kill -HUP $MAINPID"],
+        "{UNIT}: ExecReload"
+    );
+}
+
 #[test]
 fn the_readme_says_how_to_install_each_drop_in() {
     let readme = read("README.md");
