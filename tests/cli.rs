@@ -88,6 +88,14 @@ impl Running {
         }
     }
 
+    /// The first log line containing `text`, seen already or waited for.
+    fn logged(&mut self, text: &str) -> String {
+        match self.seen.iter().find(|l| l.contains(text)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(text),
+        }
+    }
+
     fn signal(&self, sig: &str) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
@@ -180,4 +188,57 @@ fn the_shipped_unit_reloads_its_configuration() {
     let line = gw.wait_for("reload");
     assert!(line.contains("configuration reloaded"), "{line}");
     drop(dir);
+}
+
+/// An address ftpgate logged in JSON field `field` of the line containing `text`, written as
+/// `127.0.0.1:port`, `[127.0.0.1:port]` or `Some(127.0.0.1:port)`.
+fn logged_addr(gw: &mut Running, text: &str, field: &str) -> std::net::SocketAddr {
+    let line = gw.logged(text);
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let raw = v[field].as_str().unwrap_or_else(|| panic!("no {field} in {line}"));
+    let addr = raw.trim_start_matches("Some(").trim_start_matches('[').trim_end_matches([')', ']']);
+    addr.parse().unwrap_or_else(|e| panic!("{raw}: {e}"))
+}
+
+/// The descriptor exhaustion seen in production, in a child process with few descriptors:
+/// idle connections to /metrics must not take the ones FTP clients need.
+#[test]
+fn a_metrics_flood_does_not_take_the_descriptors_ftp_needs() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    const FLOOD: usize = 300;
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = upstream.local_addr().unwrap().to_string();
+    // The fake server greets the one session the test opens and holds it until the test ends.
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = upstream.accept() {
+            let _ = s.write_all(b"220 fake server\r\n");
+            let _ = s.read(&mut [0; 64]);
+        }
+    });
+    // 256 descriptors, soft and hard: ftpgate cannot raise them, and says so.
+    let mut gw = Running::start(
+        "prlimit",
+        &["--nofile=256:256", BIN, "--listen", "127.0.0.1:0", "--upstream", &server]
+            .into_iter()
+            .chain(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+            .collect::<Vec<_>>(),
+    );
+    let metrics = logged_addr(&mut gw, "serving /metrics", "listen");
+    let ftp = logged_addr(&mut gw, "ftpgate listening", "listen");
+    let idle: Vec<std::net::TcpStream> =
+        (0..FLOOD).map(|_| std::net::TcpStream::connect(metrics).expect("connect to /metrics")).collect();
+
+    let mut client = std::net::TcpStream::connect(ftp).unwrap();
+    // Well inside the metrics endpoint's header timeout, which would free the descriptors.
+    client.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut greeting = [0; 64];
+    let n = client.read(&mut greeting).unwrap_or_else(|e| {
+        panic!(
+            "no FTP greeting during a flood of {FLOOD} idle /metrics connections: {e}; the log:\n{}",
+            gw.seen.join("\n")
+        )
+    });
+    assert!(greeting[..n].starts_with(b"220 fake server"), "{:?}", String::from_utf8_lossy(&greeting[..n]));
+    drop(idle);
 }

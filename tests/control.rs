@@ -9,6 +9,8 @@ mod harness;
 mod aborts;
 #[path = "control/limits.rs"]
 mod limits;
+#[path = "control/metrics.rs"]
+mod metrics;
 #[path = "control/ordering.rs"]
 mod ordering;
 #[path = "control/transfers.rs"]
