@@ -58,6 +58,8 @@ label_enum! {
         Intercept => "intercept",
         /// Every port of the configured data port range in use.
         PortExhausted => "port_exhausted",
+        /// A connection to the metrics endpoint beyond `metrics.max_connections`, closed at once.
+        MetricsLimit => "metrics_limit",
     }
 }
 

@@ -1,42 +1,17 @@
 use clap::Parser;
 use ftpgate::cli::Cli;
-use ftpgate::config::{Config, LogFormat};
-use ftpgate::privileges::{drop_privileges, Keep};
+use ftpgate::config::Config;
+use ftpgate::config::Privileges;
+use ftpgate::logging;
+use ftpgate::privileges::{drop_privileges, path_after_drop, Keep};
 use ftpgate::proxy::Gateway;
+use std::path::Path;
 use std::process::ExitCode;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
+use tokio::signal::unix::Signal;
 
 /// Exit codes an admin's scripts can tell apart.
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
-
-/// Where a reload changes the log's level; the format is fixed at start-up.
-type LogLevel = reload::Handle<EnvFilter, Registry>;
-
-fn init_logging(cfg: &Config) -> LogLevel {
-    let filter = EnvFilter::try_new(&cfg.live.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, level) = reload::Layer::new(filter);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let output = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let logging = tracing_subscriber::registry().with(filter);
-    match cfg.startup.log_format {
-        LogFormat::Human => logging.with(output).init(),
-        LogFormat::Json => logging.with(output.json().flatten_event(true).with_current_span(true)).init(),
-    }
-    level
-}
-
-/// Applies a reloaded `log.level` (validated with the rest of the file).
-fn set_log_level(level: &LogLevel, cfg: &Config) {
-    let applied = EnvFilter::try_new(&cfg.live.log_level)
-        .map_err(|e| e.to_string())
-        .and_then(|filter| level.reload(filter).map_err(|e| e.to_string()));
-    if let Err(e) = applied {
-        tracing::warn!(error = %e, "cannot change the log level; it stays as it was");
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,7 +27,7 @@ fn main() -> ExitCode {
         println!("{cfg:#?}");
         return ExitCode::SUCCESS;
     }
-    let log_level = init_logging(&cfg);
+    let log_level = logging::init(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,
         Err(e) => {
@@ -63,8 +38,19 @@ fn main() -> ExitCode {
     };
     // While still privileged: raising the hard limit needs CAP_SYS_RESOURCE.
     ftpgate::rlimit::apply(&gateway.config().startup);
-    match drop_privileges(&gateway.config().startup.privileges, &capabilities(&gateway)) {
-        Ok(Some(d)) => tracing::info!(uid = d.uid, gid = d.gid, kept = ?d.kept, "privileges dropped"),
+    let privileges = &gateway.config().startup.privileges;
+    // A SIGHUP reads the file as the process is after the drop: as its user, inside its chroot.
+    let mut cli = cli;
+    let named = cli.config.clone();
+    cli.config = named.as_deref().map(|p| path_after_drop(privileges, p));
+    match drop_privileges(privileges, &capabilities(&gateway), cli.config.as_slice()) {
+        Ok(Some(d)) => {
+            tracing::info!(uid = d.uid, gid = d.gid, kept = ?d.kept, "privileges dropped");
+            for (inside, error) in &d.unreadable {
+                let file = named.as_deref().unwrap_or(inside).display();
+                warn_unreloadable(&file.to_string(), inside, error, privileges);
+            }
+        }
         Ok(None) if nix::unistd::Uid::effective().is_root() => {
             tracing::warn!("running as root: set privileges.user (or --user) to drop privileges after binding")
         }
@@ -83,14 +69,19 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Handlers are in place before "ftpgate listening" is logged: a signal sent on seeing
+        // that line is never met with its default action (which for SIGHUP is to exit).
+        let stop = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        let hup = signal(SignalKind::hangup());
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(stop).await;
             let _ = tx.send(true);
         });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(reload_on_sighup(cli, reload_tx));
-        gateway.serve(rx, reload_rx, |cfg| set_log_level(&log_level, cfg)).await;
+        tokio::spawn(reload_on_sighup(cli, hup, reload_tx));
+        gateway.serve(rx, reload_rx, |cfg| logging::set_level(&log_level, cfg)).await;
         tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
@@ -110,11 +101,36 @@ fn capabilities(gateway: &Gateway) -> Vec<Keep> {
     keep
 }
 
+/// Says at start-up that a SIGHUP will not be able to read `file` (reached as `inside` after
+/// the drop), why, and what to do about it.
+fn warn_unreloadable(file: &str, inside: &Path, error: &std::io::Error, p: &Privileges) {
+    let user = p.user.as_deref().unwrap_or("-");
+    let (why, fix) = match &p.chroot {
+        Some(root) => (
+            format!(
+                "after the chroot to {} ftpgate reads it as {} inside that root, which privileges.user `{user}` \
+                 cannot: {error}",
+                root.display(),
+                inside.display()
+            ),
+            "keep the file inside privileges.chroot, readable by that user (or bind-mount its directory there)",
+        ),
+        None => (
+            format!("privileges.user `{user}` cannot read it: {error}"),
+            "make it readable by that user (e.g. group-readable with privileges.group)",
+        ),
+    };
+    tracing::warn!(
+        reason = "config",
+        file,
+        "SIGHUP will not be able to reload the configuration {file}: {why}; {fix}, or restart ftpgate to change the configuration"
+    );
+}
+
 /// SIGHUP: read the file again (with the command line's overrides); a file that does not
 /// validate is refused with its reason and the running configuration stays.
-async fn reload_on_sighup(cli: Cli, to: tokio::sync::mpsc::Sender<Config>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+async fn reload_on_sighup(cli: Cli, hup: std::io::Result<Signal>, to: tokio::sync::mpsc::Sender<Config>) {
+    let Ok(mut hup) = hup else {
         tracing::warn!("cannot install the SIGHUP handler: reload disabled");
         return;
     };
@@ -134,11 +150,8 @@ async fn reload_on_sighup(cli: Cli, to: tokio::sync::mpsc::Sender<Config>) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
+async fn wait_for_signal(stop: (std::io::Result<Signal>, std::io::Result<Signal>)) {
+    match stop {
         (Ok(mut t), Ok(mut i)) => {
             tokio::select! {
                 _ = t.recv() => tracing::info!("SIGTERM received"),

@@ -16,7 +16,7 @@ pub const PER_SESSION: u64 = 2;
 /// two splice pipes of two descriptors each.
 pub const PER_DATA_CHANNEL: u64 = 1 + 2 + 2 * 2;
 /// Everything else: standard streams, the runtime's epoll and wake-up descriptors, the signal
-/// pipe, the transfer log, `/dev/pf`, metrics scrapes, connections accepted only to be refused.
+/// pipe, the transfer log, `/dev/pf`, connections accepted only to be refused.
 pub const MARGIN: u64 = 64;
 
 /// Descriptors needed with `max_sessions` control sessions, `max_data_channels` data channels
@@ -29,9 +29,14 @@ pub fn needed(max_sessions: usize, max_data_channels: usize, listeners: usize) -
         .saturating_add(MARGIN)
 }
 
-/// [`needed`] for a validated configuration: its client listeners and the metrics listener.
+/// [`needed`] for a validated configuration: its client listeners, and the metrics listener
+/// with the connections it may hold (`metrics.max_connections`).
 pub fn needed_by(cfg: &StartupConfig) -> u64 {
-    needed(cfg.max_sessions, cfg.max_data_channels, cfg.listen.len() + usize::from(cfg.metrics_listen.is_some()))
+    let metrics = match cfg.metrics_listen {
+        Some(_) => 1 + cfg.metrics_max_connections,
+        None => 0,
+    };
+    needed(cfg.max_sessions, cfg.max_data_channels, cfg.listen.len()).saturating_add(metrics as u64)
 }
 
 /// A soft and a hard limit; `u64::MAX` is unlimited.
@@ -244,6 +249,13 @@ mod tests {
             .parse()
             .unwrap();
         assert!(limit >= 2 * needed_by(&cfg), "LimitNOFILE={limit} leaves no room");
+    }
+
+    #[test]
+    fn the_metrics_endpoint_counts_with_its_connections() {
+        let yaml = "metrics: {listen: 127.0.0.1:9121, max_connections: 20}\n";
+        let cfg = crate::config::validate(&crate::config::parse_raw(yaml).unwrap()).unwrap().startup;
+        assert_eq!(needed_by(&cfg), 16_066 + 1 + 20);
     }
 
     #[test]

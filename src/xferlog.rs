@@ -1,6 +1,7 @@
 //! The optional transfer log in the xferlog(5) format that FTP servers write, so existing log
 //! tools read ftpgate's transfers too: one line per file transfer.
 
+use crate::logging::is_bidi_control;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -38,9 +39,11 @@ impl XferLog {
 
     pub fn line(e: &Entry<'_>, now: OffsetDateTime) -> String {
         let when = now.format(CTIME).unwrap_or_default();
-        // Fields are separated by spaces: names keep to one field and to printable characters.
-        let path: String = e.path.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect();
-        let user: String = e.user.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect();
+        // Fields are separated by spaces: names keep to one field and to characters that show
+        // as what they are (a bidirectional override would make the line read otherwise).
+        let shown = |c: char| if c.is_whitespace() || c.is_control() || is_bidi_control(c) { '_' } else { c };
+        let path: String = e.path.chars().map(shown).collect();
+        let user: String = e.user.chars().map(shown).collect();
         let anonymous = user.eq_ignore_ascii_case("anonymous") || user.eq_ignore_ascii_case("ftp");
         format!(
             "{when} {} {} {} {} {} _ {} {} {} ftp 0 * {}\n",
@@ -85,5 +88,44 @@ mod tests {
         let l = XferLog::line(&e, now);
         assert!(l.ends_with(" 1 203.0.113.2 1536 dir/my_file.bin b _ o a anonymous ftp 0 * c\n"), "{l}");
         assert_eq!(l.split(' ').filter(|f| !f.is_empty()).count(), 18, "{l}");
+    }
+
+    /// Names come from clients: a bidirectional override or isolate would make the line read
+    /// differently from what it holds (`evil\u{202e}gpj.exe` shows as `evilexe.jpg`).
+    #[test]
+    fn bidirectional_controls_in_names_are_escaped_like_esc() {
+        let bidi = [
+            '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ];
+        for c in bidi.into_iter().chain(['\u{1b}']) {
+            let path = format!("evil{c}gpj.exe");
+            let user = format!("ad{c}min");
+            let e = Entry {
+                client: "203.0.113.2".parse().unwrap(),
+                bytes: 1,
+                duration: Duration::from_secs(1),
+                path: &path,
+                binary: true,
+                outgoing: true,
+                user: &user,
+                complete: true,
+            };
+            let l = XferLog::line(&e, OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap());
+            assert!(!l.contains(c), "U+{:04X} written as is: {l:?}", c as u32);
+            assert!(l.contains(" evil_gpj.exe b _ o r ad_min ftp 0 * c\n"), "U+{:04X}: {l:?}", c as u32);
+        }
+        // Other non-ASCII text stays as written.
+        let e = Entry {
+            client: "203.0.113.2".parse().unwrap(),
+            bytes: 1,
+            duration: Duration::from_secs(1),
+            path: "caf\u{e9}/\u{5e9}\u{5dc}\u{5d5}\u{5dd}.txt",
+            binary: true,
+            outgoing: false,
+            user: "j\u{fc}rgen",
+            complete: true,
+        };
+        let l = XferLog::line(&e, OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap());
+        assert!(l.contains(" caf\u{e9}/\u{5e9}\u{5dc}\u{5d5}\u{5dd}.txt b _ i r j\u{fc}rgen "), "{l:?}");
     }
 }

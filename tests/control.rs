@@ -11,6 +11,8 @@ mod aborts;
 mod held;
 #[path = "control/limits.rs"]
 mod limits;
+#[path = "control/metrics.rs"]
+mod metrics;
 #[path = "control/ordering.rs"]
 mod ordering;
 #[path = "control/transfers.rs"]

@@ -77,7 +77,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let privileges = privileges::privileges(&raw.privileges)?;
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
-    let metrics_listen = metrics::metrics_listen(&raw.metrics)?;
+    let metrics = metrics::metrics(&raw.metrics)?;
     let startup = StartupConfig {
         listen: net.listen,
         intercept: net.intercept,
@@ -86,7 +86,8 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         max_data_channels: limits.max_data_channels,
         log_format: log.format,
         xferlog: log.xferlog,
-        metrics_listen,
+        metrics_listen: metrics.listen,
+        metrics_max_connections: metrics.max_connections,
     };
     let live = LiveConfig {
         upstream: net.upstream,
@@ -174,6 +175,8 @@ mod tests {
         assert!(err_of("log: {level: \"[\"}\n").contains("`log.level`"));
         assert!(err_of("log: {xferlog: xferlog}\n").contains("`log.xferlog`"));
         assert!(err_of("metrics: {listen: nowhere}\n").contains("`metrics.listen`"));
+        assert!(err_of("metrics: {max_connections: 0}\n").contains("`metrics.max_connections`"));
+        assert!(err_of("metrics: {max_connections: 100000}\n").contains("`metrics.max_connections`"));
     }
 
     #[test]

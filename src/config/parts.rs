@@ -48,6 +48,8 @@ config_part! {
         xferlog: Option<PathBuf> => "log.xferlog",
         /// Where `/metrics` is served; off when `None`.
         metrics_listen: Option<SocketAddr> => "metrics.listen",
+        /// Connections the metrics endpoint serves at once; beyond, closed at once.
+        metrics_max_connections: usize => "metrics.max_connections",
     }
 }
 

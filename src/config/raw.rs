@@ -27,10 +27,17 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMetrics {
     pub listen: Option<String>,
+    pub max_connections: usize,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self { listen: None, max_connections: 16 }
+    }
 }
 
 impl Default for RawConfig {

@@ -228,6 +228,11 @@ impl Gateway {
         &self.shared.listening
     }
 
+    /// Where `/metrics` is served (port 0 resolved), when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` turns true, then lets sessions finish for up to the grace period
     /// of the configuration then current. Each configuration received on `reloads` applies to
     /// sessions started after; `applied` sees each one taken, for what lives outside the
@@ -252,8 +257,12 @@ impl Gateway {
         );
         let _metrics_task = match self.metrics_listener.map(TcpListener::from_std) {
             Some(Ok(l)) => {
-                info!(listen = ?l.local_addr().ok(), "serving /metrics");
-                Some(AbortOnDrop(tokio::spawn(metrics_endpoint::serve(l, self.shared.metrics.clone()))))
+                let max_connections = cfg.startup.metrics_max_connections;
+                if let Ok(addr) = l.local_addr() {
+                    info!(listen = %addr, max_connections, "serving /metrics");
+                }
+                let metrics = self.shared.metrics.clone();
+                Some(AbortOnDrop(tokio::spawn(metrics_endpoint::serve(l, metrics, max_connections))))
             }
             Some(Err(e)) => {
                 warn!(error = %e, "cannot register the metrics listener");

@@ -17,6 +17,8 @@ type Reload = Box<dyn Fn(&str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Sen
 pub struct Gateway {
     /// Where clients connect (the listener bound as 127.0.0.1:0).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when the test's YAML sets `metrics.listen`.
+    pub metrics: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     reload: Reload,
@@ -45,6 +47,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
     };
     let gateway = ftpgate::proxy::Gateway::bind(config(yaml)).expect("the gateway binds its listener");
     let addr = gateway.local_addrs()[0];
+    let metrics = gateway.metrics_addr();
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Capacity 1 is what makes `reload` know when a configuration has been taken in.
     let (reload_tx, reload_rx) = mpsc::channel(1);
@@ -60,7 +63,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
             }
         })
     });
-    Gateway { addr, shutdown, task: Some(task), reload }
+    Gateway { addr, metrics, shutdown, task: Some(task), reload }
 }
 
 impl Gateway {

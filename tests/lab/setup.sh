@@ -19,6 +19,7 @@ fi
 cleanup() { if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
 trap cleanup EXIT
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends nftables iproute2 curl lftp python3 procps util-linux coreutils >/dev/null
+# systemd: systemd-analyze verifies the shipped unit and its drop-ins (tests/deploy_files.rs).
+apt-get install -y -qq --no-install-recommends nftables iproute2 curl lftp python3 procps util-linux coreutils systemd >/dev/null
 "$root/tests/lab/install-servers.sh" "${FTPGATE_LAB_SERVERS:-$root/target/lab-servers}"
 echo "lab setup done"
