@@ -3,12 +3,14 @@ use ftpgate::cli::Cli;
 use ftpgate::config::{Config, LogFormat};
 use ftpgate::privileges::{drop_privileges, Keep};
 use ftpgate::proxy::Gateway;
+use std::io::Write;
 use std::process::ExitCode;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
-/// Exit codes an admin's scripts can tell apart.
+/// Exit codes an admin's scripts can tell apart (listed in ftpgate(8), EXIT STATUS).
+const EXIT_OUTPUT: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
 
@@ -19,7 +21,9 @@ fn init_logging(cfg: &Config) -> LogLevel {
     let filter = EnvFilter::try_new(&cfg.live.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, level) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let output = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    // A log reader that went away (`ftpgate 2>&1 | head`) loses the lines that follow; the
+    // gateway goes on. Reporting the failed write would itself write to the closed stderr.
+    let output = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).log_internal_errors(false);
     let logging = tracing_subscriber::registry().with(filter);
     match cfg.startup.log_format {
         LogFormat::Human => logging.with(output).init(),
@@ -38,26 +42,44 @@ fn set_log_level(level: &LogLevel, cfg: &Config) {
     }
 }
 
+/// Writes to stderr; a closed stderr is no reason to panic on the way out.
+fn complain(what: &dyn std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "ftpgate: {what}");
+}
+
+/// Writes a command's result to stdout. A reader that stopped early (`ftpgate --check-config
+/// FILE | head`) is its own choice: the exit status stays the command's. Any other failure to
+/// write is one.
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            complain(&format_args!("cannot write the output: {e}"));
+            ExitCode::from(EXIT_OUTPUT)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match cli.config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ftpgate: {e}");
+            complain(&e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Some(path) = &cli.check_config {
-        println!("{}: configuration is valid", path.display());
-        println!("{cfg:#?}");
-        return ExitCode::SUCCESS;
+        return print(&format!("{}: configuration is valid\n{cfg:#?}\n", path.display()));
     }
     let log_level = init_logging(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("ftpgate: {e}");
+            complain(&e);
             return ExitCode::from(EXIT_START);
         }
     };
@@ -71,14 +93,14 @@ fn main() -> ExitCode {
         Ok(None) => {}
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("ftpgate: {e}");
+            complain(&e);
             return ExitCode::from(EXIT_START);
         }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ftpgate: cannot start the runtime: {e}");
+            complain(&format_args!("cannot start the runtime: {e}"));
             return ExitCode::from(EXIT_START);
         }
     };
