@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod intercept;
 pub mod labels;
+pub mod manual;
 pub mod metrics;
 pub mod privileges;
 pub mod protocol;

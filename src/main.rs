@@ -64,6 +64,15 @@ fn print(text: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.generate {
+        return match ftpgate::manual::write_all(dir) {
+            Ok(files) => print(&files.iter().map(|f| format!("{}\n", f.display())).collect::<String>()),
+            Err(e) => {
+                complain(&format_args!("cannot write into {}: {e}", dir.display()));
+                ExitCode::from(EXIT_OUTPUT)
+            }
+        };
+    }
     let cfg = match cli.config() {
         Ok(c) => c,
         Err(e) => {

@@ -137,3 +137,65 @@ fn a_closed_log_pipe_does_not_stop_the_gateway() {
     assert!(got.is_ok() && &greeting == b"220 ready\r\n", "no greeting through the gateway: {got:?}");
     assert!(alive.is_none(), "ftpgate died while logging into a closed pipe: {alive:?}");
 }
+
+/// The long flags `--help` shows, in order.
+fn help_flags() -> Vec<String> {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let mut flags: Vec<String> = help
+        .lines()
+        .filter_map(|l| l.trim_start().split([',', ' ']).find(|w| w.starts_with("--")))
+        .map(str::to_owned)
+        .collect();
+    flags.dedup();
+    assert!(flags.len() > 10, "too few flags found in --help: {flags:?}");
+    flags
+}
+
+#[test]
+fn generated_manual_and_completions_name_every_flag_of_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).arg("--generate").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (man, bash, zsh) = (read("ftpgate.8"), read("ftpgate.bash"), read("_ftpgate"));
+    assert!(man.starts_with(".ie") && man.contains(".TH FTPGATE 8 "), "{}", &man[..200.min(man.len())]);
+    for flag in help_flags() {
+        // roff escapes each hyphen.
+        assert!(man.contains(&flag.replace('-', "\\-")), "the manual page lacks {flag}");
+        assert!(bash.contains(&format!(" {flag} ")) || bash.contains(&format!(" {flag}\"")), "bash lacks {flag}");
+        // zsh: '--flag=[...]' or '--flag[...]', after an exclusion list `(...)` or a `*`
+        // (repeatable) if any.
+        let zsh_spec = ["'", ")", "*"]
+            .iter()
+            .any(|pre| ["=[", "["].iter().any(|post| zsh.contains(&format!("{pre}{flag}{post}"))));
+        assert!(zsh_spec, "zsh lacks {flag}");
+    }
+    for section in
+        ["INTERCEPTION MODES", "CONFIGURATION", "SIGNALS", "EXIT STATUS", "FILES", "METRICS", "SECURITY", "SEE ALSO"]
+    {
+        assert!(man.contains(&format!(".SH \"{section}\"")) || man.contains(&format!(".SH {section}\n")), "{section}");
+    }
+    // The metrics section lists what the exporter exports, label values included.
+    let exported = String::from_utf8(ftpgate::metrics::Metrics::new().unwrap().render()).unwrap();
+    for name in exported.lines().filter_map(|l| l.strip_prefix("# HELP ")?.split(' ').next()) {
+        assert!(man.contains(&format!("\\fB{}\\fR", name.replace('-', "\\-"))), "the manual lacks {name}");
+    }
+    for reason in ftpgate::labels::Reason::ALL {
+        assert!(man.contains(reason.label()), "the manual lacks reason {}", reason.label());
+    }
+}
+
+#[test]
+fn readme_flag_table_names_every_flag_of_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("| flag | meaning |").expect("README has the flag table");
+    let table: String = readme[start..].lines().take_while(|l| l.starts_with('|')).collect::<Vec<_>>().join("\n");
+    for flag in help_flags().into_iter().filter(|f| f != "--help" && f != "--version") {
+        assert!(
+            table.contains(&format!("`{flag}")) || table.contains(&format!(" {flag} ")),
+            "README's flag table lacks {flag}"
+        );
+    }
+}
