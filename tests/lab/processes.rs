@@ -158,7 +158,7 @@ impl Lab {
 
     /// Starts ftpgate in the firewall namespace for this lab's path (plus `extra` flags).
     pub fn start_ftpgate(&mut self, extra: &[&str]) -> Vec<u32> {
-        let bin = env!("CARGO_BIN_EXE_ftpgate").to_owned();
+        let bin = self.bin.to_str().unwrap().to_owned();
         let fw = self.fw_ns.clone();
         let mut base: Vec<String> = vec![bin, "--log-level".into(), "debug,ftpgate::proxy::control=trace".into()];
         base.extend(extra.iter().map(|s| s.to_string()));
