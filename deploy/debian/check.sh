@@ -46,7 +46,7 @@ install() {
 	tools
 	rm -rf "$state" target/debian/*.deb
 	mkdir -p "$state"
-	timeout 1800 deploy/debian/build.sh --quiet
+	timeout 1800 deploy/debian/build.sh --output target/debian
 	local deb
 	deb=$(ls target/debian/ftpgate_*.deb)
 
