@@ -1,11 +1,24 @@
-//! Command-line flags; each overrides the matching field of the config file.
+//! Command-line flags; each overrides the matching field of the config file. `--help`, the
+//! manual page ftpgate(8) and the shell completions are all generated from these definitions
+//! (see [`crate::manual`]).
 
 use crate::config::{self, Config, ConfigError, RawConfig};
 use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "ftpgate", version, about = "Transparent FTP application-level gateway")]
+#[command(
+    name = "ftpgate",
+    version,
+    about = "Transparent FTP application-level gateway",
+    long_about = "Transparent FTP application-level gateway for NAT firewalls. The firewall (nftables \
+        on Linux, pf on the BSDs) diverts clients' FTP control connections to ftpgate, which \
+        recovers the original destination, connects to that server and relays the control \
+        channel, checking every command and reply. It rewrites PORT/EPRT commands and 227/229 \
+        replies so that every data connection runs through ftpgate, which opens the matching \
+        data connections on both sides and relays them.\n\n\
+        Each flag overrides the matching field of the configuration file."
+)]
 pub struct Cli {
     /// YAML configuration file (embedded defaults without it).
     #[arg(short, long, value_name = "FILE")]
@@ -61,6 +74,10 @@ pub struct Cli {
     /// Log level or filter (e.g. debug, ftpgate=debug).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Write the manual page (ftpgate.8) and the bash and zsh completions (ftpgate.bash,
+    /// _ftpgate) into DIR, then exit.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    pub generate: Option<PathBuf>,
 }
 
 impl Cli {

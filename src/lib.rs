@@ -7,6 +7,7 @@ pub mod data;
 pub mod intercept;
 pub mod labels;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod privileges;
 pub mod protocol;

@@ -122,8 +122,11 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let (filter, level) = reload::Layer::new(filter);
-    // No colours, even on a terminal: they are ESC sequences, which the writer escapes.
-    let output = fmt::layer().with_writer(Escaping { inner: writer, format }).with_ansi(false);
+    // No colours, even on a terminal: they are ESC sequences, which the writer escapes. A log
+    // reader that went away (`ftpgate 2>&1 | head`) loses the lines that follow and the gateway
+    // goes on: reporting the failed write would itself write to the closed stderr.
+    let output =
+        fmt::layer().with_writer(Escaping { inner: writer, format }).with_ansi(false).log_internal_errors(false);
     let logging = tracing_subscriber::registry().with(filter);
     let s: Boxed = match format {
         LogFormat::Human => Box::new(logging.with(output)),

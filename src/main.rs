@@ -5,34 +5,63 @@ use ftpgate::config::Privileges;
 use ftpgate::logging;
 use ftpgate::privileges::{drop_privileges, path_after_drop, Keep};
 use ftpgate::proxy::Gateway;
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use tokio::signal::unix::Signal;
 
-/// Exit codes an admin's scripts can tell apart.
+/// Exit codes an admin's scripts can tell apart (listed in ftpgate(8), EXIT STATUS).
+const EXIT_OUTPUT: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
 
+/// Writes to stderr; a closed stderr is no reason to panic on the way out.
+fn complain(what: &dyn std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "ftpgate: {what}");
+}
+
+/// Writes a command's result to stdout. A reader that stopped early (`ftpgate --check-config
+/// FILE | head`) is its own choice: the exit status stays the command's. Any other failure to
+/// write is one.
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            complain(&format_args!("cannot write the output: {e}"));
+            ExitCode::from(EXIT_OUTPUT)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.generate {
+        return match ftpgate::manual::write_all(dir) {
+            Ok(files) => print(&files.iter().map(|f| format!("{}\n", f.display())).collect::<String>()),
+            Err(e) => {
+                complain(&format_args!("cannot write into {}: {e}", dir.display()));
+                ExitCode::from(EXIT_OUTPUT)
+            }
+        };
+    }
     let cfg = match cli.config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ftpgate: {e}");
+            complain(&e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Some(path) = &cli.check_config {
-        println!("{}: configuration is valid", path.display());
-        println!("{cfg:#?}");
-        return ExitCode::SUCCESS;
+        return print(&format!("{}: configuration is valid\n{cfg:#?}\n", path.display()));
     }
     let log_level = logging::init(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("ftpgate: {e}");
+            complain(&e);
             return ExitCode::from(EXIT_START);
         }
     };
@@ -57,14 +86,14 @@ fn main() -> ExitCode {
         Ok(None) => {}
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("ftpgate: {e}");
+            complain(&e);
             return ExitCode::from(EXIT_START);
         }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ftpgate: cannot start the runtime: {e}");
+            complain(&format_args!("cannot start the runtime: {e}"));
             return ExitCode::from(EXIT_START);
         }
     };

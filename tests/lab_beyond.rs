@@ -14,7 +14,6 @@ use std::time::Duration;
 const FTPCLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftpclient.py");
 const BEYOND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/beyond.py");
 const METRICS: &str = "127.0.0.1:9121";
-const FTPGATE: &str = env!("CARGO_BIN_EXE_ftpgate");
 /// A NAT64 network-specific prefix inside the documentation range (RFC 6052 allows any /96).
 const NAT64_PREFIX: &str = "2001:db8:64::/96";
 /// SERVER4 (198.51.100.2) under NAT64_PREFIX.
@@ -182,9 +181,17 @@ fn ipv6_clients_reach_an_ipv4_server_through_nat64() {
 fn reverse_mode_joins_either_family_to_the_other() {
     let Some((mut lab, tree)) = lab::with_server("reverse mixes", LabPath::Reverse, ServerKind::Vsftpd) else { return };
     let fw = lab.fw_ns.clone();
-    let six_to_four = [FTPGATE, "--listen", "[2001:db8:1::1]:21", "--upstream", "198.51.100.2:21"];
-    let four_to_six =
-        [FTPGATE, "--listen", "203.0.113.1:21", "--upstream", "[2001:db8:2::2]:21", "--passive-ports", "51000-51999"];
+    let bin = lab.bin.to_str().unwrap().to_owned();
+    let six_to_four = [bin.as_str(), "--listen", "[2001:db8:1::1]:21", "--upstream", "198.51.100.2:21"];
+    let four_to_six = [
+        bin.as_str(),
+        "--listen",
+        "203.0.113.1:21",
+        "--upstream",
+        "[2001:db8:2::2]:21",
+        "--passive-ports",
+        "51000-51999",
+    ];
     for (name, argv) in [("six-to-four", &six_to_four[..]), ("four-to-six", &four_to_six[..])] {
         lab.spawn(name, &fw, &argv.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     }
@@ -255,7 +262,7 @@ fn active_data_leaves_from_port_20_when_asked_and_start_up_checks_the_privilege(
     let config = lab.dir.path().join("ftpgate.yaml");
     let refused = Command::new("ip")
         .args(["netns", "exec", &lab.fw_ns, "setpriv", "--bounding-set", "-net_bind_service", "--"])
-        .args([FTPGATE, "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
+        .args([lab.bin.to_str().unwrap(), "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);

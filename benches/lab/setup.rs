@@ -60,7 +60,7 @@ pub fn use_tmpfs() -> String {
 /// so the PID is ftpgate's.
 pub fn start_gateway(lab: &mut Lab, yaml: &str) -> u32 {
     let cfg = lab.write("bench-ftpgate.yaml", yaml);
-    let bin = lab::ftpgate_bin();
+    let bin = lab::ftpgate_bin().to_string_lossy().into_owned();
     // What /proc/PID/comm shows once ftpgate runs: the first 15 bytes of the file's name.
     let comm: String =
         Path::new(&bin).file_name().map_or("ftpgate".into(), |n| n.to_string_lossy().chars().take(15).collect());

@@ -78,7 +78,7 @@ fn the_unit_reloads_with_systemctl_reload() {
     let reload: Vec<&str> = unit.values("Service", "ExecReload").map(|a| a.value.as_str()).collect();
     assert_eq!(
         reload,
-        [format!("/usr/local/sbin/ftpgate --check-config {config}").as_str(), "/bin/kill -HUP $MAINPID"],
+        [format!("/usr/sbin/ftpgate --check-config {config}").as_str(), "/bin/kill -HUP $MAINPID"],
         "{UNIT}: ExecReload"
     );
 }
@@ -86,27 +86,28 @@ fn the_unit_reloads_with_systemctl_reload() {
 #[test]
 fn the_readme_says_how_to_install_each_drop_in() {
     let readme = read("README.md");
-    let start = readme.find("## Deploying").expect("README has a Deploying section");
+    let start = readme.find("## Installing").expect("README has an Installing section");
     let len = readme[start + 1..].find("\n## ").map_or(readme.len() - start, |n| n + 1);
     let section = &readme[start..start + len];
     for (file, cap) in DROP_IN_CAPS {
         let line = section
             .lines()
             .find(|l| l.contains(&format!("{DROP_INS}/{file}")))
-            .unwrap_or_else(|| panic!("the Deploying section does not name {DROP_INS}/{file}"));
+            .unwrap_or_else(|| panic!("the Installing section does not name {DROP_INS}/{file}"));
         assert!(line.contains(&cap.replace("CAP_", "")) || section.contains(cap), "{file}: {cap} not explained");
     }
     for needed in ["/etc/systemd/system/ftpgate.service.d/", "systemctl daemon-reload"] {
-        assert!(section.contains(needed), "the Deploying section does not say `{needed}`");
+        assert!(section.contains(needed), "the Installing section does not say `{needed}`");
     }
 }
 
 /// `systemd-analyze verify` on a copy of the unit (its executable paths pointing at the built
-/// binary, which verify requires to exist) with the given drop-ins: its diagnostics, empty when
-/// systemd finds nothing wrong.
+/// binary, which verify requires to exist, and without the manual page, which only the package
+/// installs: deploy/debian/check.sh verifies the installed unit with it) with the given
+/// drop-ins: its diagnostics, empty when systemd finds nothing wrong.
 fn systemd_verify(unit: &str, drop_ins: &[(&str, String)]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit.replace("/usr/local/sbin/ftpgate", env!("CARGO_BIN_EXE_ftpgate"));
+    let unit = unit.replace("/usr/sbin/ftpgate", env!("CARGO_BIN_EXE_ftpgate")).replace("man:ftpgate(8) ", "");
     std::fs::write(dir.path().join("ftpgate.service"), unit).unwrap();
     let d = dir.path().join("ftpgate.service.d");
     std::fs::create_dir(&d).unwrap();

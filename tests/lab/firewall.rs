@@ -2,7 +2,7 @@
 //! the guard in every namespace that drops and counts what would leave the lab's address
 //! ranges, and the server-side counters of connection attempts by origin.
 
-use super::{manifest, Lab, LabPath, ACTIVE_PORTS, FW_S4, FW_S4_ALT, FW_S6, PASSIVE_PORTS, PROXY_PORT, SEQ};
+use super::{Lab, LabPath, ACTIVE_PORTS, FW_S4, FW_S4_ALT, FW_S6, PASSIVE_PORTS, PROXY_PORT, SEQ};
 use std::fs;
 use std::sync::atomic::Ordering;
 
@@ -65,13 +65,14 @@ impl Lab {
         );
     }
 
-    fn rule_file(name: &str) -> String {
-        manifest().join("nftables").join(name).to_str().unwrap().to_owned()
+    fn rule_file(&self, name: &str) -> String {
+        self.rules.join(name).to_str().unwrap().to_owned()
     }
 
-    /// Loads one of the shipped rule files into the firewall with the lab's values.
+    /// Loads one of the shipped rule files (from the lab's rule directory) into the firewall
+    /// with the lab's values.
     pub fn load_rules(&self, file: &str) -> Result<String, String> {
-        let path = Self::rule_file(file);
+        let path = self.rule_file(file);
         self.exec(
             &self.fw_ns,
             &[
@@ -100,7 +101,7 @@ impl Lab {
             LabPath::KernelHelper => self.load_rules("ftpgate-kernel-helper.nft"),
             LabPath::Redirect => self.load_rules("ftpgate-redirect.nft"),
             LabPath::Tproxy => self.load_rules("ftpgate-tproxy.nft").and_then(|_| {
-                let script = Self::rule_file("ftpgate-tproxy-routing.sh");
+                let script = self.rule_file("ftpgate-tproxy-routing.sh");
                 self.exec(&self.fw_ns, &["sh", &script, "add", TPROXY_MARK, "121"])
             }),
         };

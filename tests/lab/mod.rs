@@ -27,6 +27,8 @@ pub use files::{random_bytes, sha256_file, write_big, Tree, DIR_ENTRIES, LARGE_B
 #[allow(unused_imports)]
 pub use helpers::{cpu_secs, eventually, sh};
 pub use skip::gate;
+#[allow(unused_imports)]
+pub use skip::gate_files;
 
 use servers::ServerKind;
 use std::path::PathBuf;
@@ -106,15 +108,20 @@ fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The ftpgate binary the lab starts: `FTPGATE_BIN` when set (to run a lab test or the
-/// benchmark against another build, an older commit's say), else the one cargo built with
-/// the tests.
-pub fn ftpgate_bin() -> String {
-    std::env::var("FTPGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ftpgate").to_owned())
-}
-
 pub fn servers_dir() -> PathBuf {
     std::env::var_os("FTPGATE_LAB_SERVERS").map(PathBuf::from).unwrap_or_else(|| manifest().join("target/lab-servers"))
+}
+
+/// The ftpgate a lab (and the benchmark) starts: `FTPGATE_BIN` (another build, an older
+/// commit's or an installed one), else this build's.
+pub fn ftpgate_bin() -> PathBuf {
+    std::env::var_os("FTPGATE_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ftpgate")))
+}
+
+/// Where a lab's firewall loads the nftables rule files from: FTPGATE_RULES (e.g. the
+/// installed /usr/share/ftpgate/nftables), else the tree's nftables/.
+pub fn rules_dir() -> PathBuf {
+    std::env::var_os("FTPGATE_RULES").map(PathBuf::from).unwrap_or_else(|| manifest().join("nftables"))
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -133,6 +140,10 @@ pub struct Lab {
     pub fw_ns: String,
     pub server_ns: String,
     pub dir: tempfile::TempDir,
+    /// The ftpgate binary `start_ftpgate` runs.
+    pub bin: PathBuf,
+    /// The directory the path's rule files are loaded from.
+    pub rules: PathBuf,
     procs: Vec<Proc>,
     namespaces: Vec<String>,
 }

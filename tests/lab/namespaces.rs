@@ -4,7 +4,8 @@
 
 use super::helpers::{must, set_mode, sh};
 use super::{
-    Family, Lab, LabPath, CLIENT4, CLIENT4_ALT, CLIENT6, FW_C4, FW_C6, FW_S4, FW_S4_ALT, FW_S6, SEQ, SERVER4, SERVER6,
+    ftpgate_bin, rules_dir, Family, Lab, LabPath, CLIENT4, CLIENT4_ALT, CLIENT6, FW_C4, FW_C6, FW_S4, FW_S4_ALT, FW_S6,
+    SEQ, SERVER4, SERVER6,
 };
 use std::fs;
 use std::path::PathBuf;
@@ -13,8 +14,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Lab {
-    /// Builds the three namespaces, addresses, routes and guards, and loads the path's rules.
+    /// Builds the three namespaces, addresses, routes and guards, and loads the path's rules
+    /// from [`rules_dir`]; `start_ftpgate` runs [`ftpgate_bin`].
     pub fn new(path: LabPath) -> Lab {
+        Lab::with_files(path, ftpgate_bin(), rules_dir())
+    }
+
+    /// [`Lab::new`] with the ftpgate binary and the rule directory given (an installed package's).
+    pub fn with_files(path: LabPath, bin: PathBuf, rules: PathBuf) -> Lab {
         // FTPGATE_LAB_TAG lets a CI run find exactly the namespaces its own tests made.
         let tag = std::env::var("FTPGATE_LAB_TAG").unwrap_or_else(|_| "fg".to_owned());
         let id = format!("{tag}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
@@ -28,6 +35,8 @@ impl Lab {
             id,
             path,
             dir,
+            bin,
+            rules,
             procs: Vec::new(),
             namespaces: Vec::new(),
         };

@@ -3,10 +3,7 @@
 //! lab's directory; and what can be seen of them from outside (listeners, metrics).
 
 use super::servers::ServerKind;
-use super::{
-    ftpgate_bin, manifest, servers_dir, Lab, LabPath, Proc, Tree, FW_C4, FW_C6, PROXY_PORT, SERVER4, SERVER6,
-    SERVER_PASV,
-};
+use super::{manifest, servers_dir, Lab, LabPath, Proc, Tree, FW_C4, FW_C6, PROXY_PORT, SERVER4, SERVER6, SERVER_PASV};
 use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -161,7 +158,7 @@ impl Lab {
 
     /// Starts ftpgate in the firewall namespace for this lab's path (plus `extra` flags).
     pub fn start_ftpgate(&mut self, extra: &[&str]) -> Vec<u32> {
-        let bin = ftpgate_bin();
+        let bin = self.bin.to_str().unwrap().to_owned();
         let fw = self.fw_ns.clone();
         let mut base: Vec<String> = vec![bin, "--log-level".into(), "debug,ftpgate::proxy::control=trace".into()];
         base.extend(extra.iter().map(|s| s.to_string()));

@@ -5,6 +5,7 @@
 use super::helpers::sh;
 use super::servers::ServerKind;
 use super::servers_dir;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn required() -> bool {
@@ -43,6 +44,22 @@ pub fn gate(test: &str, server: Option<ServerKind>) -> bool {
         "SKIPPED lab test {test}: missing {} (run `sudo tests/lab/setup.sh` to install what the lab needs)",
         missing.join(", ")
     );
+    if required() {
+        panic!("FTPGATE_LAB=require but {line}");
+    }
+    eprintln!("{line}");
+    false
+}
+
+/// Whether the files a test takes from outside the tree (an installed package's) are there;
+/// like [`gate`], a skip with one line, or a failure under FTPGATE_LAB=require. `hint` says how
+/// to get them.
+pub fn gate_files(test: &str, files: &[&str], hint: &str) -> bool {
+    let missing: Vec<&str> = files.iter().copied().filter(|f| !Path::new(f).exists()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let line = format!("SKIPPED lab test {test}: missing {} ({hint})", missing.join(", "));
     if required() {
         panic!("FTPGATE_LAB=require but {line}");
     }

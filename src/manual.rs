@@ -1,0 +1,289 @@
+//! The manual page ftpgate(8) and the bash and zsh completions, written by
+//! `ftpgate --generate DIR` (the Debian package's deploy/debian/build.sh runs it).
+//!
+//! NAME, SYNOPSIS, DESCRIPTION and OPTIONS come from the clap definitions in [`crate::cli`],
+//! the same ones `--help` prints, so the two cannot disagree; the METRICS section comes from
+//! the exporter itself ([`crate::metrics::Metrics`]). The sections an admin reads first
+//! (interception modes and their rules, the configuration file, signals, exit status, files,
+//! security) are written below.
+
+use crate::cli::Cli;
+use crate::metrics::Metrics;
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, roman, Roff};
+use clap_mangen::Man;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One block of a hand-written section.
+enum Block {
+    /// A paragraph.
+    P(&'static str),
+    /// A term (in bold) and what it means.
+    Item(&'static str, &'static str),
+    /// Lines to type as they are.
+    Example(&'static str),
+}
+
+use Block::{Example, Item, P};
+
+/// Sections placed between OPTIONS and METRICS.
+const BEFORE_METRICS: &[(&str, &[Block])] = &[
+    (
+        "INTERCEPTION MODES",
+        &[
+            P("The firewall diverts clients' connections to TCP port 21, and to ftpgate's passive \
+               port range, into ftpgate; the mode says how ftpgate then finds the server the \
+               client dialled. The rule files take the site's values as nft definitions \
+               (-D NAME=value); each file's header lists them. The packaged copies are in \
+               /usr/share/ftpgate/."),
+            Item(
+                "redirect (the default)",
+                "nftables REDIRECT, nftables/ftpgate-redirect.nft. The original destination is \
+                 read from the connection tracking entry (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST). \
+                 No capability is needed. REDIRECT delivers to the primary address of the \
+                 receiving interface, not to loopback: listen on that address or on 0.0.0.0 and \
+                 [::] (the default).",
+            ),
+            Item(
+                "tproxy",
+                "nftables TPROXY, nftables/ftpgate-tproxy.nft plus the policy routing of \
+                 nftables/ftpgate-tproxy-routing.sh add, with the same MARK. The original \
+                 destination is the transparent socket's local address. Needs CAP_NET_ADMIN.",
+            ),
+            Item(
+                "pf",
+                "OpenBSD divert-to (pf-anchors/openbsd-pf.conf, destination from getsockname) or \
+                 FreeBSD rdr (pf-anchors/freebsd-pf.conf, destination from DIOCNATLOOK on \
+                 /dev/pf).",
+            ),
+            Item(
+                "reverse (--upstream)",
+                "No rules: clients dial ftpgate's own address and every session goes to the one \
+                 configured server; the interception mode is then ignored.",
+            ),
+            P("nftables/ftpgate-filter.nft is for firewalls whose input and forward policies \
+               drop: it admits ftpgate's ports (with active.ports set to the same fixed range as \
+               ACTIVE_PORTS) and drops FTP that would bypass ftpgate. Load it beside \
+               ftpgate-redirect.nft. A REDIRECT set-up with the defaults, clients on eth1:"),
+            Example(
+                "nft -D 'CLIENT_IF=\"eth1\"' -D PROXY_PORT=8021 \\\n    \
+                 -D PASSIVE_PORTS=50000-50999 -f /usr/share/ftpgate/nftables/ftpgate-redirect.nft\n\
+                 systemctl enable --now ftpgate",
+            ),
+        ],
+    ),
+    (
+        "CONFIGURATION",
+        &[
+            P("The configuration is a YAML file given with --config; without one ftpgate runs \
+               with its embedded defaults. The packaged /etc/ftpgate/ftpgate.yaml spells out \
+               every option with its default and what it does. Each flag above overrides the \
+               matching field of the file. An unknown field, a bad value or a contradiction is \
+               refused before any socket is bound, with the field's path in the message."),
+            Example("ftpgate --check-config /etc/ftpgate/ftpgate.yaml"),
+            P("validates a file, prints the effective configuration and exits. Fields marked \
+               (restart) in the file keep their running values on reload; the log names them."),
+        ],
+    ),
+    (
+        "SIGNALS",
+        &[
+            Item(
+                "SIGHUP",
+                "Read the --config file again, with the command line's flags on top. New sessions \
+                 use the new configuration; running sessions and transfers keep theirs; log.level \
+                 applies at once. A file that does not validate, or that needs a capability \
+                 ftpgate no longer holds, is refused: the reason is logged and the running \
+                 configuration stays.",
+            ),
+            Item(
+                "SIGTERM, SIGINT",
+                "Stop accepting, let running sessions finish for timeouts.shutdown_grace (30 s by \
+                 default), close what remains and exit 0.",
+            ),
+        ],
+    ),
+    (
+        "EXIT STATUS",
+        &[
+            Item("0", "Stopped by SIGTERM or SIGINT; a valid --check-config; --help, --version."),
+            Item("1", "The output could not be written (a reader closing the pipe early is no error)."),
+            Item("2", "A configuration error, in the file or on the command line."),
+            Item(
+                "3",
+                "A start-up failure: a listen address in use, a missing capability, a user to \
+                 switch to that does not exist.",
+            ),
+        ],
+    ),
+    (
+        "FILES",
+        &[
+            Item("/etc/ftpgate/ftpgate.yaml", "The configuration read by the packaged unit."),
+            Item(
+                "/usr/lib/systemd/system/ftpgate.service",
+                "The systemd unit, installed disabled: load the rules, then systemctl enable --now \
+                 ftpgate. It runs ftpgate as the system user ftpgate, sandboxed.",
+            ),
+            Item("/usr/share/ftpgate/nftables/", "The nftables rule files and the TPROXY routing script."),
+            Item("/usr/share/ftpgate/pf-anchors/", "pf anchors for OpenBSD and FreeBSD."),
+            Item(
+                "/usr/share/doc/ftpgate/examples/",
+                "More configurations (IPv6 gateway, reverse proxy), a Prometheus scrape \
+                 configuration with alert rules and a Grafana dashboard.",
+            ),
+        ],
+    ),
+];
+
+const AFTER_METRICS: &[(&str, &[Block])] = &[
+    (
+        "SECURITY",
+        &[
+            P("Started as root, ftpgate binds its sockets, then becomes privileges.user \
+               (optionally chrooted) and keeps only the capabilities its options need: \
+               CAP_NET_ADMIN for tproxy or a shaping mark, CAP_NET_BIND_SERVICE for \
+               active.source_port_20, none otherwise. The packaged unit starts it unprivileged \
+               with that bounded set."),
+            P("Only connections the firewall diverted are relayed: one that reaches ftpgate's \
+               port directly is answered 421 and logged as loop. A PORT or EPRT naming another \
+               host or a privileged port is refused with 501 (bounce) unless policy.fxp allows \
+               it; a data listener accepts only the expected peer (port_stealing) and closes \
+               after one connection or data_accept. A server's 227 or 229 naming another address \
+               is replaced by its control address or refused (server_data_address). AUTH TLS is \
+               refused with 534 (tls: refuse): ftpgate cannot check what it cannot read."),
+            P("The metrics endpoint is not authenticated: keep metrics.listen on loopback or a \
+               management address. The shipped rules divert clients' connections to the passive \
+               range on any server: pick a range clients do not otherwise use."),
+        ],
+    ),
+    ("SEE ALSO", &[P("nft(8), pf.conf(5), systemd.exec(5), xferlog(5), /usr/share/doc/ftpgate/README.md")]),
+];
+
+fn render_sections(roff: &mut Roff, sections: &[(&str, &[Block])]) {
+    for (title, blocks) in sections {
+        roff.control("SH", [*title]);
+        for block in *blocks {
+            match block {
+                P(text) => {
+                    roff.control("PP", []).text([roman(*text)]);
+                }
+                Item(term, text) => {
+                    roff.control("TP", []).text([bold(*term)]).text([roman(*text)]);
+                }
+                Example(lines) => {
+                    roff.control("PP", []).control("RS", []).control("nf", []);
+                    for line in lines.lines() {
+                        roff.text([roman(line)]);
+                    }
+                    roff.control("fi", []).control("RE", []);
+                }
+            }
+        }
+    }
+}
+
+/// One exported metric: its type, help and the values of each of its labels.
+struct Family {
+    name: String,
+    kind: String,
+    help: String,
+    labels: Vec<(String, Vec<String>)>,
+}
+
+/// The metrics as the exporter renders them at start-up, where every labelled series exists.
+fn metric_families() -> Vec<Family> {
+    let metrics = Metrics::new().expect("the metric definitions are consistent");
+    let text = String::from_utf8_lossy(&metrics.render()).into_owned();
+    let mut families: Vec<Family> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            families.push(Family { name: name.into(), kind: String::new(), help: help.into(), labels: Vec::new() });
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let (Some(f), Some((_, kind))) = (families.last_mut(), rest.split_once(' ')) {
+                f.kind = kind.into();
+            }
+        } else if let (Some(f), Some((_, pairs))) = (families.last_mut(), line.split_once('{')) {
+            let pairs = pairs.split_once('}').map_or("", |(p, _)| p);
+            for pair in pairs.split(',').filter(|p| !p.is_empty()) {
+                let Some((label, value)) = pair.split_once('=') else { continue };
+                let value = value.trim_matches('"').to_owned();
+                if label == "le" {
+                    continue;
+                }
+                match f.labels.iter_mut().find(|(l, _)| l == label) {
+                    Some((_, values)) if !values.contains(&value) => values.push(value),
+                    Some(_) => {}
+                    None => f.labels.push((label.into(), vec![value])),
+                }
+            }
+        }
+    }
+    families
+}
+
+fn render_metrics(roff: &mut Roff) {
+    roff.control("SH", ["METRICS"]);
+    roff.control("PP", []).text([roman(
+        "With metrics.listen (or --metrics-listen) set, ftpgate serves these series in the \
+         Prometheus text format at http://ADDR:PORT/metrics. Every labelled series exists from \
+         start-up, at zero.",
+    )]);
+    for f in metric_families() {
+        let labels: Vec<String> =
+            f.labels.iter().map(|(label, values)| format!("{label}: {}", values.join(", "))).collect();
+        let what = if labels.is_empty() { f.kind } else { format!("{}; {}", f.kind, labels.join("; ")) };
+        roff.control("TP", []).text([bold(f.name), roman(format!(" ({what})"))]).text([roman(f.help)]);
+    }
+}
+
+/// The page's date: SOURCE_DATE_EPOCH's (reproducible builds) or today's.
+fn date() -> String {
+    let now = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    now.format(time::macros::format_description!("[year]-[month]-[day]")).unwrap_or_default()
+}
+
+/// The manual page ftpgate(8), in roff.
+pub fn man_page() -> Vec<u8> {
+    let man = Man::new(Cli::command())
+        .title("FTPGATE")
+        .section("8")
+        .date(date())
+        .source(format!("ftpgate {}", env!("CARGO_PKG_VERSION")))
+        .manual("System Administration");
+    let mut out = Vec::new();
+    man.render_title(&mut out).expect("writing into a Vec");
+    man.render_name_section(&mut out).expect("writing into a Vec");
+    man.render_synopsis_section(&mut out).expect("writing into a Vec");
+    man.render_description_section(&mut out).expect("writing into a Vec");
+    man.render_options_section(&mut out).expect("writing into a Vec");
+    let mut roff = Roff::new();
+    // Paths and option names read better whole than hyphenated.
+    roff.control("nh", []);
+    render_sections(&mut roff, BEFORE_METRICS);
+    render_metrics(&mut roff);
+    render_sections(&mut roff, AFTER_METRICS);
+    out.extend_from_slice(roff.render().as_bytes());
+    man.render_version_section(&mut out).expect("writing into a Vec");
+    out
+}
+
+/// Writes ftpgate.8 and the completions (ftpgate.bash, _ftpgate for zsh) into `dir`, creating
+/// it if needed; returns the files written.
+pub fn write_all(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let page = dir.join("ftpgate.8");
+    std::fs::write(&page, man_page())?;
+    let mut files = vec![page];
+    for shell in [Shell::Bash, Shell::Zsh] {
+        files.push(clap_complete::generate_to(shell, &mut Cli::command(), "ftpgate", dir)?);
+    }
+    Ok(files)
+}
