@@ -27,6 +27,7 @@ pub struct Entry<'a> {
     /// RETR: the file went out of the server.
     pub outgoing: bool,
     pub user: &'a str,
+    /// Every byte delivered (`c`); otherwise cut, timed out or never connected (`i`).
     pub complete: bool,
 }
 
@@ -85,5 +86,21 @@ mod tests {
         let l = XferLog::line(&e, now);
         assert!(l.ends_with(" 1 203.0.113.2 1536 dir/my_file.bin b _ o a anonymous ftp 0 * c\n"), "{l}");
         assert_eq!(l.split(' ').filter(|f| !f.is_empty()).count(), 18, "{l}");
+    }
+
+    #[test]
+    fn an_incomplete_upload_has_status_i() {
+        let e = Entry {
+            client: "2001:db8:1::2".parse().unwrap(),
+            bytes: 0,
+            duration: Duration::ZERO,
+            path: "up.bin",
+            binary: false,
+            outgoing: false,
+            user: "ftpgatelab",
+            complete: false,
+        };
+        let l = XferLog::line(&e, OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap());
+        assert!(l.ends_with(" 1 2001:db8:1::2 0 up.bin a _ i r ftpgatelab ftp 0 * i\n"), "{l}");
     }
 }

@@ -209,7 +209,7 @@ impl<'a> Driver<'a> {
             }
             Ok(o) => o,
             Err(e) if e.is_cancelled() => return,
-            Err(e) => return warn!(error = %e, "data task failed"),
+            Err(e) => return warn!(verb, error = %e, "data task failed"),
         };
         self.up += o.to_server;
         self.down += o.to_client;
@@ -233,10 +233,13 @@ impl<'a> Driver<'a> {
                 "transfer failed: {e}"
             ),
         }
-        match &o.result {
-            // Nobody came: no transfer took place.
-            Err(DataError::AcceptTimeout { .. }) => m.reject(Reason::Timeout),
-            r => m.transfer(TransferVerb::from_verb(verb), TransferOutcome::of(r), o.duration),
+        let nobody_came = matches!(o.result, Err(DataError::AcceptTimeout { .. }));
+        if nobody_came {
+            m.reject(Reason::Timeout);
+        }
+        // Nobody came and nothing was asked for: no transfer took place. Asked for, it failed.
+        if transfer.is_some() || !nobody_came {
+            m.transfer(TransferVerb::from_verb(verb), TransferOutcome::of(&o.result), o.duration);
         }
         if !o.stolen_attempts.is_empty() {
             warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
@@ -246,7 +249,8 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// The xferlog line of a file transfer that got its data connection.
+    /// The xferlog line of a file transfer, also of one that failed or never got its data
+    /// connection (status incomplete).
     fn log_transfer(&self, o: &DataOutcome, t: &TransferInfo, user: Option<&str>) {
         let Some(log) = &self.shared.xferlog else { return };
         let outgoing = match t.verb.as_str() {
@@ -254,9 +258,6 @@ impl<'a> Driver<'a> {
             "STOR" | "STOU" | "APPE" => false,
             _ => return,
         };
-        if matches!(o.result, Err(DataError::AcceptTimeout { .. }) | Err(DataError::Accept(_))) {
-            return;
-        }
         log.write(&crate::xferlog::Entry {
             client: self.ep.client.ip(),
             bytes: if outgoing { o.to_client } else { o.to_server },
