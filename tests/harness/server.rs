@@ -48,6 +48,9 @@ pub enum Answer {
     /// RETR of `size` bytes; with `early_226` the 226 goes out right after the first chunk of
     /// data, while the rest is still being written.
     Retr { size: u64, early_226: bool },
+    /// RETR that sends `after` bytes, then resets the data connection and answers 226 all the
+    /// same, as a server that does not notice a cut on the way would.
+    RetrReset { after: u64 },
 }
 
 impl Answer {
