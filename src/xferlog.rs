@@ -28,6 +28,7 @@ pub struct Entry<'a> {
     /// RETR: the file went out of the server.
     pub outgoing: bool,
     pub user: &'a str,
+    /// Every byte delivered (`c`); otherwise cut, timed out or never connected (`i`).
     pub complete: bool,
 }
 
@@ -127,5 +128,21 @@ mod tests {
         };
         let l = XferLog::line(&e, OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap());
         assert!(l.contains(" caf\u{e9}/\u{5e9}\u{5dc}\u{5d5}\u{5dd}.txt b _ i r j\u{fc}rgen "), "{l:?}");
+    }
+
+    #[test]
+    fn an_incomplete_upload_has_status_i() {
+        let e = Entry {
+            client: "2001:db8:1::2".parse().unwrap(),
+            bytes: 0,
+            duration: Duration::ZERO,
+            path: "up.bin",
+            binary: false,
+            outgoing: false,
+            user: "ftpgatelab",
+            complete: false,
+        };
+        let l = XferLog::line(&e, OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap());
+        assert!(l.ends_with(" 1 2001:db8:1::2 0 up.bin a _ i r ftpgatelab ftp 0 * i\n"), "{l}");
     }
 }

@@ -7,6 +7,8 @@ mod harness;
 
 #[path = "control/aborts.rs"]
 mod aborts;
+#[path = "control/halfclose.rs"]
+mod halfclose;
 #[path = "control/held.rs"]
 mod held;
 #[path = "control/limits.rs"]

@@ -1,11 +1,12 @@
 //! One data channel: wait for the expected peer on a listener, connect the other side, relay.
 
-use super::relay::relay;
+use super::relay::{relay, Carrier, Way};
 use super::sockets::{connect, tag};
 use crate::addr::canonical_ip;
 use crate::config::SocketTags;
 use crate::labels::{DataMode, Direction, Reason};
 use crate::metrics::Metrics;
+use crate::protocol::command::{Command, Verb};
 use socket2::SockRef;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 #[derive(Debug, Clone, Copy)]
 pub struct DataTimeouts {
@@ -65,6 +66,51 @@ impl DataPlan {
             DataPlan::Connect { .. } => DataMode::ActiveToPassive,
         }
     }
+}
+
+/// Which way a channel's transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// RETR, LIST, NLST, MLSD.
+    ToClient,
+    /// STOR, STOU, APPE.
+    ToServer,
+}
+
+impl Carries {
+    /// The way of the transfer that `line`, a command on its way to the server, starts.
+    pub fn of_command(line: &[u8]) -> Option<Self> {
+        let cmd = Command::parse(line.strip_suffix(b"\n").unwrap_or(line)).ok()?;
+        match cmd.verb {
+            Verb::Retr | Verb::List | Verb::Nlst | Verb::Mlsd => Some(Carries::ToClient),
+            Verb::Stor | Verb::Stou | Verb::Appe => Some(Carries::ToServer),
+            _ => None,
+        }
+    }
+
+    /// The relay's first stream is the client's.
+    fn way(self) -> Way {
+        match self {
+            Carries::ToClient => Way::BToA,
+            Carries::ToServer => Way::AToB,
+        }
+    }
+}
+
+/// Tells a channel which way its transfer goes, before or while it runs.
+#[derive(Debug)]
+pub struct CarriesTx(watch::Sender<Option<Way>>);
+
+impl CarriesTx {
+    pub fn send(&self, c: Carries) {
+        self.0.send_replace(Some(c.way()));
+    }
+}
+
+/// The two ends: the sender stays with whoever learns the command, the carrier goes to [`run`].
+pub fn carries() -> (CarriesTx, Carrier) {
+    let (tx, rx) = watch::channel(None);
+    (CarriesTx(tx), rx)
 }
 
 #[derive(Debug, Error)]
@@ -179,8 +225,8 @@ async fn establish(
     }))
 }
 
-/// Runs the channel to its end.
-pub async fn run(plan: DataPlan, cx: ChannelContext) -> DataOutcome {
+/// Runs the channel to its end; `carrier` says which way the transfer goes once that is known.
+pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOutcome {
     let started = Instant::now();
     let mode = plan.mode();
     let mut refused = Vec::new();
@@ -202,7 +248,7 @@ pub async fn run(plan: DataPlan, cx: ChannelContext) -> DataOutcome {
         (cx.metrics.bytes(Direction::ToClient), cx.metrics.bytes(Direction::ToServer));
     let to_client = move |n: u64| to_client_bytes.inc_by(n);
     let to_server = move |n: u64| to_server_bytes.inc_by(n);
-    let r = relay(client, server, cx.timeouts.idle, &to_server, &to_client).await;
+    let r = relay(client, server, cx.timeouts.idle, &to_server, &to_client, carrier).await;
     outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused, false)
 }
 
@@ -235,7 +281,7 @@ mod tests {
         };
         let cx = cx();
         let metrics = cx.metrics.clone();
-        let task = tokio::spawn(run(plan, cx));
+        let task = tokio::spawn(run(plan, cx, carries().1));
         // A stranger from another loopback address comes first.
         let stranger = tokio::net::TcpSocket::new_v4().unwrap();
         stranger.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -274,7 +320,7 @@ mod tests {
         };
         let mut cx = cx();
         cx.timeouts.accept = Duration::from_millis(30);
-        let out = run(plan, cx).await;
+        let out = run(plan, cx, carries().1).await;
         assert_eq!(out.result.unwrap_err().label(), "accept_timeout");
     }
 
@@ -283,7 +329,7 @@ mod tests {
         client_side: impl std::future::Future<Output = TcpStream>,
         server: impl std::future::Future<Output = TcpStream>,
     ) -> DataOutcome {
-        let task = tokio::spawn(run(plan, cx()));
+        let task = tokio::spawn(run(plan, cx(), carries().1));
         let (mut c, mut s) = tokio::join!(client_side, server);
         c.write_all(b"upload").await.unwrap();
         c.shutdown().await.unwrap();
@@ -332,7 +378,7 @@ mod tests {
             source: None,
             handed_over: Some(rx),
         };
-        let task = tokio::spawn(run(plan, cx()));
+        let task = tokio::spawn(run(plan, cx(), carries().1));
         tx.send(()).unwrap();
         let out = task.await.unwrap();
         assert!(out.handed_over && out.result.is_ok());

@@ -1,8 +1,21 @@
 //! Relays one data connection in both directions with half-close, counting bytes.
 //!
-//! FTP data connections carry bytes one way; the relay is done when that way has delivered its
-//! end of file: the other way is then dropped, so a client that keeps its socket open until the
-//! final reply arrives cannot stall the transfer.
+//! Each direction runs until its own source's end of file and then half-closes its
+//! destination, passing the end of file on: a client that shuts its sending side of a
+//! download's data connection at once (legal TCP) still gets the whole download.
+//!
+//! FTP data connections carry bytes one way, and the relay ends when that way is done: every
+//! byte written and its end of file passed on. The other way is then dropped, so a client that
+//! keeps its socket open until the final reply arrives cannot stall the transfer. Which way
+//! carries the transfer the control channel says once the command has gone to the server
+//! ([`Carrier`]: RETR toward the client, STOR toward the server). Until it has said, a way that
+//! reaches its end of file having carried bytes while the other carried none is taken for the
+//! transfer; an end of file with no bytes behind it (an empty file, or a peer's half-close)
+//! decides nothing, and the relay waits for the other way.
+//!
+//! A reset, a failed write or the idle watchdog ends the relay with an error, and both
+//! connections are then reset rather than closed: neither peer may take a cut transfer for a
+//! complete one.
 //!
 //! On Linux the bytes move socket → pipe → socket with splice(2) and never enter user space
 //! (`super::splice`); elsewhere, or where the kernel refuses splice before a byte has moved,
@@ -14,15 +27,13 @@
 //! without a byte moving either way, so a transfer that keeps flowing is never cut because the
 //! other direction is silent.
 
-use std::io;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
+pub(crate) mod pump;
 
-const BUF: usize = 64 * 1024;
+use pump::{pump, Dir, Phase, Progress};
+use socket2::SockRef;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayOutcome {
@@ -30,13 +41,32 @@ pub struct RelayOutcome {
     pub a_to_b: u64,
     /// Bytes from the second stream to the first.
     pub b_to_a: u64,
-    /// `Ok` when one direction reached end of file and delivered it.
+    /// `Ok` when the transfer's way reached its end of file with every byte written to the
+    /// other side and the end of file passed on.
     pub result: Result<(), String>,
 }
 
 /// Called with every chunk's size as it is delivered (live byte metrics, exact even when a
 /// transfer is aborted).
 pub type OnBytes<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// A way through the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// From the first stream to the second.
+    AToB,
+    /// From the second stream to the first.
+    BToA,
+}
+
+/// Which way carries the transfer, once known; it may become known while the relay runs.
+pub type Carrier = watch::Receiver<Option<Way>>;
+
+/// A carrier that is never told.
+#[cfg(test)]
+pub(crate) fn untold() -> Carrier {
+    watch::channel(None).1
+}
 
 /// How a relay moves its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -62,155 +92,21 @@ impl Mode {
     }
 }
 
-/// What a direction is waiting for; a timeout is named after the furthest phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(super) enum Phase {
-    /// For its source (`data connection idle`).
-    Reading = 0,
-    /// For its destination to take bytes (`data connection stalled`).
-    Writing = 1,
-    /// For the half-close of its destination (`data connection stalled at close`).
-    Closing = 2,
+/// Relays between `a` and `b` until the transfer's way is done (see the module's description),
+/// an error, or `idle` passes without progress.
+pub async fn relay(
+    a: TcpStream,
+    b: TcpStream,
+    idle: Duration,
+    on_ab: OnBytes<'_>,
+    on_ba: OnBytes<'_>,
+    carrier: Carrier,
+) -> RelayOutcome {
+    relay_carrying(a, b, idle, [on_ab, on_ba], Mode::auto(), carrier).await
 }
 
-/// Progress of both directions, for the idle watchdog.
-struct Progress {
-    origin: Instant,
-    /// Nanoseconds from `origin` to the last byte moved either way.
-    last: AtomicU64,
-    phases: [AtomicU8; 2],
-    /// The fallback to the buffer has been logged for this relay.
-    #[cfg(target_os = "linux")]
-    fell_back: std::sync::atomic::AtomicBool,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            last: AtomicU64::new(0),
-            phases: [AtomicU8::new(Phase::Reading as u8), AtomicU8::new(Phase::Reading as u8)],
-            #[cfg(target_os = "linux")]
-            fell_back: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    fn mark(&self) {
-        let ns = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.store(ns, Ordering::Relaxed);
-    }
-
-    /// Returns once `idle` has passed without progress, with the error naming the stall.
-    async fn watch(&self, idle: Duration) -> io::Error {
-        loop {
-            let last = self.last.load(Ordering::Relaxed);
-            tokio::time::sleep_until(self.origin + Duration::from_nanos(last) + idle).await;
-            if self.last.load(Ordering::Relaxed) == last {
-                return self.stall();
-            }
-        }
-    }
-
-    fn stall(&self) -> io::Error {
-        let furthest = self.phases.iter().map(|p| p.load(Ordering::Relaxed)).max().unwrap_or(0);
-        let what = match furthest {
-            x if x == Phase::Closing as u8 => "data connection stalled at close",
-            x if x == Phase::Writing as u8 => "data connection stalled",
-            _ => "data connection idle",
-        };
-        io::Error::new(io::ErrorKind::TimedOut, what)
-    }
-}
-
-/// One direction's bookkeeping: its byte count, callback and phase.
-pub(super) struct Dir<'a> {
-    progress: &'a Progress,
-    slot: usize,
-    count: AtomicU64,
-    on: OnBytes<'a>,
-}
-
-impl<'a> Dir<'a> {
-    fn new(progress: &'a Progress, slot: usize, on: OnBytes<'a>) -> Self {
-        Self { progress, slot, count: AtomicU64::new(0), on }
-    }
-
-    pub(super) fn phase(&self, p: Phase) {
-        self.progress.phases[self.slot].store(p as u8, Ordering::Relaxed);
-    }
-
-    /// Bytes were taken from the source (not yet delivered: not counted).
-    pub(super) fn received(&self) {
-        self.progress.mark();
-    }
-
-    /// `n` bytes were handed to the destination socket.
-    pub(super) fn delivered(&self, n: usize) {
-        self.progress.mark();
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        (self.on)(n as u64);
-    }
-
-    /// Logs, once per relay, why splice gave way to the buffer.
-    #[cfg(target_os = "linux")]
-    fn fell_back(&self, reason: &io::Error) {
-        if !self.progress.fell_back.swap(true, Ordering::Relaxed) {
-            tracing::debug!(%reason, "splice(2) unavailable, relaying this data connection through a buffer");
-        }
-    }
-
-    fn total(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-}
-
-async fn buffered(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, dir: &Dir<'_>) -> io::Result<()> {
-    dir.phase(Phase::Reading);
-    r.readable().await?;
-    let mut buf = vec![0u8; BUF];
-    loop {
-        dir.phase(Phase::Reading);
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            dir.phase(Phase::Closing);
-            return w.shutdown().await;
-        }
-        dir.received();
-        dir.phase(Phase::Writing);
-        let mut sent = 0;
-        while sent < n {
-            let k = w.write(&buf[sent..n]).await?;
-            if k == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            sent += k;
-            dir.delivered(k);
-        }
-    }
-}
-
-async fn pump(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, dir: &Dir<'_>, mode: Mode) -> io::Result<()> {
-    match mode {
-        Mode::Buffered => buffered(r, w, dir).await,
-        #[cfg(target_os = "linux")]
-        Mode::Splice { open, fallback } => match super::splice::pump(r, w, dir, open, fallback).await? {
-            super::splice::Ended::Done => Ok(()),
-            super::splice::Ended::Refused(reason) => {
-                dir.fell_back(&reason);
-                buffered(r, w, dir).await
-            }
-        },
-    }
-}
-
-/// Relays between `a` and `b` until one direction has delivered its end of file, an error, or
-/// `idle` passes without progress.
-pub async fn relay(a: TcpStream, b: TcpStream, idle: Duration, on_ab: OnBytes<'_>, on_ba: OnBytes<'_>) -> RelayOutcome {
-    relay_with(a, b, idle, on_ab, on_ba, Mode::auto()).await
-}
-
-/// [`relay`] with the way bytes move chosen by the caller.
+/// [`relay`] with the way bytes move chosen by the caller, never told which way carries.
+#[cfg(test)]
 pub(crate) async fn relay_with(
     a: TcpStream,
     b: TcpStream,
@@ -219,288 +115,77 @@ pub(crate) async fn relay_with(
     on_ba: OnBytes<'_>,
     mode: Mode,
 ) -> RelayOutcome {
-    let (mut ar, mut aw) = a.into_split();
-    let (mut br, mut bw) = b.into_split();
+    relay_carrying(a, b, idle, [on_ab, on_ba], mode, untold()).await
+}
+
+/// Whether the relay is done: both ways are, or the way that carries the transfer is.
+fn finished(done: [bool; 2], moved: [u64; 2], carrier: Option<Way>) -> bool {
+    match carrier {
+        Some(Way::AToB) => done[0],
+        Some(Way::BToA) => done[1],
+        None => {
+            let carried = |i: usize| done[i] && moved[i] > 0 && moved[1 - i] == 0;
+            (done[0] && done[1]) || carried(0) || carried(1)
+        }
+    }
+}
+
+pub(crate) async fn relay_carrying(
+    mut a: TcpStream,
+    mut b: TcpStream,
+    idle: Duration,
+    on: [OnBytes<'_>; 2],
+    mode: Mode,
+    mut carrier: Carrier,
+) -> RelayOutcome {
     let progress = Progress::new();
-    let (ab, ba) = (Dir::new(&progress, 0, on_ab), Dir::new(&progress, 1, on_ba));
-    let result = tokio::select! {
-        r = pump(&mut ar, &mut bw, &ab, mode) => r,
-        r = pump(&mut br, &mut aw, &ba, mode) => r,
-        e = progress.watch(idle) => Err(e),
+    let dirs = [Dir::new(&progress, 0, on[0]), Dir::new(&progress, 1, on[1])];
+    let result = {
+        // Borrowed halves: nothing is shut down when they go, so a failure can still reset.
+        let (mut ar, mut aw) = a.split();
+        let (mut br, mut bw) = b.split();
+        let ab = pump(&mut ar, &mut bw, &dirs[0], mode);
+        let ba = pump(&mut br, &mut aw, &dirs[1], mode);
+        tokio::pin!(ab, ba);
+        let mut done = [false; 2];
+        let mut told = true;
+        loop {
+            let way = *carrier.borrow_and_update();
+            if finished(done, [dirs[0].total(), dirs[1].total()], way) {
+                break Ok(());
+            }
+            tokio::select! {
+                r = &mut ab, if !done[0] => match r {
+                    Ok(()) => {
+                        done[0] = true;
+                        dirs[0].phase(Phase::Done);
+                    }
+                    Err(e) => break Err(e),
+                },
+                r = &mut ba, if !done[1] => match r {
+                    Ok(()) => {
+                        done[1] = true;
+                        dirs[1].phase(Phase::Done);
+                    }
+                    Err(e) => break Err(e),
+                },
+                // A dropped sender tells nothing more; what it told stays.
+                r = carrier.changed(), if told => told = r.is_ok(),
+                e = progress.watch(idle) => break Err(e),
+            }
+        }
     };
-    RelayOutcome { a_to_b: ab.total(), b_to_a: ba.total(), result: result.map_err(|e| e.to_string()) }
+    if result.is_err() {
+        for s in [&a, &b] {
+            // Linger 0: closing sends a reset. Failing that (the socket is gone already), the
+            // close that follows is all there is.
+            let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
+    }
+    RelayOutcome { a_to_b: dirs[0].total(), b_to_a: dirs[1].total(), result: result.map_err(|e| e.to_string()) }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use sha2::{Digest, Sha256};
-    use tokio::net::TcpListener;
-
-    /// Both ends of a loopback TCP connection.
-    pub(crate) async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        (c, l.accept().await.unwrap().0)
-    }
-
-    /// Every way bytes can move here: the buffer, splice without a fallback (so a silent
-    /// fallback cannot hide a broken splice path), and what `relay` uses.
-    fn modes() -> Vec<Mode> {
-        let mut m = vec![Mode::Buffered];
-        #[cfg(target_os = "linux")]
-        m.push(Mode::Splice { open: super::super::splice::Pipe::open, fallback: false });
-        m.push(Mode::auto());
-        m
-    }
-
-    fn payload(len: usize) -> Vec<u8> {
-        (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
-    }
-
-    /// Sends `len` bytes from one end through the relay to the other, that end keeping its
-    /// socket open: `from_b` sends from `b`'s peer to `a`'s peer. Checks the bytes (SHA-256),
-    /// both counts and that the callbacks saw exactly the counted bytes.
-    async fn transfer(mode: Mode, len: usize, from_b: bool) {
-        let (peer_a, proxy_a) = pair().await;
-        let (proxy_b, peer_b) = pair().await;
-        let (mut sender, mut receiver) = if from_b { (peer_b, peer_a) } else { (peer_a, peer_b) };
-        let data = payload(len);
-        let want = Sha256::digest(&data);
-        let writer = tokio::spawn(async move {
-            sender.write_all(&data).await.unwrap();
-            sender.shutdown().await.unwrap();
-            sender
-        });
-        let relay = tokio::spawn(async move {
-            let (seen_ab, seen_ba) = (AtomicU64::new(0), AtomicU64::new(0));
-            let on_ab = |n| {
-                seen_ab.fetch_add(n, Ordering::Relaxed);
-            };
-            let on_ba = |n| {
-                seen_ba.fetch_add(n, Ordering::Relaxed);
-            };
-            let out = relay_with(proxy_a, proxy_b, Duration::from_secs(10), &on_ab, &on_ba, mode).await;
-            (out, seen_ab.into_inner(), seen_ba.into_inner())
-        });
-        let mut got = Vec::with_capacity(len);
-        receiver.read_to_end(&mut got).await.unwrap();
-        let (out, seen_ab, seen_ba) = relay.await.unwrap();
-        assert_eq!(out.result, Ok(()), "{mode:?}");
-        assert_eq!(got.len(), len, "{mode:?}");
-        assert_eq!(Sha256::digest(&got), want, "{mode:?}");
-        let (moved, other) = if from_b { (out.b_to_a, out.a_to_b) } else { (out.a_to_b, out.b_to_a) };
-        assert_eq!((moved, other), (len as u64, 0), "{mode:?}");
-        assert_eq!((seen_ab, seen_ba), (out.a_to_b, out.b_to_a), "{mode:?}");
-        // The sender's socket is still open: the relay ended on its end of file alone.
-        drop(writer.await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn multi_mib_transfers_arrive_whole_and_counted_each_way() {
-        for mode in modes() {
-            transfer(mode, 12 << 20, false).await;
-            transfer(mode, 9 << 20, true).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn small_and_empty_transfers() {
-        for mode in modes() {
-            for len in [0, 1, 1460, 65_537] {
-                transfer(mode, len, false).await;
-                transfer(mode, len, true).await;
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn download_is_delivered_whole_while_the_reader_keeps_its_socket_open() {
-        for mode in modes() {
-            let (mut server, proxy_s) = pair().await;
-            let (proxy_c, mut client) = pair().await;
-            let data = payload(3_000_000);
-            let sent = data.clone();
-            let writer = tokio::spawn(async move {
-                server.write_all(&sent).await.unwrap();
-                server.shutdown().await.unwrap();
-                server
-            });
-            let relay = tokio::spawn(async move {
-                relay_with(proxy_s, proxy_c, Duration::from_secs(5), &|_| {}, &|_| {}, mode).await
-            });
-            // The client reads to the end of file without closing or shutting down anything.
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).await.unwrap();
-            let out = relay.await.unwrap();
-            assert_eq!(out.result, Ok(()), "{mode:?}");
-            assert_eq!((out.a_to_b, out.b_to_a), (data.len() as u64, 0), "{mode:?}");
-            assert!(got == data, "{mode:?}");
-            // The client can still write: only the relay's side toward it was half-closed.
-            client.write_all(b"still open").await.unwrap();
-            drop(writer.await.unwrap());
-        }
-    }
-
-    #[tokio::test]
-    async fn idle_data_connection_times_out() {
-        for mode in modes() {
-            let (_server, proxy_s) = pair().await;
-            let (proxy_c, _client) = pair().await;
-            let out = relay_with(proxy_s, proxy_c, Duration::from_millis(50), &|_| {}, &|_| {}, mode).await;
-            assert_eq!(out.result, Err("data connection idle".to_string()), "{mode:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn idle_after_some_bytes_times_out_with_the_bytes_counted() {
-        for mode in modes() {
-            let (mut server, proxy_s) = pair().await;
-            let (proxy_c, mut client) = pair().await;
-            server.write_all(b"partial").await.unwrap();
-            let relay = tokio::spawn(async move {
-                relay_with(proxy_s, proxy_c, Duration::from_millis(100), &|_| {}, &|_| {}, mode).await
-            });
-            let mut got = [0u8; 7];
-            client.read_exact(&mut got).await.unwrap();
-            let out = relay.await.unwrap();
-            assert_eq!(out.result, Err("data connection idle".to_string()), "{mode:?}");
-            assert_eq!((out.a_to_b, out.b_to_a), (7, 0), "{mode:?}");
-            drop(server);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_destination_that_stops_reading_is_a_stall() {
-        for mode in modes() {
-            let (mut server, proxy_s) = pair().await;
-            let (proxy_c, _client) = pair().await;
-            // The server sends until every buffer on the way is full; the client never reads.
-            let writer = tokio::spawn(async move {
-                let chunk = vec![7u8; 1 << 20];
-                while server.write_all(&chunk).await.is_ok() {}
-            });
-            let out = relay_with(proxy_s, proxy_c, Duration::from_millis(200), &|_| {}, &|_| {}, mode).await;
-            assert_eq!(out.result, Err("data connection stalled".to_string()), "{mode:?}");
-            assert!(out.a_to_b > 0, "{mode:?}");
-            writer.abort();
-        }
-    }
-
-    #[tokio::test]
-    async fn a_transfer_longer_than_idle_is_not_cut_while_it_progresses() {
-        for mode in modes() {
-            let (mut server, proxy_s) = pair().await;
-            let (proxy_c, mut client) = pair().await;
-            // Paced writes for more than two idle periods; the way back carries nothing all along.
-            let writer = tokio::spawn(async move {
-                for _ in 0..12 {
-                    server.write_all(&[1u8; 1000]).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                server.shutdown().await.unwrap();
-                server
-            });
-            let relay = tokio::spawn(async move {
-                relay_with(proxy_s, proxy_c, Duration::from_millis(250), &|_| {}, &|_| {}, mode).await
-            });
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).await.unwrap();
-            let out = relay.await.unwrap();
-            assert_eq!(out.result, Ok(()), "{mode:?}");
-            assert_eq!((out.a_to_b, got.len()), (12_000, 12_000), "{mode:?}");
-            drop(writer.await.unwrap());
-        }
-    }
-
-    #[tokio::test]
-    async fn a_reset_source_is_an_error() {
-        for mode in modes() {
-            let (server, proxy_s) = pair().await;
-            let (proxy_c, _client) = pair().await;
-            // Linger 0: close sends a reset instead of an end of file.
-            socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
-            drop(server);
-            let out = relay_with(proxy_s, proxy_c, Duration::from_secs(5), &|_| {}, &|_| {}, mode).await;
-            let err = out.result.unwrap_err();
-            assert!(err.contains("reset"), "{mode:?}: {err}");
-        }
-    }
-
-    /// Loopback throughput, buffered against splice with several pipe sizes:
-    /// `cargo test --release --lib loopback_throughput -- --ignored --nocapture`.
-    /// `FTPGATE_BENCH_MIB` sets the volume (default 2048).
-    #[cfg(target_os = "linux")]
-    #[test]
-    #[ignore]
-    fn loopback_throughput() {
-        use super::super::splice::Pipe;
-        use std::io::{Read, Write};
-        let mib: usize = std::env::var("FTPGATE_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
-        let modes: [(&str, Mode); 6] = [
-            ("buffered 64 KiB", Mode::Buffered),
-            ("splice, pipe 8 KiB", Mode::Splice { open: || Pipe::with_size(8 << 10), fallback: false }),
-            ("splice, pipe 64 KiB", Mode::Splice { open: || Pipe::with_size(64 << 10), fallback: false }),
-            ("splice, pipe 256 KiB", Mode::Splice { open: || Pipe::with_size(256 << 10), fallback: false }),
-            ("splice, pipe 512 KiB", Mode::Splice { open: || Pipe::with_size(512 << 10), fallback: false }),
-            ("splice, pipe 1 MiB", Mode::Splice { open: || Pipe::with_size(1 << 20), fallback: false }),
-        ];
-        for round in 0..4 {
-            for (name, mode) in modes {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let (src_l, dst_l) = (
-                    std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-                    std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-                );
-                let (src_at, dst_at) = (src_l.local_addr().unwrap(), dst_l.local_addr().unwrap());
-                // Source and sink are plain blocking threads; the relay has one runtime thread.
-                let source = std::thread::spawn(move || {
-                    let (mut s, _) = src_l.accept().unwrap();
-                    let chunk = vec![0x5au8; 1 << 20];
-                    for _ in 0..mib {
-                        s.write_all(&chunk).unwrap();
-                    }
-                });
-                let sink = std::thread::spawn(move || {
-                    let mut s = std::net::TcpStream::connect(dst_at).unwrap();
-                    let mut buf = vec![0u8; 1 << 20];
-                    let mut n = 0u64;
-                    loop {
-                        match s.read(&mut buf).unwrap() {
-                            0 => return n,
-                            k => n += k as u64,
-                        }
-                    }
-                });
-                let cpu = || {
-                    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD).unwrap();
-                    let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
-                    t(u.user_time()) + t(u.system_time())
-                };
-                let (started, cpu0) = (std::time::Instant::now(), cpu());
-                let out = rt.block_on(async move {
-                    let a = TcpStream::connect(src_at).await.unwrap();
-                    let (b, _) = TcpListener::from_std({
-                        dst_l.set_nonblocking(true).unwrap();
-                        dst_l
-                    })
-                    .unwrap()
-                    .accept()
-                    .await
-                    .unwrap();
-                    relay_with(a, b, Duration::from_secs(30), &|_| {}, &|_| {}, mode).await
-                });
-                let (secs, relay_cpu) = (started.elapsed().as_secs_f64(), cpu() - cpu0);
-                source.join().unwrap();
-                assert_eq!(sink.join().unwrap(), (mib as u64) << 20);
-                assert_eq!(out.result, Ok(()));
-                if round > 0 {
-                    println!(
-                        "{name:>22}: {mib} MiB in {secs:.2} s = {:.0} MB/s, relay thread CPU {relay_cpu:.2} s",
-                        (mib << 20) as f64 / secs / 1e6
-                    );
-                }
-            }
-        }
-    }
-}
+mod halfclose_tests;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -15,7 +15,7 @@
 //! always right. On end of file the pipe is drained and the destination half-closed, as the
 //! buffered pump does.
 
-use super::relay::{Dir, Phase};
+use super::relay::pump::{Dir, Phase};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::unistd::pipe2;
@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 /// The capacity asked of each pipe. Measured on loopback (`relay::tests::loopback_throughput`,
@@ -116,8 +116,8 @@ fn drain(pipe: &Pipe, dst: &TcpStream, len: usize) -> io::Result<usize> {
 /// that cannot be made or a first splice that is refused ends with [`Ended::Refused`] before
 /// a byte has moved; without, both are errors.
 pub(crate) async fn pump(
-    r: &OwnedReadHalf,
-    w: &mut OwnedWriteHalf,
+    r: &ReadHalf<'_>,
+    w: &mut WriteHalf<'_>,
     dir: &Dir<'_>,
     open: OpenPipe,
     fallback: bool,

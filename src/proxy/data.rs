@@ -4,7 +4,7 @@ use super::passive_index::Registration;
 use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::Advertise;
-use crate::data::channel::{self, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
+use crate::data::channel::{self, CarriesTx, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::{from_ip, listen_in_range};
 use crate::labels::Family;
 use crate::metrics::Active;
@@ -32,6 +32,8 @@ pub struct Endpoints {
 /// `limits.max_data_channels` at once (the aborted task itself ends at its next poll).
 pub struct DataTask {
     pub handle: JoinHandle<DataOutcome>,
+    /// Which way the transfer goes, told once its command goes to the server.
+    pub carries: CarriesTx,
     pub started: Instant,
     _permit: OwnedSemaphorePermit,
     /// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
@@ -170,6 +172,7 @@ fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &End
     let active = shared.metrics.data_channel_opened(plan.mode(), Family::of(ep.client.ip()));
     // A child of the session's span, so data-channel log lines carry the session's fields.
     let span = tracing::info_span!("data", mode = plan.mode().label());
-    let handle = tokio::spawn(channel::run(plan, context(shared)).instrument(span));
-    DataTask { handle, started: Instant::now(), _permit: permit, _active: active, _registration: None }
+    let (carries, carrier) = channel::carries();
+    let handle = tokio::spawn(channel::run(plan, context(shared), carrier).instrument(span));
+    DataTask { handle, carries, started: Instant::now(), _permit: permit, _active: active, _registration: None }
 }

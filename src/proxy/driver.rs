@@ -6,6 +6,7 @@
 use super::data::{open_active, open_listeners, open_passive, start_connect, DataTask, Endpoints};
 use super::stream::ControlStream;
 use super::Shared;
+use crate::data::channel::Carries;
 use crate::data::{DataError, DataOutcome};
 use crate::labels::{DataMode, Reason, ReplyClass, TransferOutcome, TransferVerb};
 use crate::metrics::Metrics;
@@ -109,7 +110,10 @@ impl<'a> Driver<'a> {
                 Action::ToClient { bytes, .. } | Action::ToClientOutOfBand(bytes) => {
                     timed(t.idle, client.write_all(&bytes)).await
                 }
-                Action::ToServer(bytes) => timed(t.reply, server.write_all(&bytes)).await,
+                Action::ToServer(bytes) => {
+                    self.announce_transfer(&bytes);
+                    timed(t.reply, server.write_all(&bytes)).await
+                }
                 Action::ToServerUrgent(bytes) => self.write_urgent(server, &bytes).await,
                 Action::OpenData { id, request } => {
                     let now = Instant::now();
@@ -142,6 +146,15 @@ impl<'a> Driver<'a> {
             }
         }
         None
+    }
+
+    /// A transfer command on its way to the server tells the open data channel which way its
+    /// bytes go; told before the server can act on it, so before the server's first byte or
+    /// end of file.
+    fn announce_transfer(&self, line: &[u8]) {
+        if let (Some((_, task)), Some(way)) = (&self.data, Carries::of_command(line)) {
+            task.carries.send(way);
+        }
     }
 
     /// RFC 959 abort: Telnet IP, then the Synch (DM as urgent data), then the command.
@@ -196,7 +209,7 @@ impl<'a> Driver<'a> {
             }
             Ok(o) => o,
             Err(e) if e.is_cancelled() => return,
-            Err(e) => return warn!(error = %e, "data task failed"),
+            Err(e) => return warn!(verb, error = %e, "data task failed"),
         };
         self.up += o.to_server;
         self.down += o.to_client;
@@ -220,10 +233,13 @@ impl<'a> Driver<'a> {
                 "transfer failed: {e}"
             ),
         }
-        match &o.result {
-            // Nobody came: no transfer took place.
-            Err(DataError::AcceptTimeout { .. }) => m.reject(Reason::Timeout),
-            r => m.transfer(TransferVerb::from_verb(verb), TransferOutcome::of(r), o.duration),
+        let nobody_came = matches!(o.result, Err(DataError::AcceptTimeout { .. }));
+        if nobody_came {
+            m.reject(Reason::Timeout);
+        }
+        // Nobody came and nothing was asked for: no transfer took place. Asked for, it failed.
+        if transfer.is_some() || !nobody_came {
+            m.transfer(TransferVerb::from_verb(verb), TransferOutcome::of(&o.result), o.duration);
         }
         if !o.stolen_attempts.is_empty() {
             warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
@@ -233,7 +249,8 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// The xferlog line of a file transfer that got its data connection.
+    /// The xferlog line of a file transfer, also of one that failed or never got its data
+    /// connection (status incomplete).
     fn log_transfer(&self, o: &DataOutcome, t: &TransferInfo, user: Option<&str>) {
         let Some(log) = &self.shared.xferlog else { return };
         let outgoing = match t.verb.as_str() {
@@ -241,9 +258,6 @@ impl<'a> Driver<'a> {
             "STOR" | "STOU" | "APPE" => false,
             _ => return,
         };
-        if matches!(o.result, Err(DataError::AcceptTimeout { .. }) | Err(DataError::Accept(_))) {
-            return;
-        }
         log.write(&crate::xferlog::Entry {
             client: self.ep.client.ip(),
             bytes: if outgoing { o.to_client } else { o.to_server },

@@ -51,6 +51,9 @@ pub enum Answer {
     /// These answers one after the other (a reply, then lines nobody asked for, say); not
     /// inside another `Seq` or an `After`.
     Seq(Vec<Answer>),
+    /// RETR that sends `after` bytes, then resets the data connection and answers 226 all the
+    /// same, as a server that does not notice a cut on the way would.
+    RetrReset { after: u64 },
 }
 
 impl Answer {

@@ -4,8 +4,10 @@
 
 use super::server::{Answer, Item, Line, Log, Shared};
 use super::{pattern, STEP};
+use socket2::SockRef;
 use std::io;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -70,6 +72,7 @@ impl Exec {
             Answer::Never => std::future::pending::<()>().await,
             Answer::Close => return Ok(Flow::Stop),
             Answer::Retr { size, early_226 } => self.retr(size, early_226, aborts).await?,
+            Answer::RetrReset { after } => self.retr_reset(after).await?,
             Answer::Default => match line.verb.as_str() {
                 "NOOP" => self.say("200 NOOP ok").await?,
                 "USER" => self.say("331 Password required").await?,
@@ -142,6 +145,17 @@ impl Exec {
                 self.aborted("426 Transfer aborted").await
             }
         }
+    }
+
+    async fn retr_reset(&mut self, after: u64) -> io::Result<()> {
+        let Some(mut data) = self.data_connection(&format!("{after} bytes and a reset")).await? else { return Ok(()) };
+        let bytes: Vec<u8> = (0..after).map(pattern).collect();
+        // Whether the bytes went or not, this server does not look: it says 226 regardless.
+        let _ = data.write_all(&bytes).await;
+        // Linger 0: the close is a reset, not an end of file.
+        SockRef::from(&data).set_linger(Some(Duration::ZERO))?;
+        drop(data);
+        self.say("226 Transfer complete").await
     }
 
     async fn stor(&mut self, aborts: u64) -> io::Result<()> {
