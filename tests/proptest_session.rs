@@ -536,6 +536,7 @@ fn session_scenarios_reach_the_interesting_paths() {
             "reply held for data",
             count(&|a| matches!(a, Action::ToClient { bytes, .. } if bytes.starts_with(b"226 done"))),
         ),
+        ("transfer way", count(&|a| matches!(a, Action::DataCarries { .. }))),
         ("stale data report", count(&|a| matches!(a, Action::Note(Note::StaleData { .. })))),
         ("timeout", count(&|a| matches!(a, Action::Note(Note::Timeout(_))))),
         ("Bounce", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::Bounce { .. }))))),

@@ -6,7 +6,6 @@ use crate::addr::canonical_ip;
 use crate::config::SocketTags;
 use crate::labels::{DataMode, Direction, Reason};
 use crate::metrics::Metrics;
-use crate::protocol::command::{Command, Verb};
 use socket2::SockRef;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -68,32 +67,11 @@ impl DataPlan {
     }
 }
 
-/// Which way a channel's transfer goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Carries {
-    /// RETR, LIST, NLST, MLSD.
-    ToClient,
-    /// STOR, STOU, APPE.
-    ToServer,
-}
-
-impl Carries {
-    /// The way of the transfer that `line`, a command on its way to the server, starts.
-    pub fn of_command(line: &[u8]) -> Option<Self> {
-        let cmd = Command::parse(line.strip_suffix(b"\n").unwrap_or(line)).ok()?;
-        match cmd.verb {
-            Verb::Retr | Verb::List | Verb::Nlst | Verb::Mlsd => Some(Carries::ToClient),
-            Verb::Stor | Verb::Stou | Verb::Appe => Some(Carries::ToServer),
-            _ => None,
-        }
-    }
-
-    /// The relay's first stream is the client's.
-    fn way(self) -> Way {
-        match self {
-            Carries::ToClient => Way::BToA,
-            Carries::ToServer => Way::AToB,
-        }
+/// The relay's first stream is the client's: the way a transfer toward `side` goes.
+fn way(side: Direction) -> Way {
+    match side {
+        Direction::ToClient => Way::BToA,
+        Direction::ToServer => Way::AToB,
     }
 }
 
@@ -102,8 +80,8 @@ impl Carries {
 pub struct CarriesTx(watch::Sender<Option<Way>>);
 
 impl CarriesTx {
-    pub fn send(&self, c: Carries) {
-        self.0.send_replace(Some(c.way()));
+    pub fn send(&self, c: Direction) {
+        self.0.send_replace(Some(way(c)));
     }
 }
 

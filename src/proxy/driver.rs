@@ -6,7 +6,6 @@
 use super::data::{open_active, open_listeners, open_passive, start_connect, DataTask, Endpoints};
 use super::stream::ControlStream;
 use super::Shared;
-use crate::data::channel::Carries;
 use crate::data::{DataError, DataOutcome};
 use crate::labels::{DataMode, Reason, ReplyClass, TransferOutcome, TransferVerb};
 use crate::metrics::Metrics;
@@ -110,10 +109,7 @@ impl<'a> Driver<'a> {
                 Action::ToClient { bytes, .. } | Action::ToClientOutOfBand(bytes) => {
                     timed(t.idle, client.write_all(&bytes)).await
                 }
-                Action::ToServer(bytes) => {
-                    self.announce_transfer(&bytes);
-                    timed(t.reply, server.write_all(&bytes)).await
-                }
+                Action::ToServer(bytes) => timed(t.reply, server.write_all(&bytes)).await,
                 Action::ToServerUrgent(bytes) => self.write_urgent(server, &bytes).await,
                 Action::OpenData { id, request } => {
                     let now = Instant::now();
@@ -123,6 +119,12 @@ impl<'a> Driver<'a> {
                             self.data_failed(request.mode(), &e);
                             core.handle_data_failed(id, &e.to_string(), now);
                         }
+                    }
+                    Ok(())
+                }
+                Action::DataCarries { id, toward } => {
+                    if let Some((_, task)) = self.data.as_ref().filter(|(d, _)| *d == id) {
+                        task.carries.send(toward);
                     }
                     Ok(())
                 }
@@ -146,15 +148,6 @@ impl<'a> Driver<'a> {
             }
         }
         None
-    }
-
-    /// A transfer command on its way to the server tells the open data channel which way its
-    /// bytes go; told before the server can act on it, so before the server's first byte or
-    /// end of file.
-    fn announce_transfer(&self, line: &[u8]) {
-        if let (Some((_, task)), Some(way)) = (&self.data, Carries::of_command(line)) {
-            task.carries.send(way);
-        }
     }
 
     /// RFC 959 abort: Telnet IP, then the Synch (DM as urgent data), then the command.

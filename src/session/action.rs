@@ -2,7 +2,7 @@
 //! channels.
 
 use super::Refusal;
-use crate::labels::DataMode;
+use crate::labels::{DataMode, Direction};
 use std::net::SocketAddr;
 
 /// Names one data channel of a session. A driver's report about a channel the core no longer
@@ -64,6 +64,9 @@ pub struct TransferInfo {
     /// The argument as the client sent it (lossy UTF-8).
     pub path: String,
     pub binary: bool,
+    /// The way its data goes: toward the client for RETR, LIST, NLST, MLSD, toward the server
+    /// for STOR, STOU, APPE.
+    pub toward: Direction,
 }
 
 /// Something worth a log line or a metric; the core never logs or counts itself.
@@ -102,6 +105,12 @@ pub enum Action {
     OpenData {
         id: DataId,
         request: DataRequest,
+    },
+    /// Data channel `id` carries a transfer whose data goes `toward` one side: its transfer
+    /// ends when that way has delivered its last byte. Comes before the command goes out.
+    DataCarries {
+        id: DataId,
+        toward: Direction,
     },
     /// Close this data channel now (pending or running).
     DropData(DataId),

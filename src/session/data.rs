@@ -19,15 +19,35 @@ impl Session {
     }
 
     /// Asks the driver for a data channel; the session waits for its answer.
-    pub(super) fn open_data(&mut self, slot: u64, request: DataRequest, setup: Setup) {
+    /// `transfer`: a command the client already sent that this channel will carry.
+    pub(super) fn open_data(&mut self, slot: u64, request: DataRequest, setup: Setup, transfer: Option<TransferInfo>) {
         let id = self.new_data_id();
         let abort = match self.phase {
             Phase::Aborting(a) => Some(a),
             _ => None,
         };
-        self.data = Some(OpenData { id, transfer: None });
         self.phase = Phase::SettingUp { id, slot, setup, abort };
         self.out.push_back(Action::OpenData { id, request });
+        if let Some(t) = &transfer {
+            self.out.push_back(Action::DataCarries { id, toward: t.toward });
+        }
+        self.data = Some(OpenData { id, transfer });
+    }
+
+    /// A transfer command goes to the server: the data channel it will use learns what it
+    /// carries. That is the channel of the newest passive command still unanswered (a client
+    /// that pipelines PASV and RETR), else the open one.
+    pub(super) fn link_transfer(&mut self, info: TransferInfo) {
+        let pending = self.expect.iter_mut().rev().find_map(|p| match &mut p.expect {
+            Expect::Passive { transfer, .. } => Some(transfer),
+            _ => None,
+        });
+        if let Some(transfer) = pending {
+            *transfer = Some(info);
+        } else if let Some(d) = self.data.as_mut() {
+            self.out.push_back(Action::DataCarries { id: d.id, toward: info.toward });
+            d.transfer = Some(info);
+        }
     }
 
     /// Drops the open data channel, if any; replies waiting for it may go.

@@ -57,6 +57,11 @@ impl Checker {
                 }
                 self.data_endpoints(request)?;
             }
+            Action::DataCarries { id, .. } => {
+                if !self.opened.contains(&id.0) || self.dropped.contains(&id.0) {
+                    return Err(format!("a transfer announced on a channel that is not open: {a:?}"));
+                }
+            }
             Action::DropData(id) => {
                 if !self.opened.contains(&id.0) || !self.dropped.insert(id.0) {
                     return Err(format!("drop of a channel never opened or already dropped: {a:?}"));

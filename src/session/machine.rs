@@ -6,6 +6,7 @@ use super::policy::{ServerDataMode, SessionPolicy};
 use super::replies::{Overflow, ReplyQueue};
 use super::Refusal;
 use crate::addr::{canonical_ip, ClientAddr, UpstreamAddr};
+use crate::labels::Direction;
 use crate::protocol::address::{self, encode_eprt_arg, encode_port_arg};
 use crate::protocol::reply::reply_line;
 use crate::protocol::{Command, Frame, ReplyTracker, Verb};
@@ -40,11 +41,13 @@ pub(super) enum ClientWants {
 pub(super) enum Expect {
     Greeting,
     Relay,
-    /// The reply is buffered whole (bounded) and answered with a data channel.
+    /// The reply is buffered whole (bounded) and answered with a data channel, which carries
+    /// `transfer` when the client pipelined one behind the passive command.
     Passive {
         client: ClientWants,
         server: PassiveForm,
         reply: Vec<u8>,
+        transfer: Option<TransferInfo>,
     },
     PortAck,
     /// PORT/EPRT sent for a client that asked for passive mode: a positive reply is answered
@@ -358,10 +361,13 @@ impl Session {
             Verb::Quit => self.forward(&cmd, Expect::Quit),
             Verb::Abor => self.on_abort(&cmd, interrupted),
             v if v.uses_data_channel() => {
-                let info = TransferInfo { verb: cmd.name().to_owned(), path: cmd.arg_text(), binary: self.binary };
-                if let Some(d) = self.data.as_mut() {
-                    d.transfer = Some(info);
-                }
+                let toward = match v {
+                    Verb::Stor | Verb::Stou | Verb::Appe => Direction::ToServer,
+                    _ => Direction::ToClient,
+                };
+                let info =
+                    TransferInfo { verb: cmd.name().to_owned(), path: cmd.arg_text(), binary: self.binary, toward };
+                self.link_transfer(info);
                 self.forward(&cmd, Expect::Transfer { preliminary: false, data_failed: false })
             }
             _ => self.forward(&cmd, Expect::Relay),
@@ -426,10 +432,11 @@ impl Session {
         }
         self.drop_data();
         if self.policy.server_mode == ServerDataMode::Active {
-            return self.open_data(self.slot, DataRequest::Listeners, Setup::Listeners(client_form));
+            return self.open_data(self.slot, DataRequest::Listeners, Setup::Listeners(client_form), None);
         }
         let server = self.server_passive_form(client_form);
-        let expect = Expect::Passive { client: ClientWants::Passive(client_form), server, reply: Vec::new() };
+        let expect =
+            Expect::Passive { client: ClientWants::Passive(client_form), server, reply: Vec::new(), transfer: None };
         self.send_expecting(self.slot, passive_command(server), expect);
     }
 
@@ -491,10 +498,11 @@ impl Session {
         if self.policy.server_mode == ServerDataMode::Passive {
             let form = if cmd.verb == Verb::Port { PassiveForm::Pasv } else { PassiveForm::Epsv };
             let server = self.server_passive_form(form);
-            let expect = Expect::Passive { client: ClientWants::Active(named), server, reply: Vec::new() };
+            let expect =
+                Expect::Passive { client: ClientWants::Active(named), server, reply: Vec::new(), transfer: None };
             return self.send_expecting(self.slot, passive_command(server), expect);
         }
-        self.open_data(self.slot, DataRequest::Active { client_data: named }, Setup::Active);
+        self.open_data(self.slot, DataRequest::Active { client_data: named }, Setup::Active, None);
     }
 }
 

@@ -150,14 +150,16 @@ impl Session {
 
     /// The final line of a passive reply is in: parse the whole reply and open the channel.
     fn on_passive_reply(&mut self, rl: ReplyLine) {
-        let Some(Pending { slot, expect: Expect::Passive { client, server, reply } }) = self.expect.pop_front() else {
+        let Some(Pending { slot, expect: Expect::Passive { client, server, reply, transfer } }) =
+            self.expect.pop_front()
+        else {
             return;
         };
         let expected = if server == PassiveForm::Pasv { 227 } else { 229 };
         if rl.code != expected {
             if !rl.is_positive() && server == PassiveForm::Epsv && !self.upstream.is_ipv6() {
                 self.note(Note::Quirk("server refused EPSV, retrying with PASV"));
-                let expect = Expect::Passive { client, server: PassiveForm::Pasv, reply: Vec::new() };
+                let expect = Expect::Passive { client, server: PassiveForm::Pasv, reply: Vec::new(), transfer };
                 return self.send_expecting(slot, passive_command(PassiveForm::Pasv), expect);
             }
             if !rl.is_positive() {
@@ -194,11 +196,14 @@ impl Session {
         }
         match client {
             ClientWants::Passive(form) => {
-                self.open_data(slot, DataRequest::Passive { server_data: target }, Setup::Passive(form))
+                self.open_data(slot, DataRequest::Passive { server_data: target }, Setup::Passive(form), transfer)
             }
-            ClientWants::Active(client_data) => {
-                self.open_data(slot, DataRequest::Connect { server_data: target, client_data }, Setup::Connect)
-            }
+            ClientWants::Active(client_data) => self.open_data(
+                slot,
+                DataRequest::Connect { server_data: target, client_data },
+                Setup::Connect,
+                transfer,
+            ),
         }
     }
 

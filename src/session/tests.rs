@@ -634,3 +634,27 @@ fn an_unasked_multi_line_reply_keeps_one_slot_and_the_queue_moving() {
     assert_eq!(replies(&a), vec!["421 going down\r\n"]);
     assert_eq!(a.last(), Some(&Action::Close(Outcome::ServerClosed)));
 }
+
+#[test]
+fn a_data_channel_learns_which_way_its_transfer_goes_before_the_command_leaves() {
+    use crate::labels::Direction;
+    let mut t = v4();
+    t.client("PASV");
+    t.server("227 (198,51,100,2,200,1)");
+    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    let id = t.data.unwrap();
+    let a = t.client("STOR up.bin");
+    assert_eq!(a, [Action::DataCarries { id, toward: Direction::ToServer }, to_server("STOR up.bin\r\n")]);
+    // PASV and RETR pipelined: the channel is told as soon as it exists.
+    t.server("150 go");
+    t.server("226 ok");
+    t.finished(id);
+    t.bytes(b"PASV\r\nRETR f\r\n");
+    let a = t.server("227 (198,51,100,2,200,2)");
+    let id = t.data.unwrap();
+    let at = |x: &Action| a.iter().position(|y| y == x).unwrap_or_else(|| panic!("{x:?} missing from {a:?}"));
+    assert!(
+        at(&Action::DataCarries { id, toward: Direction::ToClient })
+            > at(&Action::OpenData { id, request: DataRequest::Passive { server_data: sa("198.51.100.2:51202") } })
+    );
+}
