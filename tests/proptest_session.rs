@@ -15,6 +15,9 @@ use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+#[path = "proptest_session/telnet.rs"]
+mod telnet;
+
 const IAC: u8 = 255;
 
 fn config(cases: u32) -> ProptestConfig {
@@ -163,7 +166,16 @@ fn other_command() -> impl Strategy<Value = Vec<u8>> {
         "R3TR x",
         "ABCDEFGHI",
     ]);
-    prop_oneof![6 => fixed, 1 => vec(any::<u8>(), 0..40)]
+    // Arguments with 0xFF in them, Telnet-escaped as a client sends a data byte 0xFF.
+    let escaped =
+        (proptest::sample::select(vec!["USER", "RETR", "CWD"]), vec(any::<u8>(), 0..16)).prop_map(|(verb, arg)| {
+            let mut v = format!("{verb} ").into_bytes();
+            for b in arg.into_iter().filter(|b| !matches!(b, b'\r' | b'\n' | 0)) {
+                v.extend_from_slice(if b == IAC { &[IAC, IAC][..] } else { std::slice::from_ref(&b) });
+            }
+            v
+        });
+    prop_oneof![6 => fixed, 1 => vec(any::<u8>(), 0..40), 1 => escaped]
 }
 
 /// One client line with its line end, sometimes behind a Telnet Synch or a stray negotiation.
@@ -532,6 +544,7 @@ fn session_scenarios_reach_the_interesting_paths() {
         ("gateway NOOP", count(&|a| *a == Action::ToServer(b"NOOP\r\n".to_vec()))),
         ("PORT from gateway", count(&|a| matches!(a, Action::ToServer(p) if p.starts_with(b"PORT ")))),
         ("EPRT from gateway", count(&|a| matches!(a, Action::ToServer(p) if p.starts_with(b"EPRT ")))),
+        ("0xFF to the server", count(&|a| matches!(a, Action::ToServer(p) if p.contains(&IAC)))),
         (
             "reply held for data",
             count(&|a| matches!(a, Action::ToClient { bytes, .. } if bytes.starts_with(b"226 done"))),

@@ -3,7 +3,8 @@
 //! FTP's control connection is a Telnet NVT stream. Clients send `IAC IP IAC DM` before `ABOR`,
 //! and a hostile client can use option negotiation to smuggle bytes past a naive line parser.
 //! The filter removes every Telnet sequence from the stream, unescapes `IAC IAC`, reports what it
-//! saw, and produces the refusals that RFC 1123 asks a server to send for options.
+//! saw, and produces the refusals that RFC 1123 asks a server to send for options. [`escape`]
+//! is the way back: the data byte 0xFF goes to the server as `IAC IAC` again.
 
 const IAC: u8 = 255;
 const DONT: u8 = 254;
@@ -14,6 +15,19 @@ const SB: u8 = 250;
 const IP: u8 = 244;
 const DM: u8 = 242;
 const SE: u8 = 240;
+
+/// Appends `data` to `out` as Telnet data: every 0xFF doubled (RFC 854). A server that reads
+/// Telnet (ProFTPD does) then reads exactly `data`; a lone 0xFF would start a command there,
+/// and `IAC IP` inside an argument is stripped, so the server would act on another argument
+/// than the one the gateway checked.
+pub fn escape(data: &[u8], out: &mut Vec<u8>) {
+    for chunk in data.split_inclusive(|&b| b == IAC) {
+        out.extend_from_slice(chunk);
+        if chunk.last() == Some(&IAC) {
+            out.push(IAC);
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TelnetEvent {
@@ -119,6 +133,17 @@ mod tests {
     fn escaped_iac_is_unescaped() {
         let (out, ev) = run(&[b"RETR a", &[IAC], &[IAC], b"b\r\n"]);
         assert_eq!(out, b"RETR a\xffb\r\n");
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn escape_undoes_the_filter() {
+        let data = b"a\xff\xf4b\xff\xff\xffc\xff";
+        let mut wire = Vec::new();
+        escape(data, &mut wire);
+        assert_eq!(wire, b"a\xff\xff\xf4b\xff\xff\xff\xff\xff\xffc\xff\xff");
+        let (out, ev) = run(&[&wire]);
+        assert_eq!(out, data);
         assert!(ev.is_empty());
     }
 

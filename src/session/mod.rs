@@ -16,6 +16,8 @@ mod replies;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_telnet;
 
 pub use action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
 pub use core::{ControlCore, CoreTimeouts, MAX_HELD_REPLIES, MAX_REPLY_LINE};
