@@ -11,5 +11,7 @@ mod aborts;
 mod limits;
 #[path = "control/ordering.rs"]
 mod ordering;
+#[path = "control/telnet.rs"]
+mod telnet;
 #[path = "control/transfers.rs"]
 mod transfers;

@@ -316,7 +316,7 @@ fn telnet_segment() -> impl Strategy<Value = Segment> {
         event: Some(match verb {
             251 => TelnetEvent::Refused { reply: [IAC, 254, opt] },
             253 => TelnetEvent::Refused { reply: [IAC, 252, opt] },
-            _ => TelnetEvent::Ignored,
+            _ => TelnetEvent::Negotiation,
         }),
     });
     let command = (0u8..=249).prop_map(|cmd| Segment {
@@ -337,7 +337,7 @@ fn telnet_segment() -> impl Strategy<Value = Segment> {
         let mut wire = vec![IAC, SB];
         wire.extend(tokens.concat());
         wire.extend([IAC, SE]);
-        Segment { wire, data: Vec::new(), event: Some(TelnetEvent::Ignored) }
+        Segment { wire, data: Vec::new(), event: Some(TelnetEvent::Negotiation) }
     });
     prop_oneof![4 => plain, 1 => escaped, 2 => option, 2 => command, 1 => sub]
 }

@@ -37,7 +37,10 @@ pub enum TelnetEvent {
     DataMark,
     /// An option negotiation the gateway refused; `reply` goes back to the client as is.
     Refused { reply: [u8; 3] },
-    /// Any other command (NOP, AYT, subnegotiation ...): dropped.
+    /// Option negotiation that needs no answer: `WONT`, `DONT`, or the start of a
+    /// subnegotiation (reported when it starts, so one that never ends still counts).
+    Negotiation,
+    /// Any other command (NOP, AYT, GA ...): dropped.
     Ignored,
 }
 
@@ -76,7 +79,10 @@ impl TelnetFilter {
                     State::Data
                 }
                 (State::Iac, WILL | WONT | DO | DONT) => State::Option(b),
-                (State::Iac, SB) => State::Sub,
+                (State::Iac, SB) => {
+                    events.push(TelnetEvent::Negotiation);
+                    State::Sub
+                }
                 (State::Iac, IP) => {
                     events.push(TelnetEvent::InterruptProcess);
                     State::Data
@@ -93,16 +99,13 @@ impl TelnetFilter {
                     match verb {
                         WILL => events.push(TelnetEvent::Refused { reply: [IAC, DONT, opt] }),
                         DO => events.push(TelnetEvent::Refused { reply: [IAC, WONT, opt] }),
-                        _ => events.push(TelnetEvent::Ignored),
+                        _ => events.push(TelnetEvent::Negotiation),
                     }
                     State::Data
                 }
                 (State::Sub, IAC) => State::SubIac,
                 (State::Sub, _) => State::Sub,
-                (State::SubIac, SE) => {
-                    events.push(TelnetEvent::Ignored);
-                    State::Data
-                }
+                (State::SubIac, SE) => State::Data,
                 (State::SubIac, _) => State::Sub,
             };
         }
@@ -156,14 +159,22 @@ mod tests {
             vec![
                 TelnetEvent::Refused { reply: [IAC, DONT, 1] },
                 TelnetEvent::Refused { reply: [IAC, WONT, 3] },
-                TelnetEvent::Ignored
+                TelnetEvent::Negotiation
             ]
         );
     }
 
     #[test]
     fn subnegotiation_content_is_dropped() {
-        let (out, _) = run(&[&[IAC, SB, 24, b'\r', b'\n', IAC, SE], b"QUIT\r\n"]);
+        let (out, ev) = run(&[&[IAC, SB, 24, b'\r', b'\n', IAC, SE], b"QUIT\r\n"]);
         assert_eq!(out, b"QUIT\r\n");
+        assert_eq!(ev, vec![TelnetEvent::Negotiation]);
+    }
+
+    #[test]
+    fn a_subnegotiation_is_reported_when_it_starts() {
+        let (out, ev) = run(&[&[IAC, SB], &[24, 1, 2, 3]]);
+        assert!(out.is_empty());
+        assert_eq!(ev, vec![TelnetEvent::Negotiation]);
     }
 }

@@ -324,6 +324,23 @@ impl Session {
         }
     }
 
+    /// How many more malformed inputs in a row are tolerated before the session is closed.
+    pub fn malformed_room(&self) -> u32 {
+        self.policy.max_malformed.saturating_sub(self.malformed_run)
+    }
+
+    /// The client negotiated Telnet options `count` times. FTP needs none (RFC 1123:
+    /// refuse them all), and each refusal is a write toward the client: so they count toward
+    /// the malformed-input limit, and a client negotiating without end is closed.
+    pub fn on_telnet_negotiation(&mut self, count: u32) {
+        self.note(Note::Refused(Refusal::TelnetNegotiation { count }));
+        self.malformed_run = self.malformed_run.saturating_add(count);
+        if self.malformed_run > self.policy.max_malformed {
+            self.note(Note::Refused(Refusal::MalformedFlood));
+            self.close_now(Outcome::Refused, Some("Too many Telnet option negotiations, closing"));
+        }
+    }
+
     fn malformed(&mut self, why: Refusal) {
         self.malformed_run += 1;
         self.refuse(why);
