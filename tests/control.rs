@@ -7,6 +7,8 @@ mod harness;
 
 #[path = "control/aborts.rs"]
 mod aborts;
+#[path = "control/feat.rs"]
+mod feat;
 #[path = "control/limits.rs"]
 mod limits;
 #[path = "control/ordering.rs"]

@@ -61,6 +61,8 @@ pub(super) enum Expect {
     },
     /// Every reply up to the barrier's end answers ABOR (see [`Abort`]).
     Abort,
+    /// FEAT: feature lines of what the policy refuses are left out.
+    Feat,
     Quit,
 }
 
@@ -368,6 +370,7 @@ impl Session {
                 self.binary = t.starts_with('I') || t.starts_with('L');
                 self.forward(&cmd, Expect::Relay)
             }
+            Verb::Other if cmd.name() == "FEAT" => self.forward(&cmd, Expect::Feat),
             Verb::Pasv | Verb::Epsv => self.on_passive_command(&cmd),
             Verb::Port | Verb::Eprt => self.on_active_command(&cmd),
             Verb::Lprt | Verb::Lpsv | Verb::Spsv => self.refuse(Refusal::NotSupported(cmd.name().to_owned())),

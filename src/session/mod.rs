@@ -8,6 +8,7 @@
 mod action;
 mod core;
 mod data;
+mod feat;
 pub mod invariants;
 mod machine;
 mod policy;
@@ -16,6 +17,8 @@ mod replies;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_feat;
 #[cfg(test)]
 mod tests_telnet;
 
