@@ -7,6 +7,8 @@ mod harness;
 
 #[path = "control/aborts.rs"]
 mod aborts;
+#[path = "control/feat.rs"]
+mod feat;
 #[path = "control/halfclose.rs"]
 mod halfclose;
 #[path = "control/held.rs"]
@@ -17,5 +19,7 @@ mod limits;
 mod metrics;
 #[path = "control/ordering.rs"]
 mod ordering;
+#[path = "control/telnet.rs"]
+mod telnet;
 #[path = "control/transfers.rs"]
 mod transfers;

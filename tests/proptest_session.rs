@@ -15,6 +15,9 @@ use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+#[path = "proptest_session/telnet.rs"]
+mod telnet;
+
 const IAC: u8 = 255;
 
 fn config(cases: u32) -> ProptestConfig {
@@ -163,7 +166,16 @@ fn other_command() -> impl Strategy<Value = Vec<u8>> {
         "R3TR x",
         "ABCDEFGHI",
     ]);
-    prop_oneof![6 => fixed, 1 => vec(any::<u8>(), 0..40)]
+    // Arguments with 0xFF in them, Telnet-escaped as a client sends a data byte 0xFF.
+    let escaped =
+        (proptest::sample::select(vec!["USER", "RETR", "CWD"]), vec(any::<u8>(), 0..16)).prop_map(|(verb, arg)| {
+            let mut v = format!("{verb} ").into_bytes();
+            for b in arg.into_iter().filter(|b| !matches!(b, b'\r' | b'\n' | 0)) {
+                v.extend_from_slice(if b == IAC { &[IAC, IAC][..] } else { std::slice::from_ref(&b) });
+            }
+            v
+        });
+    prop_oneof![6 => fixed, 1 => vec(any::<u8>(), 0..40), 1 => escaped]
 }
 
 /// One client line with its line end, sometimes behind a Telnet Synch or a stray negotiation.
@@ -221,7 +233,7 @@ fn server_line(upstream: IpAddr) -> impl Strategy<Value = Vec<u8>> {
         "502 not implemented",
         "550 no such file",
         "221 goodbye",
-        "211-Features:\r\n EPSV\r\n MDTM\r\n211 End",
+        "211-Features:\r\n AUTH TLS\r\n EPSV\r\n PBSZ\r\n MDTM\r\n211 End",
         "226-aborted\r\n226 done",
         "150-multi\r\n150 preliminary",
         "200-NOOP\r\n200 ok",
@@ -532,12 +544,14 @@ fn session_scenarios_reach_the_interesting_paths() {
         ("gateway NOOP", count(&|a| *a == Action::ToServer(b"NOOP\r\n".to_vec()))),
         ("PORT from gateway", count(&|a| matches!(a, Action::ToServer(p) if p.starts_with(b"PORT ")))),
         ("EPRT from gateway", count(&|a| matches!(a, Action::ToServer(p) if p.starts_with(b"EPRT ")))),
+        ("0xFF to the server", count(&|a| matches!(a, Action::ToServer(p) if p.contains(&IAC)))),
         (
             "reply held for data",
             count(&|a| matches!(a, Action::ToClient { bytes, .. } if bytes.starts_with(b"226 done"))),
         ),
         ("transfer way", count(&|a| matches!(a, Action::DataCarries { .. }))),
         ("stale data report", count(&|a| matches!(a, Action::Note(Note::StaleData { .. })))),
+        ("FEAT line left out", count(&|a| matches!(a, Action::Note(Note::FeatureHidden(_))))),
         ("timeout", count(&|a| matches!(a, Action::Note(Note::Timeout(_))))),
         ("Bounce", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::Bounce { .. }))))),
         ("PrivilegedPort", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::PrivilegedPort { .. }))))),

@@ -2,9 +2,10 @@
 //! client control stream through the Telnet filter and the line framer, as the I/O edge runs
 //! them.
 //!
-//! Asserts: a parsed command re-encodes to the client's bytes plus CRLF and parses back to
-//! itself; a command parsed from a framed line encodes to exactly one line; Telnet filtering and
-//! framing do not depend on how the stream is split into reads; frames respect the line bound.
+//! Asserts: a parsed command re-encodes to the client's bytes (0xFF Telnet-escaped) plus CRLF
+//! and, read back through the Telnet filter, parses to itself; a command parsed from a framed
+//! line encodes to exactly one line; Telnet filtering and framing do not depend on how the
+//! stream is split into reads; frames respect the line bound.
 
 #![no_main]
 
@@ -39,10 +40,15 @@ fn check_command(line: &[u8]) {
         Ok(c) => {
             let enc = c.encode();
             assert!(enc.ends_with(b"\r\n"));
-            // Relayed byte for byte, apart from the line end.
-            assert_eq!(&enc[..enc.len() - 2], body);
-            assert_eq!(Command::parse(&enc[..enc.len() - 1]).as_ref(), Ok(&c));
-            assert_eq!(Command::parse(&enc[..enc.len() - 2]).as_ref(), Ok(&c));
+            // Relayed byte for byte, apart from the line end and the escaped data byte 0xFF.
+            let mut escaped = Vec::new();
+            ftpgate::protocol::telnet::escape(body, &mut escaped);
+            assert_eq!(&enc[..enc.len() - 2], &escaped[..]);
+            // A Telnet-aware server reads the command the gateway parsed, nothing else.
+            let (read, events) = telnet(&[&enc]);
+            assert!(events.is_empty(), "Telnet commands in {enc:?}: {events:?}");
+            assert_eq!(Command::parse(&read[..read.len() - 1]).as_ref(), Ok(&c));
+            assert_eq!(Command::parse(&read[..read.len() - 2]).as_ref(), Ok(&c));
             let name = c.name();
             assert!((1..=8).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_uppercase()), "{name:?}");
             // A line from the framer has no LF; its command must then be exactly one line.

@@ -21,10 +21,11 @@
 //! - `E` the client hangs up; `e` the server does; anything else is ignored
 //!
 //! Asserted for every action (the invariants of `ftpgate::session::invariants`): what goes to
-//! the server is exactly one line ending in CRLF, with no other CR, LF or NUL; data connections
-//! go only to the client's own address or the server's own, never to a port below 1024;
-//! replies reach the client in command order; nothing follows Close. Also: an open session
-//! always has a deadline ahead once its timers have run.
+//! the server is exactly one line ending in CRLF, with no other CR, LF or NUL, and no Telnet
+//! command in it (every 0xFF escaped: a Telnet-aware server reads what the gateway checked);
+//! data connections go only to the client's own address or the server's own, never to a port
+//! below 1024; replies reach the client in command order; nothing follows Close. Also: an open
+//! session always has a deadline ahead once its timers have run.
 //!
 //! `FUZZ_TRACE=1 fuzz/target/<triple>/release/session <file>` prints what each event did.
 

@@ -76,7 +76,8 @@ pub enum CommandError {
 }
 
 /// A parsed command. The verb is kept as the client spelled it so that relayed lines are
-/// byte-for-byte what the client sent (apart from the line ending, always CRLF upstream).
+/// byte-for-byte what the client sent (apart from the line ending, always CRLF upstream, and
+/// Telnet sequences, which the gateway removed before the command was parsed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     pub verb: Verb,
@@ -134,13 +135,15 @@ impl Command {
         self.arg.as_deref().map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default()
     }
 
-    /// The wire form: exactly one line ending in CRLF.
+    /// The wire form: exactly one line ending in CRLF, the argument Telnet-escaped. The
+    /// argument holds data bytes (the client's `IAC IAC` is one 0xFF here); escaped again, a
+    /// server that interprets Telnet reads the very argument the gateway checked.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.spelled.len() + 3 + self.arg.as_ref().map_or(0, Vec::len));
         out.extend_from_slice(self.spelled.as_bytes());
         if let Some(a) = &self.arg {
             out.push(b' ');
-            out.extend_from_slice(a);
+            super::telnet::escape(a, &mut out);
         }
         out.extend_from_slice(b"\r\n");
         out
@@ -173,6 +176,16 @@ mod tests {
         assert_eq!(Command::parse(b" RETR\r"), Err(CommandError::BadVerb));
         assert_eq!(Command::parse(b"R3TR x\r"), Err(CommandError::BadVerb));
         assert_eq!(Command::parse(b"ABCDEFGHI\r"), Err(CommandError::BadVerb));
+    }
+
+    #[test]
+    fn a_data_byte_0xff_goes_out_telnet_escaped() {
+        // What the client meant by `IAC IAC` (the Telnet filter made it one 0xFF byte) must
+        // not reach a Telnet-aware server as a lone IAC starting a command.
+        let c = Command::parse(b"USER blo\xff\xf4cked\r").unwrap();
+        assert_eq!(c.arg(), Some(&b"blo\xff\xf4cked"[..]));
+        assert_eq!(c.encode(), b"USER blo\xff\xff\xf4cked\r\n");
+        assert_eq!(Command::parse(b"CWD \xff\xff\xff").unwrap().encode(), b"CWD \xff\xff\xff\xff\xff\xff\r\n");
     }
 
     #[test]

@@ -272,6 +272,11 @@ fn note(m: &Metrics, n: Note) {
             m.reject(why.label());
         }
         Note::Quirk(what) => info!(quirk = what, "server quirk handled"),
+        // Not a refusal: the client asked nothing yet. Were it to use the feature anyway, that
+        // command is refused, logged and counted.
+        Note::FeatureHidden(name) => {
+            debug!(reason = Reason::Policy.label(), feature = %name, "FEAT: feature the policy refuses left out")
+        }
         Note::ServerReply(code) => {
             if let Some(class) = ReplyClass::from_code(code) {
                 m.server_reply(class);

@@ -76,6 +76,8 @@ pub enum Note {
     Refused(Refusal),
     /// A server quirk was worked around.
     Quirk(&'static str),
+    /// A FEAT reply line was left out: it advertised this feature, which the policy refuses.
+    FeatureHidden(String),
     /// The server completed a reply with this code.
     ServerReply(u16),
     /// A phase deadline passed; the session closes with a 421 saying this.

@@ -110,7 +110,12 @@ impl ControlCore {
         }
         let before = self.cbuf.len();
         self.telnet.feed(bytes, &mut self.cbuf, &mut self.telnet_events);
+        // Option refusals of one read go out in one write; only those within the malformed
+        // limit are answered (the one past it closes the session). Negotiations count before
+        // the commands of the same read: a run can only end sooner than line by line.
+        let room = self.session.malformed_room();
         let mut refusals = Vec::new();
+        let mut negotiations = 0u32;
         for ev in self.telnet_events.drain(..) {
             match ev {
                 // Offsets are approximate within one read (the filter reports events after the
@@ -118,12 +123,24 @@ impl ControlCore {
                 TelnetEvent::InterruptProcess | TelnetEvent::DataMark => {
                     self.interrupt_at.get_or_insert(before);
                 }
-                TelnetEvent::Refused { reply } => refusals.extend_from_slice(&reply),
+                TelnetEvent::Refused { reply } => {
+                    if negotiations < room {
+                        refusals.extend_from_slice(&reply);
+                    }
+                    negotiations = negotiations.saturating_add(1);
+                }
+                TelnetEvent::Negotiation => negotiations = negotiations.saturating_add(1),
                 TelnetEvent::Ignored => {}
             }
         }
         if !refusals.is_empty() {
             self.session.out.push_back(Action::ToClientOutOfBand(refusals));
+        }
+        if negotiations > 0 {
+            self.session.on_telnet_negotiation(negotiations);
+            if self.is_closed() {
+                return self.settle(now);
+            }
         }
         self.pump(now);
     }

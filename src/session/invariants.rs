@@ -3,6 +3,7 @@
 
 use super::{Action, DataRequest, FxpRule, SessionPolicy};
 use crate::addr::canonical_ip;
+use crate::protocol::TelnetFilter;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
@@ -48,6 +49,7 @@ impl Checker {
                 if body.is_empty() || body.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
                     return Err(format!("not exactly one command line: {a:?}"));
                 }
+                telnet_plain(p).map_err(|e| format!("{e}: {a:?}"))?;
             }
             Action::ToClient { slot, bytes } => self.client_reply(*slot, bytes)?,
             Action::ToClientOutOfBand(_) => {}
@@ -126,6 +128,20 @@ impl Checker {
     }
 }
 
+/// What goes to the server reads the same to a server that interprets Telnet (RFC 854) and to
+/// the gateway, which checked it as data: decoded by the gateway's own Telnet filter, the line
+/// holds no Telnet command (every 0xFF is escaped as `IAC IAC`) and still ends in CRLF (no
+/// subnegotiation swallowed it). A lone IAC would let the server strip or act on bytes the
+/// policy saw as part of the argument.
+fn telnet_plain(line: &[u8]) -> Result<(), String> {
+    let (mut data, mut events) = (Vec::with_capacity(line.len()), Vec::new());
+    TelnetFilter::new().feed(line, &mut data, &mut events);
+    if !events.is_empty() || !data.ends_with(b"\r\n") {
+        return Err(format!("a Telnet-aware server reads Telnet commands in it ({events:?})"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +173,10 @@ mod tests {
         let low = DataRequest::Passive { server_data: "198.51.100.2:25".parse().unwrap() };
         assert!(c.check(&Action::OpenData { id: DataId(2), request: low }).is_err());
         assert!(c.check(&Action::DropData(DataId(9))).is_err());
+        // A lone IAC: a Telnet-aware server reads `IAC IP` and strips it from the name.
+        assert!(c.check(&Action::ToServer(b"USER blo\xff\xf4cked\r\n".to_vec())).is_err());
+        assert!(c.check(&Action::ToServer(b"RETR \xff\xfa\r\n".to_vec())).is_err());
+        assert!(c.check(&Action::ToServerUrgent(b"ABOR \xff\r\n".to_vec())).is_err());
         c.check(&Action::Close(crate::session::Outcome::ClientQuit)).unwrap();
         assert!(c.check(&Action::ToServer(b"NOOP\r\n".to_vec())).is_err());
     }
@@ -168,6 +188,7 @@ mod tests {
         for a in [
             to_client(0, "220 hi\r\n"),
             Action::ToServer(b"PASV\r\n".to_vec()),
+            Action::ToServer(b"USER blo\xff\xff\xf4cked\r\n".to_vec()),
             Action::OpenData { id: DataId(1), request: ok },
             to_client(1, "227 ok\r\n"),
             Action::DropData(DataId(1)),

@@ -64,6 +64,8 @@ pub(super) enum Expect {
     },
     /// Every reply up to the barrier's end answers ABOR (see [`Abort`]).
     Abort,
+    /// FEAT: feature lines of what the policy refuses are left out.
+    Feat,
     Quit,
 }
 
@@ -327,6 +329,23 @@ impl Session {
         }
     }
 
+    /// How many more malformed inputs in a row are tolerated before the session is closed.
+    pub fn malformed_room(&self) -> u32 {
+        self.policy.max_malformed.saturating_sub(self.malformed_run)
+    }
+
+    /// The client negotiated Telnet options `count` times. FTP needs none (RFC 1123:
+    /// refuse them all), and each refusal is a write toward the client: so they count toward
+    /// the malformed-input limit, and a client negotiating without end is closed.
+    pub fn on_telnet_negotiation(&mut self, count: u32) {
+        self.note(Note::Refused(Refusal::TelnetNegotiation { count }));
+        self.malformed_run = self.malformed_run.saturating_add(count);
+        if self.malformed_run > self.policy.max_malformed {
+            self.note(Note::Refused(Refusal::MalformedFlood));
+            self.close_now(Outcome::Refused, Some("Too many Telnet option negotiations, closing"));
+        }
+    }
+
     fn malformed(&mut self, why: Refusal) {
         self.malformed_run += 1;
         self.refuse(why);
@@ -354,6 +373,7 @@ impl Session {
                 self.binary = t.starts_with('I') || t.starts_with('L');
                 self.forward(&cmd, Expect::Relay)
             }
+            Verb::Other if cmd.name() == "FEAT" => self.forward(&cmd, Expect::Feat),
             Verb::Pasv | Verb::Epsv => self.on_passive_command(&cmd),
             Verb::Port | Verb::Eprt => self.on_active_command(&cmd),
             Verb::Lprt | Verb::Lpsv | Verb::Spsv => self.refuse(Refusal::NotSupported(cmd.name().to_owned())),

@@ -8,6 +8,7 @@
 mod action;
 mod core;
 mod data;
+mod feat;
 pub mod invariants;
 mod machine;
 mod policy;
@@ -16,6 +17,10 @@ mod replies;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_feat;
+#[cfg(test)]
+mod tests_telnet;
 
 pub use action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
 pub use core::{ControlCore, CoreTimeouts, MAX_HELD_REPLIES, MAX_REPLY_LINE};

@@ -31,6 +31,8 @@ pub enum Refusal {
     MalformedCommand(CommandError),
     #[error("too many malformed command lines")]
     MalformedFlood,
+    #[error("{count} Telnet option negotiation(s) refused")]
+    TelnetNegotiation { count: u32 },
     #[error("malformed {verb} argument: {err}")]
     BadAddress { verb: &'static str, err: AddressError },
     #[error("{verb} names {named}, not the client's own address {client}")]
@@ -79,6 +81,7 @@ impl Refusal {
             Refusal::LineTooLong { .. }
             | Refusal::MalformedCommand(_)
             | Refusal::MalformedFlood
+            | Refusal::TelnetNegotiation { .. }
             | Refusal::BadAddress { .. }
             | Refusal::FamilyMismatch { .. }
             | Refusal::MalformedReply
@@ -96,7 +99,8 @@ impl Refusal {
     /// The reply the client gets, where the refusal answers a command of its own.
     pub fn reply_code(&self) -> u16 {
         match self {
-            Refusal::LineTooLong { .. } | Refusal::MalformedCommand(_) => 500,
+            // Negotiations are answered with Telnet refusals, never with a reply line.
+            Refusal::LineTooLong { .. } | Refusal::MalformedCommand(_) | Refusal::TelnetNegotiation { .. } => 500,
             Refusal::MalformedFlood => 421,
             Refusal::BadAddress { .. } | Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => 501,
             Refusal::FamilyMismatch { .. } => 522,

@@ -8,7 +8,7 @@ use super::Refusal;
 use crate::addr::canonical_ip;
 use crate::protocol::address;
 use crate::protocol::reply::reply_line;
-use crate::protocol::ReplyLine;
+use crate::protocol::{ReplyLine, ReplyLineKind};
 use std::net::SocketAddr;
 
 impl Session {
@@ -45,6 +45,11 @@ impl Session {
                 return;
             }
             Expect::Abort => return self.on_abort_reply_line(slot, rl),
+            Expect::Feat if rl.kind == ReplyLineKind::Middle => {
+                if let Some(name) = super::feat::hidden(&self.policy, rl.text(), rl.code) {
+                    return self.note(Note::FeatureHidden(name));
+                }
+            }
             Expect::ConvertedPortAck { .. } if !rl.kind.is_final() => {
                 // The client asked PASV/EPSV: the lines of the server's PORT reply mean nothing to it.
                 return;

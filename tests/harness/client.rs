@@ -74,6 +74,17 @@ impl Client {
         c
     }
 
+    /// A client on a connection taken back from [`Client::into_stream`].
+    pub fn from_stream(stream: TcpStream, gateway: SocketAddr) -> Client {
+        Client { stream, buf: Vec::new(), gateway }
+    }
+
+    /// The connection itself, for a test that reads or writes bytes that are not replies;
+    /// whatever the client had read past the last whole reply is lost.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Sends these bytes in one write, as they are.
     pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
         within("a write to the gateway", self.stream.write_all(bytes.as_ref()))
