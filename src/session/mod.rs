@@ -15,8 +15,11 @@ mod policy;
 mod refusal;
 mod replies;
 mod server;
+mod setup;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_data;
 #[cfg(test)]
 mod tests_feat;
 #[cfg(test)]
