@@ -265,7 +265,7 @@ fn control_channel_input_is_bounded_and_strict() {
     );
     // A flood of malformed lines closes the session.
     let mut steps = vec!["expect:220", "login"];
-    steps.extend(std::iter::repeat("send:\\x00\r\n").take(9));
+    steps.extend(std::iter::repeat_n("send:\\x00\r\n", 9));
     steps.push("expectclose:421");
     let (ok, out) = lab.attack(SERVER4, 21, &steps);
     assert!(ok, "{out}");

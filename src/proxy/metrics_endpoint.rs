@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, max_connections
             drop(stream);
             metrics.reject(Reason::MetricsLimit);
             refused += 1;
-            if logged.map_or(true, |t| t.elapsed() >= LOG_EVERY) {
+            if logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
                 warn!(
                     %peer,
                     reason = Reason::MetricsLimit.label(),
