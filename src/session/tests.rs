@@ -70,6 +70,14 @@ impl T {
         self.actions()
     }
 
+    /// PASV answered by the server and the driver: the data channel's id.
+    pub fn passive(&mut self) -> DataId {
+        self.client("PASV");
+        self.server("227 (198,51,100,2,200,1)");
+        self.ready(DataReady::Listening("198.51.100.2:50000".parse().unwrap()));
+        self.data.expect("a data channel")
+    }
+
     pub fn finished(&mut self, id: DataId) -> Vec<Action> {
         self.core.handle_data_finished(id, true, self.now);
         self.actions()
@@ -289,9 +297,7 @@ fn quit_closes_after_reply() {
 #[test]
 fn server_floods_behind_a_draining_transfer_and_is_cut_off() {
     let mut t = v4();
-    t.client("PASV");
-    t.server("227 (198,51,100,2,200,1)");
-    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    t.passive();
     t.client("RETR big");
     t.server("150 here");
     t.server("226 done");
@@ -327,9 +333,7 @@ fn every_phase_has_its_deadline() {
 
     // A closing session waits for a held reply's data only so long.
     let mut t = v4();
-    t.client("PASV");
-    t.server("227 (198,51,100,2,200,1)");
-    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
+    t.passive();
     t.client("RETR big");
     t.server("150 here");
     t.server("226 done");
@@ -343,10 +347,7 @@ fn every_phase_has_its_deadline() {
 #[test]
 fn a_server_hanging_up_gets_the_client_a_421_after_what_it_is_owed() {
     let mut t = v4();
-    t.client("PASV");
-    t.server("227 (198,51,100,2,200,1)");
-    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
-    let id = t.data.unwrap();
+    let id = t.passive();
     t.client("RETR f");
     t.server("150 here");
     t.server("226 done");
@@ -376,10 +377,7 @@ fn a_success_after_lost_data_reaches_the_client_as_426() {
     // The 226 arrives before the channel reports its end, and after it.
     for early_226 in [true, false] {
         let mut t = v4();
-        t.client("PASV");
-        t.server("227 (198,51,100,2,200,1)");
-        t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
-        let id = t.data.unwrap();
+        let id = t.passive();
         t.client("RETR f");
         t.server("150 here");
         let mut a = Vec::new();
@@ -396,10 +394,7 @@ fn a_success_after_lost_data_reaches_the_client_as_426() {
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(r[0].starts_with("426 Data connection closed before all data arrived"), "{r:?}");
         // A failure the server reports itself is relayed as it is.
-        t.client("PASV");
-        t.server("227 (198,51,100,2,200,1)");
-        t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
-        let id = t.data.unwrap();
+        let id = t.passive();
         t.client("STOR g");
         t.server("150 send");
         t.lost(id);
@@ -425,10 +420,7 @@ fn an_unasked_multi_line_reply_keeps_one_slot_and_the_queue_moving() {
 fn a_data_channel_learns_which_way_its_transfer_goes_before_the_command_leaves() {
     use crate::labels::Direction;
     let mut t = v4();
-    t.client("PASV");
-    t.server("227 (198,51,100,2,200,1)");
-    t.ready(DataReady::Listening(sa("198.51.100.2:50000")));
-    let id = t.data.unwrap();
+    let id = t.passive();
     let a = t.client("STOR up.bin");
     assert_eq!(a, [Action::DataCarries { id, toward: Direction::ToServer }, to_server("STOR up.bin\r\n")]);
     // PASV and RETR pipelined: the channel is told as soon as it exists.
