@@ -36,7 +36,8 @@ pub fn needed_by(cfg: &StartupConfig) -> u64 {
         Some(_) => 1 + cfg.metrics_max_connections,
         None => 0,
     };
-    needed(cfg.max_sessions, cfg.max_data_channels, cfg.listen.len()).saturating_add(metrics as u64)
+    needed(cfg.max_sessions, cfg.max_data_channels, cfg.listen.len() + cfg.forward_listen.len())
+        .saturating_add(metrics as u64)
 }
 
 /// A soft and a hard limit; `u64::MAX` is unlimited.

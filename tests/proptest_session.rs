@@ -39,6 +39,8 @@ const TIMEOUTS: CoreTimeouts = CoreTimeouts {
     reply: Duration::from_secs(120),
     idle: Duration::from_secs(900),
     data_idle: Duration::from_secs(300),
+    login: Duration::from_secs(60),
+    connect: Duration::from_secs(10),
 };
 
 const CLIENTS: [&str; 3] = ["203.0.113.2:40000", "[2001:db8:1::2]:40000", "[::ffff:203.0.113.2]:40000"];

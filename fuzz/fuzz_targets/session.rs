@@ -48,6 +48,8 @@ const TIMEOUTS: CoreTimeouts = CoreTimeouts {
     reply: Duration::from_secs(120),
     idle: Duration::from_secs(900),
     data_idle: Duration::from_secs(300),
+    login: Duration::from_secs(60),
+    connect: Duration::from_secs(10),
 };
 
 fuzz_target!(|data: &[u8]| run(data));

@@ -13,6 +13,7 @@ mod policy;
 mod ports;
 mod privileges;
 mod raw;
+mod routes;
 mod servers;
 mod shaping;
 mod timeouts;
@@ -73,13 +74,17 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         max_line: limits.max_line,
         ..policy::session_policy(raw)?
     };
-    let servers = servers::servers(&raw.servers, net.upstream.is_some())?;
+    let forward_listen = routes::forward_listen(&raw.forward)?;
+    let routes = routes::routes(&raw.routes, net.upstream)?;
+    // Forward-proxy sessions go where their clients say: the server lists apply to them.
+    let servers = servers::servers(&raw.servers, net.upstream.is_some() && forward_listen.is_empty())?;
     let privileges = privileges::privileges(&raw.privileges)?;
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
     let metrics = metrics::metrics(&raw.metrics)?;
     let startup = StartupConfig {
         listen: net.listen,
+        forward_listen,
         intercept: net.intercept,
         privileges,
         max_sessions: limits.max_sessions,
@@ -91,6 +96,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     };
     let live = LiveConfig {
         upstream: net.upstream,
+        routes,
         upstream_source: net.upstream_source,
         passive_ports: ports.passive_ports,
         advertise: ports.advertise,

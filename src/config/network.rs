@@ -31,8 +31,8 @@ pub(super) fn socket_addr(s: &str, field: &'static str) -> Result<SocketAddr, Co
 }
 
 pub(super) fn network(raw: &RawConfig) -> Result<Network, ConfigError> {
-    if raw.listen.is_empty() {
-        return Err(invalid("listen", "at least one ADDRESS:PORT is needed"));
+    if raw.listen.is_empty() && raw.forward.listen.is_empty() {
+        return Err(invalid("listen", "at least one ADDRESS:PORT is needed (here or in `forward.listen`)"));
     }
     let listen = raw.listen.iter().map(|s| socket_addr(s, "listen")).collect::<Result<Vec<_>, _>>()?;
     let upstream = raw.upstream.as_deref().map(|s| socket_addr(s, "upstream")).transpose()?;

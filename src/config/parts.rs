@@ -2,10 +2,11 @@
 //! hands to the sessions that start after it.
 
 use super::{Advertise, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags, Timeouts};
-use crate::session::SessionPolicy;
+use crate::session::{Routes, SessionPolicy};
 use ipnet::Ipv6Net;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Declares a configuration part along with `changed_fields`, which compares every field it
 /// declares: a field added here is covered by the reload's report without a list to keep.
@@ -38,6 +39,8 @@ config_part! {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct StartupConfig {
         listen: Vec<SocketAddr> => "listen",
+        /// Listeners of the explicit forward proxy (`USER name@host[:port]`).
+        forward_listen: Vec<SocketAddr> => "forward.listen",
         /// `None` is reverse mode, which `upstream` selects.
         intercept: InterceptMode => "intercept",
         privileges: Privileges => "privileges",
@@ -59,6 +62,8 @@ config_part! {
 pub struct LiveConfig {
     /// Reverse mode's server; always `None` when connections are intercepted.
     pub upstream: Option<SocketAddr>,
+    /// Reverse mode's routing by user name, `upstream` its default; `None` without rules.
+    pub routes: Option<Arc<Routes>>,
     pub upstream_source: Option<IpAddr>,
     pub passive_ports: PortRange,
     pub advertise: Advertise,
@@ -101,9 +106,12 @@ impl Config {
         if self.startup.intercept == InterceptMode::None {
             live.upstream = live.upstream.or(self.live.upstream);
             live.nat64_prefix = None;
-            live.servers = ServerNets::default();
+            if self.startup.forward_listen.is_empty() {
+                live.servers = ServerNets::default();
+            }
         } else {
             live.upstream = None;
+            live.routes = None;
         }
         (Config { startup: self.startup.clone(), live }, needs_restart)
     }

@@ -10,6 +10,8 @@ pub struct RawConfig {
     pub listen: Vec<String>,
     pub intercept: String,
     pub upstream: Option<String>,
+    pub forward: RawForward,
+    pub routes: Vec<RawRoute>,
     pub upstream_source: Option<String>,
     pub passive: RawPassive,
     pub active: RawActive,
@@ -48,6 +50,8 @@ impl Default for RawConfig {
             listen: vec!["0.0.0.0:8021".into(), "[::]:8021".into()],
             intercept: "redirect".into(),
             upstream: None,
+            forward: RawForward::default(),
+            routes: Vec::new(),
             upstream_source: None,
             passive: RawPassive::default(),
             active: RawActive::default(),
@@ -65,6 +69,28 @@ impl Default for RawConfig {
             metrics: RawMetrics::default(),
         }
     }
+}
+
+/// Listeners where clients name the server themselves (`USER name@host[:port]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForward {
+    pub listen: Vec<String>,
+}
+
+/// One rule of `routes`: exactly one of `user`, `suffix`, `regex`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub send_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -164,6 +190,8 @@ pub struct RawTimeouts {
     #[serde(with = "humantime_serde")]
     pub connect: Duration,
     #[serde(with = "humantime_serde")]
+    pub login: Duration,
+    #[serde(with = "humantime_serde")]
     pub banner: Duration,
     #[serde(with = "humantime_serde")]
     pub reply: Duration,
@@ -181,6 +209,7 @@ impl Default for RawTimeouts {
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(10),
+            login: Duration::from_secs(60),
             banner: Duration::from_secs(30),
             reply: Duration::from_secs(120),
             idle: Duration::from_secs(900),

@@ -11,6 +11,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
+    /// From a forward or routed client's arrival until its login names the server.
+    pub login: Duration,
     pub banner: Duration,
     pub reply: Duration,
     pub idle: Duration,
@@ -23,6 +25,7 @@ pub struct Timeouts {
 pub(super) fn timeouts(t: &RawTimeouts) -> Result<Timeouts, ConfigError> {
     Ok(Timeouts {
         connect: positive(t.connect, "timeouts.connect")?,
+        login: positive(t.login, "timeouts.login")?,
         banner: positive(t.banner, "timeouts.banner")?,
         reply: positive(t.reply, "timeouts.reply")?,
         idle: positive(t.idle, "timeouts.idle")?,

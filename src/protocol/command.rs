@@ -121,6 +121,12 @@ impl Command {
         Self { verb: Verb::from_upper(&upper), spelled: upper.clone(), upper, arg: arg.map(|a| a.as_bytes().to_vec()) }
     }
 
+    /// Builds a command the gateway itself sends with an argument of raw bytes (a user name
+    /// replayed as the client sent it, which need not be UTF-8).
+    pub fn with_arg_bytes(verb_upper: &str, arg: Vec<u8>) -> Self {
+        Self { arg: Some(arg), ..Self::new(verb_upper, None) }
+    }
+
     /// The verb in upper case, e.g. for logs and policy lists.
     pub fn name(&self) -> &str {
         &self.upper

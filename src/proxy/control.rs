@@ -3,12 +3,13 @@
 
 use super::data::Endpoints;
 use super::driver::Driver;
+use super::login::{connect_target, take_login};
 use super::Shared;
 use crate::addr::{canonical, ClientAddr, LocalAddr, UpstreamAddr};
 use crate::data::sockets::{connect, from_ip};
 use crate::labels::Reason;
 use crate::protocol::reply::reply_line;
-use crate::session::{ControlCore, CoreTimeouts, Outcome};
+use crate::session::{ControlCore, CoreTimeouts, LoginMode, Outcome};
 use socket2::SockRef;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{info, info_span, warn, Instrument};
 
-pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
+/// What a listener's sessions do: go where the firewall diverted them (or to reverse mode's
+/// server), or let their clients name the server (`forward.listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Gateway,
+    Forward,
+}
+
+pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, kind: ListenerKind) {
     let _active = shared.metrics.session_opened();
     let client_addr = ClientAddr(canonical(peer));
     let local = match client.local_addr() {
@@ -31,7 +40,13 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         info_span!("session", client = %client_addr, dst = tracing::field::Empty, upstream = tracing::field::Empty);
     let started = Instant::now();
     async move {
-        let (outcome, up, down) = run(&shared, client, client_addr, local).await;
+        let (outcome, up, down) = match (kind, shared.cfg.live.routes.clone()) {
+            (ListenerKind::Forward, _) => run_login(&shared, client, client_addr, local, LoginMode::Forward).await,
+            (ListenerKind::Gateway, Some(routes)) => {
+                run_login(&shared, client, client_addr, local, LoginMode::Route(routes)).await
+            }
+            (ListenerKind::Gateway, None) => run(&shared, client, client_addr, local).await,
+        };
         shared.metrics.session_ended(outcome, started.elapsed());
         info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
     }
@@ -76,7 +91,8 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
     span.record("upstream", tracing::field::display(upstream));
 
     let connect_started = Instant::now();
-    let server = match connect(upstream.0, from_ip(cfg.upstream_source), cfg.timeouts.connect, cfg.control_tags).await {
+    let source = from_ip(cfg.upstream_source);
+    let server = match connect(upstream.0, source, cfg.timeouts.connect, cfg.control_tags).await {
         Ok(s) => s,
         Err(e) => {
             warn!(reason = "upstream_connect", error = %e, "cannot connect to server");
@@ -91,17 +107,77 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
     };
     shared.metrics.upstream_connected(connect_started.elapsed());
     info!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "session start");
+    let ep = Endpoints { client: client_addr, client_side: local, original, upstream, server_side };
+    let core = ControlCore::new(client_addr, upstream, cfg.session.clone(), core_timeouts(shared), Instant::now());
+    drive(shared, ep, core, client, server).await
+}
+
+fn core_timeouts(shared: &Shared) -> CoreTimeouts {
+    let t = &shared.cfg.live.timeouts;
+    CoreTimeouts {
+        banner: t.banner,
+        reply: t.reply,
+        idle: t.idle,
+        data_idle: t.data_idle,
+        login: t.login,
+        connect: t.connect,
+    }
+}
+
+async fn drive(
+    shared: &Shared,
+    ep: Endpoints,
+    mut core: ControlCore,
+    mut client: TcpStream,
+    mut server: TcpStream,
+) -> (Outcome, u64, u64) {
     // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
     let _ = SockRef::from(&client).set_out_of_band_inline(true);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-
-    let ep = Endpoints { client: client_addr, client_side: local, original, upstream, server_side };
-    let t = &cfg.timeouts;
-    let timeouts = CoreTimeouts { banner: t.banner, reply: t.reply, idle: t.idle, data_idle: t.data_idle };
-    let mut core = ControlCore::new(client_addr, upstream, cfg.session.clone(), timeouts, Instant::now());
-    let (mut client, mut server) = (client, server);
     let mut driver = Driver::new(shared, ep);
     let outcome = driver.run(&mut core, &mut client, &mut server).await;
     (outcome, driver.up, driver.down)
+}
+
+/// A session whose server the login names (forward proxy, routes): ftpgate greets the client
+/// and takes the login, then connects and hands the core the server.
+async fn run_login(
+    shared: &Shared,
+    mut client: TcpStream,
+    client_addr: ClientAddr,
+    local: LocalAddr,
+    mode: LoginMode,
+) -> (Outcome, u64, u64) {
+    let cfg = &shared.cfg.live;
+    let mut core =
+        ControlCore::with_login(client_addr, mode, cfg.session.clone(), core_timeouts(shared), Instant::now());
+    // Bounded: a refused target costs the client a login line, which the malformed-input and
+    // login deadlines bound, and an unreachable one ends the session.
+    let (server, upstream) = loop {
+        let target = match take_login(shared, &mut core, &mut client).await {
+            Ok(t) => t,
+            Err(outcome) => return (outcome, 0, 0),
+        };
+        let connect_started = Instant::now();
+        match connect_target(shared, &target).await {
+            Ok((server, upstream)) => {
+                shared.metrics.upstream_connected(connect_started.elapsed());
+                core.handle_upstream_connected(upstream, Instant::now());
+                break (server, upstream);
+            }
+            Err(failure) => core.handle_upstream_failed(failure, Instant::now()),
+        }
+    };
+    let server_side = match server.local_addr() {
+        Ok(a) => LocalAddr(canonical(a)),
+        Err(e) => {
+            warn!(error = %e, "cannot read the local address of the server connection");
+            return (Outcome::Error, 0, 0);
+        }
+    };
+    tracing::Span::current().record("upstream", tracing::field::display(upstream));
+    info!(%server_side, user = core.user().unwrap_or("-"), "session start");
+    let ep = Endpoints { client: client_addr, client_side: local, original: None, upstream, server_side };
+    drive(shared, ep, core, client, server).await
 }

@@ -141,6 +141,11 @@ impl<'a> Driver<'a> {
                     Ok(())
                 }
                 Action::Close(outcome) => return Some(outcome),
+                // The login phase ended before this driver started.
+                Action::Connect(target) => {
+                    warn!(%target, "connection asked for after the login phase, closing");
+                    return Some(Outcome::Error);
+                }
             };
             if let Err(e) = written {
                 debug!(error = %e, "control connection write failed");
@@ -265,7 +270,7 @@ impl<'a> Driver<'a> {
 }
 
 /// Logs and counts what the core noted.
-fn note(m: &Metrics, n: Note) {
+pub(super) fn note(m: &Metrics, n: Note) {
     match n {
         Note::Refused(why) => {
             warn!(reason = why.label().label(), fault = why.fault().label(), "refused: {why}");

@@ -5,6 +5,7 @@ mod data;
 mod destination;
 mod driver;
 mod local_addrs;
+mod login;
 mod metrics_endpoint;
 mod passive_index;
 mod stream;
@@ -15,6 +16,7 @@ use crate::intercept::{self, InterceptError, Interception};
 use crate::labels::Reason;
 use crate::metrics::Metrics;
 use crate::xferlog::XferLog;
+use control::ListenerKind;
 use ipnet::IpNet;
 use local_addrs::LocalAddresses;
 use passive_index::PassiveIndex;
@@ -158,7 +160,7 @@ impl Shared {
 /// dropped between binding and starting the runtime's threads (capabilities are per thread).
 pub struct Gateway {
     shared: Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, ListenerKind)>,
     metrics_listener: Option<std::net::TcpListener>,
 }
 
@@ -181,7 +183,16 @@ impl Gateway {
                 };
                 StartError::Listen { addr, source, hint }
             })?;
-            listeners.push(l);
+            listeners.push((l, ListenerKind::Gateway));
+        }
+        // The forward proxy's clients dial ftpgate itself: never transparent.
+        for &addr in &startup.forward_listen {
+            let l = sockets::listen_std(addr, false, 1024).map_err(|source| StartError::Listen {
+                addr,
+                source,
+                hint: " (forward.listen)",
+            })?;
+            listeners.push((l, ListenerKind::Forward));
         }
         let metrics_listener = match startup.metrics_listen {
             Some(addr) => Some(sockets::listen_std(addr, false, 64).map_err(|source| StartError::Listen {
@@ -199,7 +210,7 @@ impl Gateway {
             })?)),
             None => None,
         };
-        let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let listening = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
         let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
             cfg,
@@ -271,7 +282,7 @@ impl Gateway {
             None => None,
         };
         let mut accepting = Vec::new();
-        for l in self.listeners {
+        for (l, kind) in self.listeners {
             let l = match TcpListener::from_std(l) {
                 Ok(l) => l,
                 Err(e) => {
@@ -289,7 +300,7 @@ impl Gateway {
                         r = l.accept() => match r {
                             Ok((stream, peer)) => {
                                 let shared = current.borrow().clone();
-                                admit(&shared, &permits, stream, peer)
+                                admit(&shared, &permits, stream, peer, kind)
                             }
                             Err(e) => {
                                 // EMFILE and friends: back off instead of spinning.
@@ -345,7 +356,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn admit(shared: &Arc<Shared>, permits: &Arc<Semaphore>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+fn admit(
+    shared: &Arc<Shared>,
+    permits: &Arc<Semaphore>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+) {
     let refusal = match permits.clone().try_acquire_owned() {
         Err(_) => "421 Too many sessions, try again later\r\n",
         Ok(permit) => match shared.take_client_slot(peer.ip()) {
@@ -353,7 +370,7 @@ fn admit(shared: &Arc<Shared>, permits: &Arc<Semaphore>, stream: tokio::net::Tcp
             Some(slot) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    control::serve(shared, stream, peer).await;
+                    control::serve(shared, stream, peer, kind).await;
                     drop(slot);
                     drop(permit);
                 });

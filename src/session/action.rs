@@ -117,6 +117,9 @@ pub enum Action {
     /// Close this data channel now (pending or running).
     DropData(DataId),
     Note(Note),
+    /// Connect to the server of the login phase; answer with `handle_upstream_connected` or
+    /// `handle_upstream_failed`. Client input waits meanwhile.
+    Connect(super::Target),
     /// Close both control connections; nothing follows.
     Close(Outcome),
 }

@@ -8,6 +8,7 @@
 //! runs.
 
 use super::action::{Action, DataId, DataReady, Note, Outcome, TransferInfo};
+use super::login::{ConnectFailure, LoginMode, LoginStep};
 use super::machine::Session;
 use super::{Refusal, SessionPolicy};
 use crate::addr::{ClientAddr, UpstreamAddr};
@@ -31,6 +32,11 @@ pub struct CoreTimeouts {
     pub idle: Duration,
     /// A data channel's idle bound; a transfer's control connection stays quiet for longer.
     pub data_idle: Duration,
+    /// From the client's arrival until its login names a server (forward proxy, routes).
+    pub login: Duration,
+    /// The login phase's wait for the driver to connect to the server (name resolution
+    /// included); the driver's own connect timeout is this one too.
+    pub connect: Duration,
 }
 
 #[derive(Debug)]
@@ -52,6 +58,10 @@ pub struct ControlCore {
     /// When the client last sent a command.
     client_clock: Instant,
     closing_since: Option<Instant>,
+    /// When the session started, for the login deadline.
+    started: Instant,
+    /// When the login phase asked the driver to connect.
+    connecting_since: Option<Instant>,
 }
 
 impl ControlCore {
@@ -62,9 +72,27 @@ impl ControlCore {
         timeouts: CoreTimeouts,
         now: Instant,
     ) -> Self {
-        let max_line = policy.max_line;
+        Self::with_session(Session::new(client, upstream, policy, MAX_HELD_REPLIES), timeouts, now)
+    }
+
+    /// A session without a server yet: ftpgate greets the client and takes the login, then
+    /// hands out [`Action::Connect`].
+    pub fn with_login(
+        client: ClientAddr,
+        mode: LoginMode,
+        policy: SessionPolicy,
+        timeouts: CoreTimeouts,
+        now: Instant,
+    ) -> Self {
+        let mut core = Self::with_session(Session::with_login(client, mode, policy, MAX_HELD_REPLIES), timeouts, now);
+        core.settle(now);
+        core
+    }
+
+    fn with_session(session: Session, timeouts: CoreTimeouts, now: Instant) -> Self {
+        let max_line = session.policy.max_line;
         Self {
-            session: Session::new(client, upstream, policy, MAX_HELD_REPLIES),
+            session,
             timeouts,
             telnet: TelnetFilter::new(),
             telnet_events: Vec::new(),
@@ -76,7 +104,28 @@ impl ControlCore {
             server_clock: now,
             client_clock: now,
             closing_since: None,
+            started: now,
+            connecting_since: None,
         }
+    }
+
+    /// The driver connected to the server [`Action::Connect`] asked for.
+    pub fn handle_upstream_connected(&mut self, upstream: UpstreamAddr, now: Instant) {
+        self.session.on_upstream_connected(upstream);
+        // The banner timeout runs from here.
+        self.server_clock = now;
+        self.pump(now);
+    }
+
+    /// The driver could not connect where [`Action::Connect`] asked.
+    pub fn handle_upstream_failed(&mut self, failure: ConnectFailure, now: Instant) {
+        self.session.on_upstream_failed(failure);
+        self.pump(now);
+    }
+
+    /// The upstream once connected (the login phase sets it late).
+    pub fn upstream_known(&self) -> bool {
+        !matches!(self.session.login_step(), Some(LoginStep::User | LoginStep::Pass | LoginStep::Connecting))
     }
 
     /// True when the driver should read from the client: commands are taken now. Otherwise the
@@ -201,6 +250,21 @@ impl ControlCore {
             return Some((since + t.data_idle, None));
         }
         let s = &self.session;
+        match s.login_step() {
+            Some(LoginStep::User | LoginStep::Pass) => {
+                let login = (self.started + t.login, Some(("Login timed out, closing", Outcome::IdleTimeout)));
+                let idle = (
+                    self.client_clock + t.idle,
+                    Some(("Idle timeout, closing control connection", Outcome::IdleTimeout)),
+                );
+                return Some(if login.0 <= idle.0 { login } else { idle });
+            }
+            Some(LoginStep::Connecting) => {
+                let since = self.connecting_since.unwrap_or(self.server_clock);
+                return Some((since + t.connect, Some(("Server connection timed out, closing", Outcome::Refused))));
+            }
+            _ => {}
+        }
         if s.awaiting_reply() && !s.transfer_running() && !s.data_open() {
             return Some(if s.greeted() {
                 (self.server_clock + t.reply, Some(("Server did not reply in time, closing", Outcome::ReplyTimeout)))
@@ -255,6 +319,11 @@ impl ControlCore {
 
     fn settle(&mut self, now: Instant) {
         self.session.flush();
+        if self.session.login_step() == Some(LoginStep::Connecting) {
+            self.connecting_since.get_or_insert(now);
+        } else {
+            self.connecting_since = None;
+        }
         if self.session.closing().is_some() && self.closing_since.is_none() {
             self.closing_since = Some(now);
         }

@@ -10,7 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Debug)]
 pub struct Checker {
     client: IpAddr,
-    upstream: IpAddr,
+    /// `None` until the login phase has connected (forward proxy, routes).
+    upstream: Option<IpAddr>,
+    /// A [`Action::Connect`] the driver has not answered.
+    connect_pending: bool,
     fxp: Vec<FxpRule>,
     last_slot: Option<u64>,
     /// Slots whose last bytes ended inside a line.
@@ -24,7 +27,8 @@ impl Checker {
     pub fn new(client: SocketAddr, upstream: SocketAddr, policy: &SessionPolicy) -> Self {
         Self {
             client: canonical_ip(client.ip()),
-            upstream: canonical_ip(upstream.ip()),
+            upstream: Some(canonical_ip(upstream.ip())),
+            connect_pending: false,
             fxp: policy.fxp.clone(),
             last_slot: None,
             open_lines: BTreeSet::new(),
@@ -32,6 +36,33 @@ impl Checker {
             dropped: BTreeSet::new(),
             closed: false,
         }
+    }
+
+    /// For a session that starts in the login phase, without a server.
+    pub fn with_login(client: SocketAddr, policy: &SessionPolicy) -> Self {
+        Self { upstream: None, ..Self::new(client, client, policy) }
+    }
+
+    /// The driver reports the connection [`Action::Connect`] asked for.
+    pub fn connected(&mut self, upstream: SocketAddr) -> Result<(), String> {
+        if !std::mem::take(&mut self.connect_pending) {
+            return Err(format!("connected to {upstream} without being asked"));
+        }
+        self.upstream = Some(canonical_ip(upstream.ip()));
+        Ok(())
+    }
+
+    /// The driver reports that the connection asked for failed.
+    pub fn connect_failed(&mut self) -> Result<(), String> {
+        if !std::mem::take(&mut self.connect_pending) {
+            return Err("a connection failed that was never asked for".into());
+        }
+        Ok(())
+    }
+
+    /// True while an [`Action::Connect`] waits for the driver's answer.
+    pub fn connect_pending(&self) -> bool {
+        self.connect_pending
     }
 
     pub fn is_closed(&self) -> bool {
@@ -45,6 +76,9 @@ impl Checker {
         }
         match a {
             Action::ToServer(p) | Action::ToServerUrgent(p) => {
+                if self.upstream.is_none() {
+                    return Err(format!("sent toward a server before one is connected: {a:?}"));
+                }
                 let body = p.strip_suffix(b"\r\n").ok_or_else(|| format!("no CRLF: {a:?}"))?;
                 if body.is_empty() || body.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
                     return Err(format!("not exactly one command line: {a:?}"));
@@ -70,6 +104,12 @@ impl Checker {
                 }
             }
             Action::Note(_) => {}
+            Action::Connect(_) => {
+                if self.upstream.is_some() || self.connect_pending {
+                    return Err(format!("a second server asked for: {a:?}"));
+                }
+                self.connect_pending = true;
+            }
             Action::Close(_) => self.closed = true,
         }
         Ok(())
@@ -109,7 +149,7 @@ impl Checker {
     }
 
     fn own_server(&self, named: SocketAddr) -> Result<(), String> {
-        if canonical_ip(named.ip()) != self.upstream || named.port() < 1024 {
+        if Some(canonical_ip(named.ip())) != self.upstream || named.port() < 1024 {
             return Err(format!("data connection toward {named}: not the server's own unprivileged port"));
         }
         Ok(())

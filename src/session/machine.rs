@@ -2,6 +2,7 @@
 //! applied, replies queued in command order, actions out.
 
 use super::action::{Action, DataId, Note, Outcome, TransferInfo};
+use super::login::{Login, LoginMode, LoginStep};
 use super::policy::SessionPolicy;
 use super::replies::{Overflow, ReplyQueue};
 use super::Refusal;
@@ -39,6 +40,10 @@ pub(super) enum ClientWants {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Expect {
     Greeting,
+    /// The greeting of a server the login phase connected to: hidden; the login is replayed.
+    LoginGreeting,
+    /// The reply to a replayed USER (routes): hidden; PASS follows a 331.
+    LoginUser,
     Relay,
     /// The reply is buffered whole (bounded) and answered with a data channel, which carries
     /// `transfer` when the client pipelined one behind the passive command.
@@ -101,6 +106,8 @@ pub(super) enum Setup {
 /// Where the session stands. Exactly one of these holds at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// No server yet: ftpgate greeted the client and takes the login (forward proxy, routes).
+    Login(LoginStep),
     /// The server has not greeted yet; client commands wait.
     Greeting,
     /// Commands and replies flow.
@@ -147,7 +154,9 @@ pub struct Session {
     /// The client sent `EPSV ALL`: only EPSV may set up data from now on.
     pub(super) epsv_all: bool,
     /// The user name last sent with USER (for the transfer log).
-    user: Option<String>,
+    pub(super) user: Option<String>,
+    /// Set when the session started without a server (forward proxy, routes).
+    pub(super) login: Option<Login>,
     /// TYPE I (or L 8) in force.
     binary: bool,
     /// The slot of the client command being handled.
@@ -173,14 +182,33 @@ impl Session {
             malformed_run: 0,
             epsv_all: false,
             user: None,
+            login: None,
             binary: false,
             slot: greeting,
         }
     }
 
+    /// A session that starts without a server: ftpgate greets the client itself and takes the
+    /// login; the server is connected once the login names it.
+    pub fn with_login(client: ClientAddr, mode: LoginMode, policy: SessionPolicy, max_held: usize) -> Self {
+        // Read only once the login phase has connected (data setup needs the Ready phase).
+        let unknown = UpstreamAddr(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut s = Self::new(client, unknown, policy, max_held);
+        s.expect.clear();
+        let text = match mode {
+            LoginMode::Forward => "ftpgate ready: log in as USER name@host[:port]",
+            LoginMode::Route(_) => "ftpgate ready",
+        };
+        s.reply(s.slot, &reply_line(220, text), true);
+        s.login = Some(Login::new(mode));
+        s.phase = Phase::Login(LoginStep::User);
+        s
+    }
+
     /// True when client commands may be taken now.
     pub fn accepts_commands(&self) -> bool {
-        self.phase == Phase::Ready && self.expect.len() < MAX_IN_FLIGHT
+        matches!(self.phase, Phase::Ready | Phase::Login(LoginStep::User | LoginStep::Pass))
+            && self.expect.len() < MAX_IN_FLIGHT
     }
 
     /// True unless the session waits for the driver (or has ended): input waits meanwhile.
@@ -266,6 +294,9 @@ impl Session {
     pub fn flush(&mut self) {
         let out = &mut self.out;
         self.replies.drain(|slot, bytes| out.push_back(Action::ToClient { slot, bytes }));
+        if let Some(target) = self.login.as_mut().and_then(|l| l.connect.take()) {
+            self.out.push_back(Action::Connect(target));
+        }
         if let Phase::Closing { outcome, farewell } = self.phase {
             if !self.replies.waits_for_data() {
                 if let Some(text) = farewell {
@@ -358,7 +389,16 @@ impl Session {
         if !self.policy.commands.permits(cmd.name()) {
             return self.refuse(Refusal::CommandRefused(cmd.name().to_owned()));
         }
+        if matches!(self.phase, Phase::Login(_)) {
+            return self.on_login_command(cmd);
+        }
         match cmd.verb {
+            Verb::User if self.login.is_some() => {
+                if let Some(cmd) = self.relogin_user(&cmd) {
+                    self.user = Some(cmd.arg_text().trim().to_owned());
+                    self.forward(&cmd, Expect::Relay)
+                }
+            }
             Verb::User => {
                 let user = cmd.arg_text();
                 if !self.policy.users.permits(user.trim()) {

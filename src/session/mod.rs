@@ -10,10 +10,12 @@ mod core;
 mod data;
 mod feat;
 pub mod invariants;
+mod login;
 mod machine;
 mod policy;
 mod refusal;
 mod replies;
+mod routes;
 mod server;
 mod setup;
 #[cfg(test)]
@@ -23,10 +25,14 @@ mod tests_data;
 #[cfg(test)]
 mod tests_feat;
 #[cfg(test)]
+mod tests_login;
+#[cfg(test)]
 mod tests_telnet;
 
 pub use action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
 pub use core::{ControlCore, CoreTimeouts, MAX_HELD_REPLIES, MAX_REPLY_LINE};
+pub use login::{parse_forward_user, ConnectFailure, LoginMode, LoginStep, Target};
 pub use machine::{PassiveForm, Session, MAX_IN_FLIGHT};
 pub use policy::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
 pub use refusal::{Fault, Refusal};
+pub use routes::{Route, Routed, Routes, UserMatch};

@@ -59,6 +59,12 @@ pub enum Refusal {
     ServerPrivilegedPort(u16),
     #[error("server reply is malformed")]
     MalformedReply,
+    #[error("{0}: log in first")]
+    LoginFirst(String),
+    #[error("cannot tell the server from USER: {0}")]
+    BadForwardTarget(String),
+    #[error("this session is connected to another server than {0}; log in again on a new connection")]
+    ServerChange(String),
 }
 
 impl Refusal {
@@ -85,14 +91,17 @@ impl Refusal {
             | Refusal::BadAddress { .. }
             | Refusal::FamilyMismatch { .. }
             | Refusal::MalformedReply
-            | Refusal::BadPassiveReply { .. } => Reason::Malformed,
+            | Refusal::BadPassiveReply { .. }
+            | Refusal::BadForwardTarget(_) => Reason::Malformed,
             Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => Reason::Bounce,
             Refusal::ServerDataElsewhere { .. } | Refusal::ServerPrivilegedPort(_) => Reason::ServerDataAddress,
             Refusal::NotSupported(_)
             | Refusal::TlsRefused
             | Refusal::AfterEpsvAll
             | Refusal::UserRefused(_)
-            | Refusal::CommandRefused(_) => Reason::Policy,
+            | Refusal::CommandRefused(_)
+            | Refusal::LoginFirst(_)
+            | Refusal::ServerChange(_) => Reason::Policy,
         }
     }
 
@@ -105,7 +114,10 @@ impl Refusal {
             Refusal::BadAddress { .. } | Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => 501,
             Refusal::FamilyMismatch { .. } => 522,
             Refusal::NotSupported(_) | Refusal::CommandRefused(_) => 502,
-            Refusal::UserRefused(_) => 530,
+            Refusal::UserRefused(_)
+            | Refusal::LoginFirst(_)
+            | Refusal::BadForwardTarget(_)
+            | Refusal::ServerChange(_) => 530,
             Refusal::TlsRefused => 534,
             Refusal::AfterEpsvAll => 503,
             Refusal::BadPassiveReply { .. }

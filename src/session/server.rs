@@ -45,6 +45,9 @@ impl Session {
                 return;
             }
             Expect::Abort => return self.on_abort_reply_line(slot, rl),
+            // The server's greeting and its answer to a replayed USER are the gateway's to
+            // read; the client had ftpgate's greeting and its 331 already.
+            Expect::LoginGreeting | Expect::LoginUser if !rl.kind.is_final() || rl.is_preliminary() => return,
             Expect::Feat if rl.kind == ReplyLineKind::Middle => {
                 if let Some(name) = super::feat::hidden(&self.policy, rl.text(), rl.code) {
                     return self.note(Note::FeatureHidden(name));
@@ -93,6 +96,8 @@ impl Session {
                 self.phase = Phase::Ready;
                 self.reply(slot, &rl.raw, true);
             }
+            Expect::LoginGreeting => self.on_login_greeting(slot, &rl),
+            Expect::LoginUser => self.on_login_user_reply(slot, &rl),
             Expect::Transfer { .. } => {
                 // Refused before any data moved: no channel stays open for it.
                 self.drop_data();

@@ -6,16 +6,18 @@ use super::*;
 use crate::addr::{ClientAddr, UpstreamAddr};
 use std::time::{Duration, Instant};
 
-const TIMEOUTS: CoreTimeouts = CoreTimeouts {
+pub(super) const TIMEOUTS: CoreTimeouts = CoreTimeouts {
     banner: Duration::from_secs(30),
     reply: Duration::from_secs(120),
     idle: Duration::from_secs(900),
     data_idle: Duration::from_secs(300),
+    login: Duration::from_secs(60),
+    connect: Duration::from_secs(10),
 };
 
 pub(super) struct T {
     pub core: ControlCore,
-    check: Checker,
+    pub check: Checker,
     pub now: Instant,
     pub data: Option<DataId>,
 }
