@@ -15,6 +15,8 @@ mod halfclose;
 mod held;
 #[path = "control/limits.rs"]
 mod limits;
+#[path = "control/login.rs"]
+mod login;
 #[path = "control/metrics.rs"]
 mod metrics;
 #[path = "control/ordering.rs"]

@@ -104,6 +104,13 @@ fn fail_connect(shared: &Shared, target: &Target, error: &str) {
 /// The addresses of `host` the destination policy lets a client reach, in the resolver's
 /// order; a refusal (logged and counted by the policy) when there is none.
 async fn screened(shared: &Shared, host: &str, port: u16) -> Result<Vec<UpstreamAddr>, ConnectFailure> {
+    // RFC 6761 section 6.4: `invalid` names never resolve, and no query is sent for them.
+    let bare = host.strip_suffix('.').unwrap_or(host);
+    if bare == "invalid" || bare.ends_with(".invalid") {
+        warn!(reason = Reason::UpstreamConnect.label(), host, "server name under .invalid refused");
+        shared.metrics.reject(Reason::UpstreamConnect);
+        return Err(ConnectFailure::Refused(format!("Cannot resolve {host}")));
+    }
     let resolved: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
         Ok(it) => it.map(canonical).take(MAX_ADDRESSES).collect(),
         Err(e) => {

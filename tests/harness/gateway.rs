@@ -19,6 +19,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, when the test's YAML sets `metrics.listen`.
     pub metrics: Option<SocketAddr>,
+    /// Every listener bound, `addr` first, then those of `forward.listen`.
+    pub listening: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     reload: Reload,
@@ -47,6 +49,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
     };
     let gateway = ftpgate::proxy::Gateway::bind(config(yaml)).expect("the gateway binds its listener");
     let addr = gateway.local_addrs()[0];
+    let listening = gateway.local_addrs().to_vec();
     let metrics = gateway.metrics_addr();
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Capacity 1 is what makes `reload` know when a configuration has been taken in.
@@ -63,7 +66,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
             }
         })
     });
-    Gateway { addr, metrics, shutdown, task: Some(task), reload }
+    Gateway { addr, metrics, listening, shutdown, task: Some(task), reload }
 }
 
 impl Gateway {
