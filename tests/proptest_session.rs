@@ -8,11 +8,13 @@ use ftpgate::addr::{canonical_ip, ClientAddr, UpstreamAddr};
 use ftpgate::protocol::address::encode_port_arg;
 use ftpgate::session::invariants::Checker;
 use ftpgate::session::{
-    Action, ControlCore, CoreTimeouts, DataId, DataReady, Note, ServerDataMode, ServerDataPolicy, SessionPolicy,
+    Action, ConnectFailure, ControlCore, CoreTimeouts, DataId, DataReady, LoginMode, Note, Route, Routes,
+    ServerDataMode, ServerDataPolicy, SessionPolicy, UserMatch,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "proptest_session/order.rs"]
@@ -64,6 +66,9 @@ enum Event {
     Tick(u16),
     ClientEof,
     ServerEof,
+    /// The driver's report on the login phase's connection: connected, refused (530), or
+    /// unreachable (421).
+    Upstream(u8),
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +78,8 @@ struct Scenario {
     server_data: ServerDataPolicy,
     server_mode: ServerDataMode,
     max_line: usize,
+    /// 0: connected from the start (intercepted, reverse); 1: forward proxy; 2: routes.
+    login: u8,
     events: Vec<Event>,
 }
 
@@ -308,9 +315,48 @@ fn step(client: IpAddr, upstream: IpAddr) -> impl Strategy<Value = Vec<Event>> {
         2 => any::<bool>().prop_map(Event::DataFinished),
         1 => prop_oneof![0u16..200, Just(120), Just(300), Just(3600)].prop_map(Event::Tick),
         1 => prop_oneof![Just(Event::ClientEof), Just(Event::ServerEof)],
+        1 => (0u8..3).prop_map(Event::Upstream),
     ]
     .prop_map(|e| vec![e]);
     prop_oneof![4 => passive, 3 => active, 2 => transfer, 2 => abort, 3 => simple, 4 => single]
+}
+
+/// What a client of the login phase says first (forward proxy and routes alike).
+fn login_lines() -> impl Strategy<Value = Vec<Event>> {
+    let line = terminated(text(&[
+        "USER alice@ftp.example",
+        "USER a@b@[2001:db8::2]:2121",
+        "USER bob@b",
+        "USER bob",
+        "PASS pw",
+        "USER x@",
+        "USER x@[::1",
+        "LIST",
+        "FEAT",
+        "NOOP",
+        "QUIT",
+    ]));
+    (vec(line, 1..4), prop::bool::weighted(0.8), 0u8..3).prop_map(|(lines, report, how)| {
+        let mut v: Vec<Event> = lines.into_iter().map(Event::Client).collect();
+        if report {
+            v.push(Event::Upstream(if how == 0 { 1 } else { 0 }));
+        }
+        v
+    })
+}
+
+/// A session that starts in the login phase (forward proxy or routes): the usual scenario
+/// behind what its client says first.
+fn login_scenario() -> impl Strategy<Value = Scenario> {
+    (scenario(), 1u8..3, login_lines()).prop_map(|(mut sc, login, first)| {
+        sc.login = login;
+        sc.events.splice(0..0, first);
+        sc
+    })
+}
+
+fn any_scenario() -> impl Strategy<Value = Scenario> {
+    prop_oneof![3 => scenario(), 1 => login_scenario()]
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -332,6 +378,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     server_mode: [ServerDataMode::Client, ServerDataMode::Passive, ServerDataMode::Active]
                         [usize::from(mode)],
                     max_line,
+                    login: 0,
                     events,
                 }
             })
@@ -364,9 +411,25 @@ fn run_scenario(sc: &Scenario, seen: &mut Vec<Action>) -> Result<(), TestCaseErr
         max_line: sc.max_line,
         ..SessionPolicy::default()
     };
-    let mut checker = Checker::new(sc.client, sc.upstream, &policy);
     let mut now = Instant::now();
-    let mut core = ControlCore::new(ClientAddr(sc.client), UpstreamAddr(sc.upstream), policy, TIMEOUTS, now);
+    let (mut checker, mut core) = match sc.login {
+        0 => (
+            Checker::new(sc.client, sc.upstream, &policy),
+            ControlCore::new(ClientAddr(sc.client), UpstreamAddr(sc.upstream), policy, TIMEOUTS, now),
+        ),
+        n => {
+            let mode = if n == 1 {
+                LoginMode::Forward
+            } else {
+                let rule = Route { user: UserMatch::Suffix("@b".into()), upstream: sc.upstream, send_as: None };
+                LoginMode::Route(Arc::new(Routes { rules: vec![rule], default: sc.upstream }))
+            };
+            (
+                Checker::with_login(sc.client, &policy),
+                ControlCore::with_login(ClientAddr(sc.client), mode, policy, TIMEOUTS, now),
+            )
+        }
+    };
     let mut last = DataId(0);
     for ev in &sc.events {
         match ev {
@@ -389,6 +452,29 @@ fn run_scenario(sc: &Scenario, seen: &mut Vec<Action>) -> Result<(), TestCaseErr
             }
             Event::ClientEof => core.handle_client_eof(now),
             Event::ServerEof => core.handle_server_eof(now),
+            Event::Upstream(how) => {
+                // Reported out of turn as well: the core must ignore what it did not ask for.
+                let asked = checker.connect_pending();
+                match how {
+                    0 => {
+                        if asked {
+                            checker.connected(sc.upstream).map_err(TestCaseError::fail)?;
+                        }
+                        core.handle_upstream_connected(UpstreamAddr(sc.upstream), now)
+                    }
+                    _ => {
+                        if asked {
+                            checker.connect_failed().map_err(TestCaseError::fail)?;
+                        }
+                        let f = if *how == 1 {
+                            ConnectFailure::Refused("Destination refused by gateway policy".into())
+                        } else {
+                            ConnectFailure::Unreachable("Cannot connect".into())
+                        };
+                        core.handle_upstream_failed(f, now)
+                    }
+                }
+            }
         }
         drain(&mut core, &mut checker, &mut last, seen)?;
         // A deadline that has passed is acted on at once (the driver's timer fires at once).
@@ -418,7 +504,7 @@ fn with_stack(f: impl FnOnce() + Send + 'static) {
 fn session_invariants_hold() {
     with_stack(|| {
         let mut runner = proptest::test_runner::TestRunner::new(config(2048));
-        if let Err(e) = runner.run(&scenario(), |sc| run_scenario(&sc, &mut Vec::new())) {
+        if let Err(e) = runner.run(&any_scenario(), |sc| run_scenario(&sc, &mut Vec::new())) {
             panic!("{e}");
         }
     });
@@ -437,6 +523,11 @@ fn session_scenarios_reach_the_interesting_paths() {
     let mut seen = Vec::new();
     for _ in 0..600 {
         let sc = strategy.new_tree(&mut runner).unwrap().current();
+        run_scenario(&sc, &mut seen).unwrap();
+    }
+    let logins = login_scenario();
+    for _ in 0..300 {
+        let sc = logins.new_tree(&mut runner).unwrap().current();
         run_scenario(&sc, &mut seen).unwrap();
     }
     let count = |f: &dyn Fn(&Action) -> bool| seen.iter().filter(|a| f(a)).count();
@@ -470,6 +561,11 @@ fn session_scenarios_reach_the_interesting_paths() {
         ),
         ("MalformedCommand", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::MalformedCommand(_)))))),
         ("LineTooLong", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::LineTooLong { .. }))))),
+        ("upstream asked for", count(&|a| matches!(a, Action::Connect(_)))),
+        ("login replayed", count(&|a| matches!(a, Action::ToServer(p) if p.starts_with(b"USER bob\r")))),
+        ("password replayed", count(&|a| *a == Action::ToServer(b"PASS pw\r\n".to_vec()))),
+        ("LoginFirst", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::LoginFirst(_)))))),
+        ("BadForwardTarget", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::BadForwardTarget(_)))))),
     ];
     eprintln!("{reached:?}");
     for (what, n) in reached {

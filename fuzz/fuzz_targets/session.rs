@@ -6,7 +6,8 @@
 //! (byte 2 mod 3: same), policy bits (byte 3: bit 0 refuses foreign passive addresses instead of
 //! substituting, bit 1 lets AUTH through, bits 2 and up mod 3: data mode toward the server
 //! client, passive, active), client line bound (byte 4: 16 + 2 * byte; default
-//! 512). Every other record is one event, by its first byte:
+//! 512), how the session starts (byte 5 mod 3: connected, forward proxy login, routes login).
+//! Every other record is one event, by its first byte:
 //!
 //! - `C` client sends the rest + CRLF; `L` the rest + LF; `c` the rest as is (a partial read);
 //!   `U` a Telnet Synch (IAC IP IAC DM), then the rest + CRLF
@@ -18,6 +19,8 @@
 //! - `F` data setup failed; `D` the newest data channel finished, `d` it ended with data lost;
 //!   `X` a report about an older channel (stale)
 //! - `T` time passes (the rest's first byte, squared, in seconds), then the timers run
+//! - `N` the login phase's server is connected; `R` it was refused (530), `Q` unreachable (421);
+//!   also out of turn, when the core must ignore the report
 //! - `E` the client hangs up; `e` the server does; anything else is ignored
 //!
 //! Asserted for every action (the invariants of `ftpgate::session::invariants`): what goes to
@@ -34,8 +37,10 @@
 use ftpgate::addr::{ClientAddr, UpstreamAddr};
 use ftpgate::session::invariants::Checker;
 use ftpgate::session::{
-    Action, ControlCore, CoreTimeouts, DataId, DataReady, ServerDataMode, ServerDataPolicy, SessionPolicy,
+    Action, ConnectFailure, ControlCore, CoreTimeouts, DataId, DataReady, LoginMode, Route, Routes, ServerDataMode,
+    ServerDataPolicy, SessionPolicy, UserMatch,
 };
+use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -76,9 +81,22 @@ fn run(data: &[u8]) {
         ..SessionPolicy::default()
     };
 
-    let mut checker = Checker::new(client, upstream, &policy);
     let mut now = Instant::now();
-    let mut core = ControlCore::new(ClientAddr(client), UpstreamAddr(upstream), policy, TIMEOUTS, now);
+    let (mut checker, mut core) = match pick(4) {
+        0 => (
+            Checker::new(client, upstream, &policy),
+            ControlCore::new(ClientAddr(client), UpstreamAddr(upstream), policy, TIMEOUTS, now),
+        ),
+        n => {
+            let mode = if n == 1 {
+                LoginMode::Forward
+            } else {
+                let rule = Route { user: UserMatch::Suffix("@b".into()), upstream, send_as: None };
+                LoginMode::Route(Arc::new(Routes { rules: vec![rule], default: upstream }))
+            };
+            (Checker::with_login(client, &policy), ControlCore::with_login(ClientAddr(client), mode, policy, TIMEOUTS, now))
+        }
+    };
     let mut last = DataId(0);
 
     for rec in records {
@@ -122,6 +140,24 @@ fn run(data: &[u8]) {
                 let s = u64::from(rest.first().copied().unwrap_or(1));
                 now += Duration::from_secs(s * s);
                 core.handle_timeout(now);
+            }
+            b'N' | b'R' | b'Q' => {
+                let asked = checker.connect_pending();
+                let reported = match kind {
+                    b'N' => {
+                        core.handle_upstream_connected(UpstreamAddr(upstream), now);
+                        if asked { checker.connected(upstream) } else { Ok(()) }
+                    }
+                    _ => {
+                        let text = String::from_utf8_lossy(rest).into_owned();
+                        let f = if kind == b'R' { ConnectFailure::Refused(text) } else { ConnectFailure::Unreachable(text) };
+                        core.handle_upstream_failed(f, now);
+                        if asked { checker.connect_failed() } else { Ok(()) }
+                    }
+                };
+                if let Err(e) = reported {
+                    panic!("invariant broken: {e}");
+                }
             }
             b'E' => core.handle_client_eof(now),
             b'e' => core.handle_server_eof(now),
