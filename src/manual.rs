@@ -61,7 +61,22 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
             Item(
                 "reverse (--upstream)",
                 "No rules: clients dial ftpgate's own address and every session goes to the one \
-                 configured server; the interception mode is then ignored.",
+                 configured server; the interception mode is then ignored. With routes, the user \
+                 name picks the server: rules match the whole name (user), its end (suffix, \
+                 removed from the name sent on) or a regular expression (regex), each with an \
+                 upstream and optionally send_as; upstream serves every other name. ftpgate \
+                 answers USER with 331 itself, takes PASS, then connects and replays both, so \
+                 the server judges the password. A reload applies to new sessions.",
+            ),
+            Item(
+                "forward proxy (forward.listen)",
+                "Listeners beside the others, in either mode, where clients dial ftpgate and \
+                 name the server in USER name@host[:port] (lftp's ftp:proxy); IPv6 literals in \
+                 brackets, the last @ ending the name. The name is resolved with the system \
+                 resolver and every address checked against servers and the built-in refusals \
+                 before any connection; a malformed, unresolvable or refused server gets 530. \
+                 Before login (forward and routes) only USER, PASS, QUIT and NOOP are taken; \
+                 timeouts.login bounds the wait for it.",
             ),
             P("nftables/ftpgate-filter.nft is for firewalls whose input and forward policies \
                drop: it admits ftpgate's ports (with active.ports set to the same fixed range as \
@@ -131,7 +146,8 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
             Item("/usr/share/ftpgate/pf-anchors/", "pf anchors for OpenBSD and FreeBSD."),
             Item(
                 "/usr/share/doc/ftpgate/examples/",
-                "More configurations (IPv6 gateway, reverse proxy), a Prometheus scrape \
+                "More configurations (IPv6 gateway, reverse proxy, forward proxy, routes by user \
+                 name), a Prometheus scrape \
                  configuration with alert rules and a Grafana dashboard.",
             ),
         ],
