@@ -90,11 +90,14 @@ pub(super) struct Login {
     target: Option<Target>,
     /// An [`Action::Connect`] to hand out once the replies before it are out.
     pub connect: Option<Target>,
+    /// Logins refused so far (malformed or refused servers): each may cost a name lookup, so
+    /// they are bounded like malformed lines, however well-formed the commands are.
+    refused: u32,
 }
 
 impl Login {
     pub fn new(mode: LoginMode) -> Self {
-        Self { mode, user_line: Vec::new(), pass_line: None, slot: 0, target: None, connect: None }
+        Self { mode, user_line: Vec::new(), pass_line: None, slot: 0, target: None, connect: None, refused: 0 }
     }
 }
 
@@ -161,16 +164,20 @@ impl Session {
 
     /// A command while no server is connected.
     pub(super) fn on_login_command(&mut self, cmd: Command) {
-        let Some(login) = self.login.as_ref() else { return };
-        let route = matches!(login.mode, LoginMode::Route(_));
+        let slot = self.slot;
         match cmd.verb {
             Verb::User => self.login_user(&cmd),
-            Verb::Pass if route && self.phase == Phase::Login(LoginStep::Pass) => {
-                let Some(login) = self.login.as_mut() else { return };
-                login.pass_line = Some(Secret(cmd.encode()));
-                login.slot = self.slot;
-                let Some(Target::Configured(up)) = login.target.clone() else { return };
-                self.connect(Target::Configured(up));
+            Verb::Pass if self.phase == Phase::Login(LoginStep::Pass) => {
+                // Pass is only reached by a routed USER, which set the target.
+                let target = self.login.as_mut().and_then(|login| {
+                    login.pass_line = Some(Secret(cmd.encode()));
+                    login.slot = slot;
+                    login.target.clone()
+                });
+                match target {
+                    Some(t) => self.connect(t),
+                    None => self.answer(503, "Log in with USER first"),
+                }
             }
             Verb::Pass => self.answer(503, "Log in with USER first"),
             Verb::Quit => {
@@ -183,13 +190,26 @@ impl Session {
         }
     }
 
+    /// A login that names no usable server: refused, and counted toward the bound.
+    fn refuse_login(&mut self, why: Refusal) {
+        self.refuse(why);
+        let refused = self.login.as_mut().map_or(u32::MAX, |l| {
+            l.refused += 1;
+            l.refused
+        });
+        if refused > self.policy.max_malformed {
+            self.note(Note::Refused(Refusal::MalformedFlood));
+            self.close_now(Outcome::Refused, Some("Too many refused logins, closing"));
+        }
+    }
+
     fn login_user(&mut self, cmd: &Command) {
-        let Some(login) = self.login.as_ref() else { return };
+        let Some(login) = self.login.as_ref() else { return self.answer(503, "Log in with USER first") };
         let arg = cmd.arg().unwrap_or_default().to_vec();
         let (name, target) = match &login.mode {
             LoginMode::Forward => match parse_forward_user(&arg) {
                 Ok(parsed) => parsed,
-                Err(why) => return self.refuse(Refusal::BadForwardTarget(why)),
+                Err(why) => return self.refuse_login(Refusal::BadForwardTarget(why)),
             },
             LoginMode::Route(routes) => match std::str::from_utf8(&arg) {
                 Ok(text) => {
@@ -250,12 +270,18 @@ impl Session {
         let slot = login.slot;
         match failure {
             ConnectFailure::Refused(text) => {
-                // The client may name another server.
+                // The client may name another server, a bounded number of times.
                 login.pass_line = None;
                 login.target = None;
+                login.refused += 1;
+                let refused = login.refused;
                 self.user = None;
                 self.phase = Phase::Login(LoginStep::User);
                 self.reply(slot, &reply_line(530, &text), true);
+                if refused > self.policy.max_malformed {
+                    self.note(Note::Refused(Refusal::MalformedFlood));
+                    self.close_gracefully(Outcome::Refused, Some("Too many refused logins, closing"));
+                }
             }
             ConnectFailure::Unreachable(text) => {
                 self.reply(slot, &reply_line(421, &text), true);

@@ -243,3 +243,21 @@ fn a_connection_report_outside_the_login_phase_changes_nothing() {
     assert!(a.iter().all(|a| matches!(a, Action::Note(Note::Quirk(_)))), "{a:?}");
     assert!(!t.core.is_closed());
 }
+
+#[test]
+fn refused_logins_are_bounded_even_when_well_formed() {
+    let max = SessionPolicy::default().max_malformed;
+    let mut t = login(LoginMode::Forward);
+    for i in 0..=max {
+        assert_eq!(t.client(&format!("USER a@host{i}.example")), vec![named(&format!("host{i}.example"), 21)]);
+        let a = failed(&mut t, ConnectFailure::Refused("Destination refused".into()));
+        assert_eq!(code_of(&a)[0], "530", "{a:?}");
+    }
+    assert!(t.core.is_closed(), "a client may make ftpgate look up names without end");
+    let mut t = login(LoginMode::Forward);
+    let mut closed = false;
+    for _ in 0..=max {
+        closed |= t.client("USER nobody").iter().any(|a| matches!(a, Action::Close(Outcome::Refused)));
+    }
+    assert!(closed);
+}
