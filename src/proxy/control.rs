@@ -154,7 +154,7 @@ async fn run_login(
         ControlCore::with_login(client_addr, mode, cfg.session.clone(), core_timeouts(shared), Instant::now());
     // Bounded: a refused target costs the client a login line, which the malformed-input and
     // login deadlines bound, and an unreachable one ends the session.
-    let (server, upstream) = loop {
+    let (server, upstream, target) = loop {
         let target = match take_login(shared, &mut core, &mut client).await {
             Ok(t) => t,
             Err(outcome) => return (outcome, 0, 0),
@@ -164,7 +164,7 @@ async fn run_login(
             Ok((server, upstream)) => {
                 shared.metrics.upstream_connected(connect_started.elapsed());
                 core.handle_upstream_connected(upstream, Instant::now());
-                break (server, upstream);
+                break (server, upstream, target);
             }
             Err(failure) => core.handle_upstream_failed(failure, Instant::now()),
         }
@@ -177,7 +177,7 @@ async fn run_login(
         }
     };
     tracing::Span::current().record("upstream", tracing::field::display(upstream));
-    info!(%server_side, user = core.user().unwrap_or("-"), "session start");
+    info!(%server_side, %target, user = core.user().unwrap_or("-"), "session start");
     let ep = Endpoints { client: client_addr, client_side: local, original: None, upstream, server_side };
     drive(shared, ep, core, client, server).await
 }
