@@ -157,6 +157,22 @@ mod tests {
     }
 
     #[test]
+    fn routes_are_live_and_forward_listeners_need_a_restart() {
+        let old = config("upstream: 198.51.100.2:21\n");
+        let new = config(
+            "upstream: 198.51.100.2:21\nroutes: [{suffix: '@b', upstream: 198.51.100.4:21}]\n\
+             forward: {listen: ['127.0.0.1:2121']}\nservers: {deny: [10.0.0.0/8]}\n",
+        );
+        let (next, needs_restart) = old.reloaded(new.clone());
+        assert_eq!(needs_restart, ["forward.listen"]);
+        assert_eq!(next.live.routes, new.live.routes);
+        // Without forward listeners a reverse gateway has no use for server lists.
+        assert_eq!(next.live.servers, ServerNets::default());
+        let (next, _) = new.reloaded(new.clone());
+        assert_eq!(next.live.servers, new.live.servers);
+    }
+
+    #[test]
     fn the_mode_stays_and_the_upstream_follows_it() {
         let reverse = config("upstream: 198.51.100.2:21\n");
         let (next, needs_restart) = reverse.reloaded(config("upstream: 198.51.100.3:21\n"));
