@@ -115,11 +115,11 @@ fn forward_proxy_with_lftp_and_ftplib_both_modes_both_families() {
     let tree = lab.start_server(ServerKind::Vsftpd);
     let _etc = NetnsEtc::new(
         &lab.fw_ns,
-        &format!("198.51.100.2 ftp.example\n2001:db8:2::2 ftp6.example\n{FW_S4} gateway.example\n"),
+        &format!("198.51.100.2 ftp.example\n2001:db8:2::2 ftp6.example\n{FW_S4} gateway.example\n198.51.100.99 denied.example\n"),
     );
     let yaml = format!(
         "listen: []\nforward:\n  listen: ['{FW_C4}:2121', '[{FW_C6}]:2121']\n\
-         passive: {{ports: '50000-50999', advertise: local}}\n"
+         passive: {{ports: '50000-50999', advertise: local}}\nservers: {{deny: ['198.51.100.99/32']}}\n"
     );
     start_ftpgate(&mut lab, &yaml, &[(FW_C4, 2121), (FW_C6, 2121)]);
 
@@ -146,6 +146,7 @@ fn forward_proxy_with_lftp_and_ftplib_both_modes_both_families() {
     // The firewall's own address by name, a name nobody knows, a name under .invalid.
     for (user, want) in [
         ("anonymous@gateway.example", "530 Destination 198.51.100.1:21 refused by gateway policy (local)"),
+        ("anonymous@denied.example", "530 Destination 198.51.100.99:21 refused by gateway policy (denied)"),
         ("anonymous@nohost.example", "530 Cannot resolve nohost.example"),
         ("anonymous@ftp.invalid", "530 Cannot resolve ftp.invalid"),
         ("anonymous", "530 cannot tell the server from USER"),
@@ -156,7 +157,9 @@ fn forward_proxy_with_lftp_and_ftplib_both_modes_both_families() {
         assert!(ok, "{user}: {out}\n{}", lab.logs());
     }
     let log = lab.log_of("ftpgate");
-    assert!(log.contains("category=\"local\""), "the refusal is not logged with its category:\n{log}");
+    for c in ["local", "denied"] {
+        assert!(log.contains(&format!("category=\"{c}\"")), "the refusal is not logged with category {c}:\n{log}");
+    }
     lab.finish();
 }
 
