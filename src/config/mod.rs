@@ -4,6 +4,7 @@
 //! Each section of the file has its own validating function; [`validate`] sorts their results
 //! into the two parts of [`Config`]: start-up (kept by a reload) and live (taken by a reload).
 
+mod admin;
 mod limits;
 mod log;
 mod metrics;
@@ -78,6 +79,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
     let metrics = metrics::metrics(&raw.metrics)?;
+    let admin = admin::admin(&raw.admin)?;
     let startup = StartupConfig {
         listen: net.listen,
         intercept: net.intercept,
@@ -88,6 +90,9 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         xferlog: log.xferlog,
         metrics_listen: metrics.listen,
         metrics_max_connections: metrics.max_connections,
+        admin_listen: admin.listen,
+        admin_token_file: admin.token_file,
+        admin_max_connections: admin.max_connections,
     };
     let live = LiveConfig {
         upstream: net.upstream,

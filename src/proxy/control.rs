@@ -3,6 +3,7 @@
 
 use super::data::Endpoints;
 use super::driver::Driver;
+use super::registry::Registered;
 use super::Shared;
 use crate::addr::{canonical, ClientAddr, LocalAddr, UpstreamAddr};
 use crate::data::sockets::{connect, from_ip};
@@ -27,11 +28,18 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let span =
-        info_span!("session", client = %client_addr, dst = tracing::field::Empty, upstream = tracing::field::Empty);
+    // In the registry for as long as the session lives (the session permit bounds it).
+    let registered = shared.sessions.register(client_addr);
+    let span = info_span!(
+        "session",
+        id = registered.entry.id(),
+        client = %client_addr,
+        dst = tracing::field::Empty,
+        upstream = tracing::field::Empty
+    );
     let started = Instant::now();
     async move {
-        let (outcome, up, down) = run(&shared, client, client_addr, local).await;
+        let (outcome, up, down) = run(&shared, client, client_addr, local, registered).await;
         shared.metrics.session_ended(outcome, started.elapsed());
         info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
     }
@@ -44,7 +52,13 @@ async fn refuse(mut client: TcpStream, code: u16, text: &str) -> (Outcome, u64, 
     (Outcome::Refused, 0, 0)
 }
 
-async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local: LocalAddr) -> (Outcome, u64, u64) {
+async fn run(
+    shared: &Shared,
+    client: TcpStream,
+    client_addr: ClientAddr,
+    local: LocalAddr,
+    registered: Registered,
+) -> (Outcome, u64, u64) {
     let cfg = &shared.cfg.live;
     let original = match shared.interceptor.original_dst(&client, client_addr.0, local) {
         Ok(o) => o,
@@ -74,6 +88,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         span.record("dst", tracing::field::display(dst));
     }
     span.record("upstream", tracing::field::display(upstream));
+    registered.entry.route(original, upstream);
 
     let connect_started = Instant::now();
     let server = match connect(upstream.0, from_ip(cfg.upstream_source), cfg.timeouts.connect, cfg.control_tags).await {
@@ -101,7 +116,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
     let timeouts = CoreTimeouts { banner: t.banner, reply: t.reply, idle: t.idle, data_idle: t.data_idle };
     let mut core = ControlCore::new(client_addr, upstream, cfg.session.clone(), timeouts, Instant::now());
     let (mut client, mut server) = (client, server);
-    let mut driver = Driver::new(shared, ep);
+    let mut driver = Driver::new(shared, ep, registered);
     let outcome = driver.run(&mut core, &mut client, &mut server).await;
     (outcome, driver.up, driver.down)
 }

@@ -19,14 +19,18 @@ mod setup;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_admin;
+#[cfg(test)]
 mod tests_data;
 #[cfg(test)]
 mod tests_feat;
 #[cfg(test)]
 mod tests_telnet;
+mod view;
 
 pub use action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
-pub use core::{ControlCore, CoreTimeouts, MAX_HELD_REPLIES, MAX_REPLY_LINE};
+pub use core::{ControlCore, CoreTimeouts, ADMIN_CLOSED, MAX_HELD_REPLIES, MAX_REPLY_LINE};
 pub use machine::{PassiveForm, Session, MAX_IN_FLIGHT};
 pub use policy::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
 pub use refusal::{Fault, Refusal};
+pub use view::PhaseName;
