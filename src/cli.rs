@@ -23,7 +23,8 @@ pub struct Cli {
     /// YAML configuration file (embedded defaults without it).
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Validate FILE, print the effective configuration and exit.
+    /// Validate FILE, print the effective configuration (YAML, defaults filled in, flags
+    /// applied; --config takes it as it is) and exit.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub check_config: Option<PathBuf>,
     /// Listen on ADDR:PORT (repeatable; IPv6 as [::1]:8021).
@@ -83,6 +84,11 @@ pub struct Cli {
 impl Cli {
     /// The file's settings (or the defaults) with the flags applied on top, validated.
     pub fn config(&self) -> Result<Config, ConfigError> {
+        config::validate(&self.raw()?)
+    }
+
+    /// The file's settings (or the defaults) with the flags applied on top, as written.
+    pub fn raw(&self) -> Result<RawConfig, ConfigError> {
         let mut raw = match self.check_config.as_ref().or(self.config.as_ref()) {
             Some(path) => Config::load_raw(path)?,
             None => RawConfig::default(),
@@ -135,6 +141,6 @@ impl Cli {
         if let Some(l) = &self.log_level {
             raw.log.level = l.clone();
         }
-        config::validate(&raw)
+        Ok(raw)
     }
 }

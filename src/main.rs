@@ -46,16 +46,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cfg = match cli.config() {
-        Ok(c) => c,
+    let cfg = match cli.raw().and_then(|raw| Ok((ftpgate::config::validate(&raw)?, raw))) {
+        Ok((_, raw)) if cli.check_config.is_some() => return check_config(&cli, &raw),
+        Ok((cfg, _)) => cfg,
         Err(e) => {
             complain(&e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(path) = &cli.check_config {
-        return print(&format!("{}: configuration is valid\n{cfg:#?}\n", path.display()));
-    }
     let log_level = logging::init(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,
@@ -114,6 +112,19 @@ fn main() -> ExitCode {
         tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// `--check-config FILE`: the file is valid; its effective configuration goes to stdout as YAML
+/// that `--config` accepts again, every default filled in.
+fn check_config(cli: &Cli, raw: &ftpgate::config::RawConfig) -> ExitCode {
+    let path = cli.check_config.as_deref().unwrap_or(Path::new("-")).display();
+    match ftpgate::config::to_yaml(raw) {
+        Ok(yaml) => print(&format!("# {path}: configuration is valid. The effective configuration:\n{yaml}")),
+        Err(e) => {
+            complain(&format_args!("cannot render the configuration as YAML: {e}"));
+            ExitCode::from(EXIT_OUTPUT)
+        }
+    }
 }
 
 /// The capabilities kept after the privilege drop: the interception's, CAP_NET_ADMIN for a

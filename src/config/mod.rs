@@ -63,6 +63,11 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, String> {
     serde_yaml::from_str(text).map_err(|e| e.to_string())
 }
 
+/// The raw form as YAML that [`parse_raw`] reads back into the same value.
+pub fn to_yaml(raw: &RawConfig) -> Result<String, String> {
+    serde_yaml::to_string(raw).map_err(|e| e.to_string())
+}
+
 /// Turns the raw form into the typed configuration, naming the first bad field.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let net = network::network(raw)?;
