@@ -14,6 +14,7 @@ use tokio::signal::unix::Signal;
 const EXIT_OUTPUT: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
+const EXIT_UNREACHABLE: u8 = 4;
 
 /// Writes to stderr; a closed stderr is no reason to panic on the way out.
 fn complain(what: &dyn std::fmt::Display) {
@@ -45,6 +46,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_OUTPUT)
             }
         };
+    }
+    if let Some(ftpgate::cli::Command::Sessions(args)) = &cli.command {
+        return sessions(args);
     }
     let cfg = match cli.raw().and_then(|raw| Ok((ftpgate::config::validate(&raw)?, raw))) {
         Ok((_, raw)) if cli.check_config.is_some() => return check_config(&cli, &raw),
@@ -112,6 +116,18 @@ fn main() -> ExitCode {
         tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// `ftpgate sessions`: exit 2 when the file or the flags cannot say where to ask, 4 when no
+/// instance answers, it refuses, or it has no such session.
+fn sessions(args: &ftpgate::cli::SessionsArgs) -> ExitCode {
+    match ftpgate::admin_client::run(args) {
+        Ok(text) => print(&text),
+        Err(e) => {
+            complain(&e);
+            ExitCode::from(if e.is_local() { EXIT_CONFIG } else { EXIT_UNREACHABLE })
+        }
+    }
 }
 
 /// `--check-config FILE`: the file is valid; its effective configuration goes to stdout as YAML

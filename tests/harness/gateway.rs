@@ -19,6 +19,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, when the test's YAML sets `metrics.listen`.
     pub metrics: Option<SocketAddr>,
+    /// Where the admin API is served, when the test's YAML sets `admin.listen`.
+    pub admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     reload: Reload,
@@ -48,6 +50,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
     let gateway = ftpgate::proxy::Gateway::bind(config(yaml)).expect("the gateway binds its listener");
     let addr = gateway.local_addrs()[0];
     let metrics = gateway.metrics_addr();
+    let admin = gateway.admin_addr();
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Capacity 1 is what makes `reload` know when a configuration has been taken in.
     let (reload_tx, reload_rx) = mpsc::channel(1);
@@ -63,7 +66,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
             }
         })
     });
-    Gateway { addr, metrics, shutdown, task: Some(task), reload }
+    Gateway { addr, metrics, admin, shutdown, task: Some(task), reload }
 }
 
 impl Gateway {
