@@ -18,7 +18,8 @@
 //! - `F` data setup failed; `D` the newest data channel finished, `d` it ended with data lost;
 //!   `X` a report about an older channel (stale)
 //! - `T` time passes (the rest's first byte, squared, in seconds), then the timers run
-//! - `E` the client hangs up; `e` the server does; anything else is ignored
+//! - `E` the client hangs up; `e` the server does; `Z` an administrator ends the session;
+//!   anything else is ignored
 //!
 //! Asserted for every action (the invariants of `ftpgate::session::invariants`): what goes to
 //! the server is exactly one line ending in CRLF, with no other CR, LF or NUL, and no Telnet
@@ -122,6 +123,7 @@ fn run(data: &[u8]) {
                 core.handle_timeout(now);
             }
             b'E' => core.handle_client_eof(now),
+            b'Z' => core.handle_admin_close(now),
             b'e' => core.handle_server_eof(now),
             _ => {}
         }
