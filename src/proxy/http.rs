@@ -57,6 +57,38 @@ pub fn text(
     b.body(Full::new(body.into())).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+/// Aborts the serving task when dropped (when the gateway stops serving).
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `listener`, when there is one, on a task of its own; `what` is logged with its
+/// address.
+pub fn spawn(
+    listener: Option<std::net::TcpListener>,
+    metrics: &Arc<Metrics>,
+    bounds: Bounds,
+    handler: Handler,
+    what: &'static str,
+) -> Option<AbortOnDrop> {
+    match TcpListener::from_std(listener?) {
+        Ok(l) => {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(listen = %addr, max_connections = bounds.max_connections, "{what}");
+            }
+            Some(AbortOnDrop(tokio::spawn(serve(l, metrics.clone(), bounds, handler))))
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot register the {} listener", bounds.name);
+            None
+        }
+    }
+}
+
 /// Serves requests until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, bounds: Bounds, handler: Handler) {
     let max_connections = bounds.max_connections;

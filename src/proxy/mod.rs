@@ -316,10 +316,11 @@ impl Gateway {
         let admin_handler = self.admin_handler(false);
         let metrics_bounds = metrics_endpoint::bounds(cfg.startup.metrics_max_connections);
         let what = if shares_metrics { "serving /metrics and the admin API (/sessions)" } else { "serving /metrics" };
-        let _metrics_task = self.spawn_http(metrics_listener, metrics_bounds, metrics_handler, what);
+        let metrics = &self.shared.metrics;
+        let _metrics_task = http::spawn(metrics_listener, metrics, metrics_bounds, metrics_handler, what);
         let admin_bounds = admin::bounds(cfg.startup.admin_max_connections);
-        let _admin_task =
-            self.spawn_http(admin_listener, admin_bounds, admin_handler, "serving the admin API (/sessions)");
+        let what = "serving the admin API (/sessions)";
+        let _admin_task = http::spawn(admin_listener, metrics, admin_bounds, admin_handler, what);
         let mut accepting = Vec::new();
         for l in std::mem::take(&mut self.listeners) {
             let l = match TcpListener::from_std(l) {
@@ -384,38 +385,6 @@ impl Gateway {
         } else {
             warn!(left = max - permits.available_permits(), "grace period over, closing remaining sessions");
         }
-    }
-}
-
-impl Gateway {
-    fn spawn_http(
-        &self,
-        listener: Option<std::net::TcpListener>,
-        bounds: http::Bounds,
-        handler: http::Handler,
-        what: &'static str,
-    ) -> Option<AbortOnDrop> {
-        match TcpListener::from_std(listener?) {
-            Ok(l) => {
-                if let Ok(addr) = l.local_addr() {
-                    info!(listen = %addr, max_connections = bounds.max_connections, "{what}");
-                }
-                let metrics = self.shared.metrics.clone();
-                Some(AbortOnDrop(tokio::spawn(http::serve(l, metrics, bounds, handler))))
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot register the {} listener", bounds.name);
-                None
-            }
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
