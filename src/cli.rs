@@ -3,7 +3,7 @@
 //! (see [`crate::manual`]).
 
 use crate::config::{self, Config, ConfigError, RawConfig};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -17,13 +17,17 @@ use std::path::PathBuf;
         channel, checking every command and reply. It rewrites PORT/EPRT commands and 227/229 \
         replies so that every data connection runs through ftpgate, which opens the matching \
         data connections on both sides and relays them.\n\n\
-        Each flag overrides the matching field of the configuration file."
+        Each flag overrides the matching field of the configuration file.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// YAML configuration file (embedded defaults without it).
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Validate FILE, print the effective configuration and exit.
+    /// Validate FILE, print the effective configuration (YAML, defaults filled in, flags
+    /// applied; --config takes it as it is) and exit.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub check_config: Option<PathBuf>,
     /// Listen on ADDR:PORT (repeatable; IPv6 as [::1]:8021).
@@ -80,9 +84,47 @@ pub struct Cli {
     pub generate: Option<PathBuf>,
 }
 
+/// What ftpgate does other than serve.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the sessions of the running ftpgate (its admin API), or end one.
+    #[command(long_about = "List the control sessions of the running ftpgate, asked through its admin API \
+            (admin.listen), as a table (client, server, user, phase, age, bytes, current \
+            transfer) or as JSON; or end one with --kill: its client gets 421 and a transfer in \
+            progress is aborted. The address and the token come from the configuration file \
+            (admin.listen, admin.token_file) unless given.")]
+    Sessions(SessionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// The running instance's configuration file, for admin.listen and admin.token_file
+    /// [default: /etc/ftpgate/ftpgate.yaml, not read when --admin is given].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The admin API's address instead of the file's admin.listen, e.g. http://127.0.0.1:2122.
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// A file with the bearer token (the first of admin.token_file's format) instead of the
+    /// file's admin.token_file.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the sessions as JSON, as the API returns them.
+    #[arg(long)]
+    pub json: bool,
+    /// End session ID: its client gets 421 and a transfer in progress is aborted.
+    #[arg(long, value_name = "ID")]
+    pub kill: Option<u64>,
+}
+
 impl Cli {
     /// The file's settings (or the defaults) with the flags applied on top, validated.
     pub fn config(&self) -> Result<Config, ConfigError> {
+        config::validate(&self.raw()?)
+    }
+
+    /// The file's settings (or the defaults) with the flags applied on top, as written.
+    pub fn raw(&self) -> Result<RawConfig, ConfigError> {
         let mut raw = match self.check_config.as_ref().or(self.config.as_ref()) {
             Some(path) => Config::load_raw(path)?,
             None => RawConfig::default(),
@@ -135,6 +177,6 @@ impl Cli {
         if let Some(l) = &self.log_level {
             raw.log.level = l.clone();
         }
-        config::validate(&raw)
+        Ok(raw)
     }
 }

@@ -60,6 +60,10 @@ label_enum! {
         PortExhausted => "port_exhausted",
         /// A connection to the metrics endpoint beyond `metrics.max_connections`, closed at once.
         MetricsLimit => "metrics_limit",
+        /// A connection to the admin API beyond `admin.max_connections`, closed at once.
+        AdminLimit => "admin_limit",
+        /// An admin API request without a valid bearer token.
+        AdminAuth => "admin_auth",
     }
 }
 
@@ -73,6 +77,8 @@ label_enum! {
         IdleTimeout => "idle_timeout",
         ReplyTimeout => "reply_timeout",
         Error => "error",
+        /// Ended by an administrator through the admin API (`DELETE /sessions/{id}`).
+        AdminClosed => "admin_closed",
     }
 }
 

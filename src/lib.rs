@@ -1,6 +1,7 @@
 //! ftpgate: a transparent FTP application-level gateway.
 
 pub mod addr;
+pub mod admin_client;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -14,6 +14,7 @@ use tokio::signal::unix::Signal;
 const EXIT_OUTPUT: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
+const EXIT_UNREACHABLE: u8 = 4;
 
 /// Writes to stderr; a closed stderr is no reason to panic on the way out.
 fn complain(what: &dyn std::fmt::Display) {
@@ -46,16 +47,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cfg = match cli.config() {
-        Ok(c) => c,
+    if let Some(ftpgate::cli::Command::Sessions(args)) = &cli.command {
+        return sessions(args);
+    }
+    let cfg = match cli.raw().and_then(|raw| Ok((ftpgate::config::validate(&raw)?, raw))) {
+        Ok((_, raw)) if cli.check_config.is_some() => return check_config(&cli, &raw),
+        Ok((cfg, _)) => cfg,
         Err(e) => {
             complain(&e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(path) = &cli.check_config {
-        return print(&format!("{}: configuration is valid\n{cfg:#?}\n", path.display()));
-    }
     let log_level = logging::init(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,
@@ -114,6 +116,31 @@ fn main() -> ExitCode {
         tracing::info!("ftpgate stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// `ftpgate sessions`: exit 2 when the file or the flags cannot say where to ask, 4 when no
+/// instance answers, it refuses, or it has no such session.
+fn sessions(args: &ftpgate::cli::SessionsArgs) -> ExitCode {
+    match ftpgate::admin_client::run(args) {
+        Ok(text) => print(&text),
+        Err(e) => {
+            complain(&e);
+            ExitCode::from(if e.is_local() { EXIT_CONFIG } else { EXIT_UNREACHABLE })
+        }
+    }
+}
+
+/// `--check-config FILE`: the file is valid; its effective configuration goes to stdout as YAML
+/// that `--config` accepts again, every default filled in.
+fn check_config(cli: &Cli, raw: &ftpgate::config::RawConfig) -> ExitCode {
+    let path = cli.check_config.as_deref().unwrap_or(Path::new("-")).display();
+    match ftpgate::config::to_yaml(raw) {
+        Ok(yaml) => print(&format!("# {path}: configuration is valid. The effective configuration:\n{yaml}")),
+        Err(e) => {
+            complain(&format_args!("cannot render the configuration as YAML: {e}"));
+            ExitCode::from(EXIT_OUTPUT)
+        }
+    }
 }
 
 /// The capabilities kept after the privilege drop: the interception's, CAP_NET_ADMIN for a

@@ -98,8 +98,48 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                matching field of the file. An unknown field, a bad value or a contradiction is \
                refused before any socket is bound, with the field's path in the message."),
             Example("ftpgate --check-config /etc/ftpgate/ftpgate.yaml"),
-            P("validates a file, prints the effective configuration and exits. Fields marked \
-               (restart) in the file keep their running values on reload; the log names them."),
+            P("validates a file, prints the effective configuration and exits: YAML with every \
+               default filled in and the flags applied, which --config takes as it is. Fields \
+               marked (restart) in the file keep their running values on reload; the log names \
+               them."),
+        ],
+    ),
+    (
+        "SESSIONS AND THE ADMIN API",
+        &[
+            P("With admin.listen set, ftpgate serves its live control sessions over HTTP as \
+               JSON: GET /sessions lists them (id, client address, original destination, \
+               upstream, user name, start time, phase, data bytes each way, the transfer in \
+               progress with verb, file, type, mode, bytes so far and rate, and the TLS state); \
+               GET /sessions/ID shows one; DELETE /sessions/ID ends it: the client gets \
+               421 Session ended by the administrator, a transfer in progress is aborted (its \
+               transfer log line has status i), the session ends with outcome admin_closed, and \
+               the log names who ended it (peer address and token name). The password is never \
+               kept."),
+            P("admin.token_file holds bearer tokens, one a line as NAME:SECRET (or a bare \
+               SECRET of at least 16 visible characters); with it every request needs \
+               Authorization: Bearer SECRET, and refusals count as admin_auth. Without a token \
+               file admin.listen must be a loopback address. The listener takes at most \
+               admin.max_connections connections (beyond, closed at once and counted as \
+               admin_limit), one request each, within 10 s. The same address as metrics.listen \
+               serves /metrics and the API on one listener."),
+            Example(
+                "ftpgate sessions\n\
+                 ftpgate sessions --json\n\
+                 ftpgate sessions --kill 42",
+            ),
+            P("ftpgate sessions [--json] [--kill ID] asks the running instance and prints a \
+               table (id, client, server, user, phase, age, bytes down and up, current \
+               transfer), or the API's JSON:"),
+            Item(
+                "-c, --config FILE",
+                "The instance's configuration, for admin.listen and admin.token_file (default \
+                 /etc/ftpgate/ftpgate.yaml; not read with --admin unless given).",
+            ),
+            Item("--admin URL", "The API's address, e.g. http://127.0.0.1:2122."),
+            Item("--token-file FILE", "The bearer token to present (the file's first)."),
+            Item("--json", "The sessions as the API returns them."),
+            Item("--kill ID", "End session ID."),
         ],
     ),
     (
@@ -123,13 +163,21 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
     (
         "EXIT STATUS",
         &[
-            Item("0", "Stopped by SIGTERM or SIGINT; a valid --check-config; --help, --version."),
+            Item(
+                "0",
+                "Stopped by SIGTERM or SIGINT; a valid --check-config; ftpgate sessions answered; --help, --version.",
+            ),
             Item("1", "The output could not be written (a reader closing the pipe early is no error)."),
             Item("2", "A configuration error, in the file or on the command line."),
             Item(
                 "3",
                 "A start-up failure: a listen address in use, a missing capability, a user to \
                  switch to that does not exist.",
+            ),
+            Item(
+                "4",
+                "ftpgate sessions: no instance answered at the admin address, it refused the \
+                 request (a wrong token), or it has no such session.",
             ),
         ],
     ),
@@ -171,7 +219,8 @@ const AFTER_METRICS: &[(&str, &[Block])] = &[
                is replaced by its control address or refused (server_data_address). AUTH TLS is \
                refused with 534 (tls: refuse): ftpgate cannot check what it cannot read."),
             P("The metrics endpoint is not authenticated: keep metrics.listen on loopback or a \
-               management address. The shipped rules divert clients' connections to the passive \
+               management address. The admin API ends sessions: without admin.token_file it \
+               only binds loopback. The shipped rules divert clients' connections to the passive \
                range on any server: pick a range clients do not otherwise use."),
         ],
     ),

@@ -30,14 +30,20 @@ pub fn needed(max_sessions: usize, max_data_channels: usize, listeners: usize) -
 }
 
 /// [`needed`] for a validated configuration: its client listeners, and the metrics listener
-/// with the connections it may hold (`metrics.max_connections`).
+/// with the connections it may hold (`metrics.max_connections`), and the admin listener with
+/// its (`admin.max_connections`).
 pub fn needed_by(cfg: &StartupConfig) -> u64 {
     let metrics = match cfg.metrics_listen {
         Some(_) => 1 + cfg.metrics_max_connections,
         None => 0,
     };
+    // The admin API on a listener of its own (on the metrics listener it shares those slots).
+    let admin = match cfg.admin_listen {
+        Some(a) if cfg.metrics_listen != Some(a) => 1 + cfg.admin_max_connections,
+        _ => 0,
+    };
     needed(cfg.max_sessions, cfg.max_data_channels, cfg.listen.len() + cfg.forward_listen.len())
-        .saturating_add(metrics as u64)
+        .saturating_add((metrics + admin) as u64)
 }
 
 /// A soft and a hard limit; `u64::MAX` is unlimited.

@@ -50,3 +50,36 @@ fn a_bad_file_fails_before_binding_and_names_the_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_sesions"));
 }
+
+/// `--check-config` prints YAML that `--config` takes again: parsed back, it is the same
+/// configuration, for every shipped example.
+#[test]
+fn check_config_prints_yaml_that_reads_back_into_the_same_config() {
+    for f in examples() {
+        let raw = parse_raw(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ftpgate")).arg("--check-config").arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let again = parse_raw(&printed)
+            .unwrap_or_else(|e| panic!("{}: printed YAML does not parse: {e}\n{printed}", f.display()));
+        assert_eq!(again, raw, "{}", f.display());
+        assert_eq!(validate(&again).unwrap(), validate(&raw).unwrap(), "{}", f.display());
+        // Defaults are spelled out, not left implicit.
+        for key in ["\nlimits:\n", "  max_sessions: ", "\ntimeouts:\n", "  data_idle: ", "\nadmin:\n"] {
+            assert!(printed.contains(key), "{}: {key:?} missing\n{printed}", f.display());
+        }
+    }
+}
+
+#[test]
+fn check_config_shows_the_flags_applied() {
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/ftpgate.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_ftpgate"))
+        .args(["--passive-ports", "41000-41999", "--check-config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let raw = parse_raw(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(raw.passive.ports, "41000-41999");
+}

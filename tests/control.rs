@@ -7,6 +7,8 @@ mod harness;
 
 #[path = "control/aborts.rs"]
 mod aborts;
+#[path = "control/admin.rs"]
+mod admin;
 #[path = "control/feat.rs"]
 mod feat;
 #[path = "control/halfclose.rs"]

@@ -21,7 +21,8 @@
 //! - `T` time passes (the rest's first byte, squared, in seconds), then the timers run
 //! - `N` the login phase's server is connected; `R` it was refused (530), `Q` unreachable (421);
 //!   also out of turn, when the core must ignore the report
-//! - `E` the client hangs up; `e` the server does; anything else is ignored
+//! - `E` the client hangs up; `e` the server does; `Z` an administrator ends the session;
+//!   anything else is ignored
 //!
 //! Asserted for every action (the invariants of `ftpgate::session::invariants`): what goes to
 //! the server is exactly one line ending in CRLF, with no other CR, LF or NUL, and no Telnet
@@ -160,6 +161,7 @@ fn run(data: &[u8]) {
                 }
             }
             b'E' => core.handle_client_eof(now),
+            b'Z' => core.handle_admin_close(now),
             b'e' => core.handle_server_eof(now),
             _ => {}
         }

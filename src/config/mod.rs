@@ -4,6 +4,7 @@
 //! Each section of the file has its own validating function; [`validate`] sorts their results
 //! into the two parts of [`Config`]: start-up (kept by a reload) and live (taken by a reload).
 
+mod admin;
 mod limits;
 mod log;
 mod metrics;
@@ -63,6 +64,11 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, String> {
     serde_yaml::from_str(text).map_err(|e| e.to_string())
 }
 
+/// The raw form as YAML that [`parse_raw`] reads back into the same value.
+pub fn to_yaml(raw: &RawConfig) -> Result<String, String> {
+    serde_yaml::to_string(raw).map_err(|e| e.to_string())
+}
+
 /// Turns the raw form into the typed configuration, naming the first bad field.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let net = network::network(raw)?;
@@ -82,6 +88,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
     let metrics = metrics::metrics(&raw.metrics)?;
+    let admin = admin::admin(&raw.admin)?;
     let startup = StartupConfig {
         listen: net.listen,
         forward_listen,
@@ -93,6 +100,9 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         xferlog: log.xferlog,
         metrics_listen: metrics.listen,
         metrics_max_connections: metrics.max_connections,
+        admin_listen: admin.listen,
+        admin_token_file: admin.token_file,
+        admin_max_connections: admin.max_connections,
     };
     let live = LiveConfig {
         upstream: net.upstream,

@@ -53,6 +53,13 @@ config_part! {
         metrics_listen: Option<SocketAddr> => "metrics.listen",
         /// Connections the metrics endpoint serves at once; beyond, closed at once.
         metrics_max_connections: usize => "metrics.max_connections",
+        /// Where the live-sessions API is served; off when `None`. The same address as
+        /// `metrics_listen` serves both on one listener.
+        admin_listen: Option<SocketAddr> => "admin.listen",
+        /// Bearer tokens the API asks for; without, only loopback may reach it.
+        admin_token_file: Option<PathBuf> => "admin.token_file",
+        /// Connections the admin API serves at once; beyond, closed at once.
+        admin_max_connections: usize => "admin.max_connections",
     }
 }
 

@@ -1,10 +1,10 @@
 //! The configuration file exactly as written: strings and numbers, unknown fields rejected.
 //! [`super::validate`] turns it into the typed [`super::Config`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub listen: Vec<String>,
@@ -27,9 +27,10 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     pub log: RawLog,
     pub metrics: RawMetrics,
+    pub admin: RawAdmin,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawMetrics {
     pub listen: Option<String>,
@@ -39,6 +40,20 @@ pub struct RawMetrics {
 impl Default for RawMetrics {
     fn default() -> Self {
         Self { listen: None, max_connections: 16 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
+    pub max_connections: usize,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self { listen: None, token_file: None, max_connections: 8 }
     }
 }
 
@@ -67,19 +82,20 @@ impl Default for RawConfig {
             timeouts: RawTimeouts::default(),
             log: RawLog::default(),
             metrics: RawMetrics::default(),
+            admin: RawAdmin::default(),
         }
     }
 }
 
 /// Listeners where clients name the server themselves (`USER name@host[:port]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawForward {
     pub listen: Vec<String>,
 }
 
 /// One rule of `routes`: exactly one of `user`, `suffix`, `regex`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     #[serde(default)]
@@ -93,7 +109,7 @@ pub struct RawRoute {
     pub send_as: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPassive {
     pub ports: String,
@@ -106,28 +122,28 @@ impl Default for RawPassive {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawActive {
     pub ports: Option<String>,
     pub source_port_20: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawShaping {
     pub control: RawTags,
     pub data: RawTags,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTags {
     pub mark: Option<u32>,
     pub dscp: Option<u8>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPolicy {
     pub anonymous_only: bool,
@@ -136,21 +152,21 @@ pub struct RawPolicy {
     pub fxp: Vec<RawFxp>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawList {
     pub allow: Vec<String>,
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawFxp {
     pub client: String,
     pub data: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPrivileges {
     pub user: Option<String>,
@@ -158,7 +174,7 @@ pub struct RawPrivileges {
     pub chroot: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     pub max_sessions: usize,
@@ -184,7 +200,7 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTimeouts {
     #[serde(with = "humantime_serde")]
@@ -220,7 +236,7 @@ impl Default for RawTimeouts {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     pub format: String,

@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use socket2::SockRef;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -28,6 +29,34 @@ pub struct ChannelContext {
     pub timeouts: DataTimeouts,
     pub tags: SocketTags,
     pub metrics: Arc<Metrics>,
+    /// The channel's bytes so far, for whoever watches the transfer while it runs.
+    pub bytes: Arc<ChannelBytes>,
+}
+
+/// A channel's bytes each way as they are delivered: one relaxed atomic add per chunk, beside
+/// the metrics' own, so that reading a running transfer costs the relay nothing more.
+#[derive(Debug, Default)]
+pub struct ChannelBytes {
+    to_client: AtomicU64,
+    to_server: AtomicU64,
+}
+
+impl ChannelBytes {
+    pub fn to_client(&self) -> u64 {
+        self.to_client.load(Ordering::Relaxed)
+    }
+
+    pub fn to_server(&self) -> u64 {
+        self.to_server.load(Ordering::Relaxed)
+    }
+
+    pub fn add(&self, toward: Direction, n: u64) {
+        let count = match toward {
+            Direction::ToClient => &self.to_client,
+            Direction::ToServer => &self.to_server,
+        };
+        count.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// A data channel ready to run: its listeners are bound and advertised.
@@ -224,8 +253,16 @@ pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOu
     };
     let (to_client_bytes, to_server_bytes) =
         (cx.metrics.bytes(Direction::ToClient), cx.metrics.bytes(Direction::ToServer));
-    let to_client = move |n: u64| to_client_bytes.inc_by(n);
-    let to_server = move |n: u64| to_server_bytes.inc_by(n);
+    let live = cx.bytes.clone();
+    let to_client = move |n: u64| {
+        to_client_bytes.inc_by(n);
+        live.add(Direction::ToClient, n);
+    };
+    let live = cx.bytes.clone();
+    let to_server = move |n: u64| {
+        to_server_bytes.inc_by(n);
+        live.add(Direction::ToServer, n);
+    };
     let r = relay(client, server, cx.timeouts.idle, &to_server, &to_client, carrier).await;
     outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused, false)
 }
@@ -241,6 +278,7 @@ mod tests {
             timeouts: DataTimeouts { accept: five, connect: five, idle: five },
             tags: SocketTags::default(),
             metrics: Arc::new(Metrics::new().unwrap()),
+            bytes: Arc::default(),
         }
     }
 
@@ -258,7 +296,7 @@ mod tests {
             handed_over: None,
         };
         let cx = cx();
-        let metrics = cx.metrics.clone();
+        let (metrics, live) = (cx.metrics.clone(), cx.bytes.clone());
         let task = tokio::spawn(run(plan, cx, carries().1));
         // A stranger from another loopback address comes first.
         let stranger = tokio::net::TcpSocket::new_v4().unwrap();
@@ -275,6 +313,7 @@ mod tests {
         let out = task.await.unwrap();
         assert_eq!(got, b"payload");
         assert_eq!((out.to_client, out.to_server), (7, 0));
+        assert_eq!((live.to_client(), live.to_server()), (7, 0), "the live count agrees with the outcome");
         assert_eq!(out.stolen_attempts.len(), 1);
         assert_eq!(out.stolen_attempts[0].ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
         assert!(out.result.is_ok());

@@ -4,6 +4,7 @@
 use super::data::Endpoints;
 use super::driver::Driver;
 use super::login::{connect_target, take_login};
+use super::registry::Registered;
 use super::Shared;
 use crate::addr::{canonical, ClientAddr, LocalAddr, UpstreamAddr};
 use crate::data::sockets::{connect, from_ip};
@@ -36,16 +37,25 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, kin
             return;
         }
     };
-    let span =
-        info_span!("session", client = %client_addr, dst = tracing::field::Empty, upstream = tracing::field::Empty);
+    // In the registry for as long as the session lives (the session permit bounds it).
+    let registered = shared.sessions.register(client_addr);
+    let span = info_span!(
+        "session",
+        id = registered.entry.id(),
+        client = %client_addr,
+        dst = tracing::field::Empty,
+        upstream = tracing::field::Empty
+    );
     let started = Instant::now();
     async move {
         let (outcome, up, down) = match (kind, shared.cfg.live.routes.clone()) {
-            (ListenerKind::Forward, _) => run_login(&shared, client, client_addr, local, LoginMode::Forward).await,
-            (ListenerKind::Gateway, Some(routes)) => {
-                run_login(&shared, client, client_addr, local, LoginMode::Route(routes)).await
+            (ListenerKind::Forward, _) => {
+                run_login(&shared, client, client_addr, local, LoginMode::Forward, registered).await
             }
-            (ListenerKind::Gateway, None) => run(&shared, client, client_addr, local).await,
+            (ListenerKind::Gateway, Some(routes)) => {
+                run_login(&shared, client, client_addr, local, LoginMode::Route(routes), registered).await
+            }
+            (ListenerKind::Gateway, None) => run(&shared, client, client_addr, local, registered).await,
         };
         shared.metrics.session_ended(outcome, started.elapsed());
         info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
@@ -59,7 +69,13 @@ async fn refuse(mut client: TcpStream, code: u16, text: &str) -> (Outcome, u64, 
     (Outcome::Refused, 0, 0)
 }
 
-async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local: LocalAddr) -> (Outcome, u64, u64) {
+async fn run(
+    shared: &Shared,
+    client: TcpStream,
+    client_addr: ClientAddr,
+    local: LocalAddr,
+    registered: Registered,
+) -> (Outcome, u64, u64) {
     let cfg = &shared.cfg.live;
     let original = match shared.interceptor.original_dst(&client, client_addr.0, local) {
         Ok(o) => o,
@@ -89,6 +105,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
         span.record("dst", tracing::field::display(dst));
     }
     span.record("upstream", tracing::field::display(upstream));
+    registered.entry.route(original, upstream);
 
     let connect_started = Instant::now();
     let source = from_ip(cfg.upstream_source);
@@ -109,7 +126,7 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
     info!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "session start");
     let ep = Endpoints { client: client_addr, client_side: local, original, upstream, server_side };
     let core = ControlCore::new(client_addr, upstream, cfg.session.clone(), core_timeouts(shared), Instant::now());
-    drive(shared, ep, core, client, server).await
+    drive(shared, ep, core, client, server, registered).await
 }
 
 fn core_timeouts(shared: &Shared) -> CoreTimeouts {
@@ -130,12 +147,13 @@ async fn drive(
     mut core: ControlCore,
     mut client: TcpStream,
     mut server: TcpStream,
+    registered: Registered,
 ) -> (Outcome, u64, u64) {
     // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
     let _ = SockRef::from(&client).set_out_of_band_inline(true);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let mut driver = Driver::new(shared, ep);
+    let mut driver = Driver::new(shared, ep, registered);
     let outcome = driver.run(&mut core, &mut client, &mut server).await;
     (outcome, driver.up, driver.down)
 }
@@ -148,6 +166,7 @@ async fn run_login(
     client_addr: ClientAddr,
     local: LocalAddr,
     mode: LoginMode,
+    registered: Registered,
 ) -> (Outcome, u64, u64) {
     let cfg = &shared.cfg.live;
     let mut core =
@@ -177,7 +196,8 @@ async fn run_login(
         }
     };
     tracing::Span::current().record("upstream", tracing::field::display(upstream));
+    registered.entry.route(None, upstream);
     info!(%server_side, %target, user = core.user().unwrap_or("-"), "session start");
     let ep = Endpoints { client: client_addr, client_side: local, original: None, upstream, server_side };
-    drive(shared, ep, core, client, server).await
+    drive(shared, ep, core, client, server, registered).await
 }

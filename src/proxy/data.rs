@@ -4,12 +4,13 @@ use super::passive_index::Registration;
 use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::Advertise;
-use crate::data::channel::{self, CarriesTx, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
+use crate::data::channel::{self, CarriesTx, ChannelBytes, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::{from_ip, listen_in_range};
-use crate::labels::Family;
+use crate::labels::{DataMode, Family};
 use crate::metrics::Active;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
@@ -35,6 +36,9 @@ pub struct DataTask {
     /// Which way the transfer goes, told once its command goes to the server.
     pub carries: CarriesTx,
     pub started: Instant,
+    pub mode: DataMode,
+    /// Its bytes so far (the admin API's view of a running transfer).
+    pub bytes: Arc<ChannelBytes>,
     _permit: OwnedSemaphorePermit,
     /// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
     _active: Active,
@@ -48,12 +52,13 @@ impl Drop for DataTask {
     }
 }
 
-fn context(shared: &Shared) -> ChannelContext {
+fn context(shared: &Shared, bytes: Arc<ChannelBytes>) -> ChannelContext {
     let t = &shared.cfg.live.timeouts;
     ChannelContext {
         timeouts: DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle },
         tags: shared.cfg.live.data_tags,
         metrics: shared.metrics.clone(),
+        bytes,
     }
 }
 
@@ -173,6 +178,16 @@ fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &End
     // A child of the session's span, so data-channel log lines carry the session's fields.
     let span = tracing::info_span!("data", mode = plan.mode().label());
     let (carries, carrier) = channel::carries();
-    let handle = tokio::spawn(channel::run(plan, context(shared), carrier).instrument(span));
-    DataTask { handle, carries, started: Instant::now(), _permit: permit, _active: active, _registration: None }
+    let (mode, bytes) = (plan.mode(), Arc::new(ChannelBytes::default()));
+    let handle = tokio::spawn(channel::run(plan, context(shared, bytes.clone()), carrier).instrument(span));
+    DataTask {
+        handle,
+        carries,
+        started: Instant::now(),
+        mode,
+        bytes,
+        _permit: permit,
+        _active: active,
+        _registration: None,
+    }
 }

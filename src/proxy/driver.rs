@@ -4,12 +4,13 @@
 //! core's.
 
 use super::data::{open_active, open_listeners, open_passive, start_connect, DataTask, Endpoints};
+use super::registry::{EndedBy, Registered};
 use super::stream::ControlStream;
 use super::Shared;
 use crate::data::{DataError, DataOutcome};
 use crate::labels::{DataMode, Reason, ReplyClass, TransferOutcome, TransferVerb};
 use crate::metrics::Metrics;
-use crate::session::{Action, ControlCore, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
+use crate::session::{Action, ControlCore, DataId, DataReady, DataRequest, Note, Outcome, PhaseName, TransferInfo};
 use std::io;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +23,15 @@ enum Event {
     Client(io::Result<usize>),
     Server(io::Result<usize>),
     DataDone(Result<DataOutcome, tokio::task::JoinError>),
+    AdminEnd(Result<EndedBy, tokio::sync::oneshot::error::RecvError>),
     Timeout,
+}
+
+/// What the registry was last told, so that it is told only changes.
+struct Published {
+    phase: PhaseName,
+    user: Option<String>,
+    transfer: Option<DataId>,
 }
 
 pub(super) struct Driver<'a> {
@@ -32,6 +41,22 @@ pub(super) struct Driver<'a> {
     /// Data bytes relayed toward the server and toward the client.
     pub up: u64,
     pub down: u64,
+    /// The session's entry in the live-sessions registry.
+    registered: Registered,
+    published: Published,
+}
+
+async fn admin_end(
+    ended: &mut Option<tokio::sync::oneshot::Receiver<EndedBy>>,
+) -> Result<EndedBy, tokio::sync::oneshot::error::RecvError> {
+    match ended {
+        Some(rx) => {
+            let r = rx.await;
+            *ended = None;
+            r
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn data_done(data: &mut Option<(DataId, DataTask)>) -> Result<DataOutcome, tokio::task::JoinError> {
@@ -49,8 +74,41 @@ async fn timed(limit: Duration, f: impl std::future::Future<Output = io::Result<
 }
 
 impl<'a> Driver<'a> {
-    pub fn new(shared: &'a Shared, ep: Endpoints) -> Self {
-        Self { shared, ep, data: None, up: 0, down: 0 }
+    pub fn new(shared: &'a Shared, ep: Endpoints, registered: Registered) -> Self {
+        let published = Published { phase: PhaseName::Greeting, user: None, transfer: None };
+        Self { shared, ep, data: None, up: 0, down: 0, registered, published }
+    }
+
+    /// Tells the registry what changed since the last event: phase, user, the transfer under
+    /// way. Nothing is locked when nothing changed.
+    fn publish(&mut self, core: &ControlCore) {
+        let (entry, seen) = (&self.registered.entry, &mut self.published);
+        let phase = core.phase();
+        if phase != seen.phase {
+            entry.set_phase(phase);
+            seen.phase = phase;
+        }
+        if core.user() != seen.user.as_deref() {
+            entry.set_user(core.user());
+            seen.user = core.user().map(str::to_owned);
+        }
+        match (core.transfer(), &self.data) {
+            (Some(t), Some((id, task))) if seen.transfer != Some(*id) => {
+                entry.transfer_started(t.clone(), task.mode, Instant::now(), task.bytes.clone());
+                seen.transfer = Some(*id);
+            }
+            (None, _) if seen.transfer.is_some() => {
+                entry.transfer_gone();
+                seen.transfer = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// A data channel is gone: what it moved joins the session's totals in the registry.
+    fn channel_gone(&mut self, task: &DataTask) {
+        self.registered.entry.channel_done(task.bytes.to_client(), task.bytes.to_server());
+        self.published.transfer = None;
     }
 
     pub async fn run<C: ControlStream, S: ControlStream>(
@@ -65,12 +123,14 @@ impl<'a> Driver<'a> {
             if let Some(outcome) = self.carry_out(core, client, server).await {
                 return outcome;
             }
+            self.publish(core);
             // A closed core has no deadline; it handed out Close above, so this is never far.
             let deadline = core.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let event = tokio::select! {
                 r = client.read(&mut cchunk), if core.wants_client_input() => Event::Client(r),
                 r = server.read(&mut schunk), if core.wants_server_input() => Event::Server(r),
                 r = data_done(&mut self.data) => Event::DataDone(r),
+                r = admin_end(&mut self.registered.ended) => Event::AdminEnd(r),
                 _ = tokio::time::sleep_until(deadline.into()) => Event::Timeout,
             };
             let now = Instant::now();
@@ -85,12 +145,19 @@ impl<'a> Driver<'a> {
                 Event::Server(Ok(0) | Err(_)) => core.handle_server_eof(now),
                 Event::Server(Ok(n)) => core.handle_server_bytes(&schunk[..n], now),
                 Event::DataDone(r) => {
-                    if let Some((id, _)) = self.data.take() {
+                    if let Some((id, task)) = self.data.take() {
+                        self.channel_gone(&task);
                         let delivered = r.as_ref().is_ok_and(|o| o.handed_over || o.result.is_ok());
                         let transfer = core.handle_data_finished(id, delivered, now);
                         self.finish_data(r, transfer.flatten(), core.user());
                     }
                 }
+                Event::AdminEnd(Ok(by)) => {
+                    info!(by_peer = %by.peer, by = %by.identity, "session ended by the administrator");
+                    core.handle_admin_close(now);
+                }
+                // The registry keeps the sender while the session lives: this does not happen.
+                Event::AdminEnd(Err(_)) => {}
                 Event::Timeout => core.handle_timeout(now),
             }
         }
@@ -131,9 +198,14 @@ impl<'a> Driver<'a> {
                 Action::DropData(id) => {
                     if self.data.as_ref().is_some_and(|(d, _)| *d == id) {
                         if let Some((_, task)) = self.data.take() {
+                            self.channel_gone(&task);
                             debug!(after_ms = task.started.elapsed().as_millis() as u64, "data channel closed");
                         }
                     }
+                    Ok(())
+                }
+                Action::Note(Note::TransferAborted { id, transfer }) => {
+                    self.transfer_aborted(id, &transfer, core.user());
                     Ok(())
                 }
                 Action::Note(n) => {
@@ -243,13 +315,37 @@ impl<'a> Driver<'a> {
             warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
         }
         if let Some(t) = &transfer {
-            self.log_transfer(&o, t, user);
+            self.log_transfer(t, user, (o.to_client, o.to_server), o.duration, o.result.is_ok());
         }
+    }
+
+    /// The transfer on channel `id` is cut short (ABOR, the session's end): logged, and in the
+    /// transfer log as incomplete with the bytes it had moved.
+    fn transfer_aborted(&self, id: DataId, t: &TransferInfo, user: Option<&str>) {
+        let Some((_, task)) = self.data.as_ref().filter(|(d, _)| *d == id) else { return };
+        let (to_client, to_server) = (task.bytes.to_client(), task.bytes.to_server());
+        let duration = task.started.elapsed();
+        info!(
+            verb = t.verb.as_str(),
+            mode = task.mode.label(),
+            bytes_to_client = to_client,
+            bytes_to_server = to_server,
+            duration_ms = duration.as_millis() as u64,
+            "transfer aborted"
+        );
+        self.log_transfer(t, user, (to_client, to_server), duration, false);
     }
 
     /// The xferlog line of a file transfer, also of one that failed or never got its data
     /// connection (status incomplete).
-    fn log_transfer(&self, o: &DataOutcome, t: &TransferInfo, user: Option<&str>) {
+    fn log_transfer(
+        &self,
+        t: &TransferInfo,
+        user: Option<&str>,
+        (to_client, to_server): (u64, u64),
+        duration: Duration,
+        complete: bool,
+    ) {
         let Some(log) = &self.shared.xferlog else { return };
         let outgoing = match t.verb.as_str() {
             "RETR" => true,
@@ -258,13 +354,13 @@ impl<'a> Driver<'a> {
         };
         log.write(&crate::xferlog::Entry {
             client: self.ep.client.ip(),
-            bytes: if outgoing { o.to_client } else { o.to_server },
-            duration: o.duration,
+            bytes: if outgoing { to_client } else { to_server },
+            duration,
             path: &t.path,
             binary: t.binary,
             outgoing,
             user: user.unwrap_or("-"),
-            complete: o.result.is_ok(),
+            complete,
         });
     }
 }
@@ -292,5 +388,7 @@ pub(super) fn note(m: &Metrics, n: Note) {
             m.reject(Reason::Timeout);
         }
         Note::StaleData { id, event } => debug!(channel = %id, event, "report about a data channel that is gone"),
+        // Handled by the driver itself, which has the channel's counts.
+        Note::TransferAborted { .. } => {}
     }
 }

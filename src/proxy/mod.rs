@@ -1,14 +1,20 @@
 //! The runtime: listeners, the accept loop with its limits, and shutdown.
 
+mod admin;
 mod control;
 mod data;
 mod destination;
 mod driver;
+mod http;
 mod local_addrs;
 mod login;
 mod metrics_endpoint;
 mod passive_index;
+mod registry;
 mod stream;
+
+pub use admin::Tokens;
+pub use registry::{SessionView, TlsState, TransferView};
 
 use crate::config::{Config, LiveConfig, SocketTags};
 use crate::data::sockets;
@@ -96,6 +102,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The firewall's own addresses, which diverted clients may not reach.
     pub local_addrs: Arc<LocalAddresses>,
+    /// The live sessions, for the admin API.
+    pub sessions: Arc<registry::Registry>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -133,6 +141,7 @@ impl Shared {
             passive_index: self.passive_index.clone(),
             metrics: self.metrics.clone(),
             local_addrs: self.local_addrs.clone(),
+            sessions: self.sessions.clone(),
         };
         Ok((next, needs_restart))
     }
@@ -162,6 +171,9 @@ pub struct Gateway {
     shared: Arc<Shared>,
     listeners: Vec<(std::net::TcpListener, ListenerKind)>,
     metrics_listener: Option<std::net::TcpListener>,
+    /// The admin API's own listener; `None` when it is off or shares the metrics listener.
+    admin_listener: Option<std::net::TcpListener>,
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl Gateway {
@@ -169,6 +181,15 @@ impl Gateway {
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
         probe_privileges(&cfg.live)?;
         let startup = &cfg.startup;
+        // Read before any socket is bound: a missing or weak token file stops the start.
+        let tokens = match &startup.admin_token_file {
+            Some(p) => Some(Arc::new(Tokens::read(p).map_err(|source| StartError::File {
+                what: "admin.token_file",
+                path: p.clone(),
+                source,
+            })?)),
+            None => None,
+        };
         let interceptor = intercept::for_mode(startup.intercept)?;
         let transparent = interceptor.transparent_listeners();
         let mut listeners = Vec::new();
@@ -202,6 +223,16 @@ impl Gateway {
             })?),
             None => None,
         };
+        let admin_listener = match startup.admin_listen {
+            Some(addr) if startup.metrics_listen != Some(addr) => {
+                Some(sockets::listen_std(addr, false, 64).map_err(|source| StartError::Listen {
+                    addr,
+                    source,
+                    hint: " (admin.listen)",
+                })?)
+            }
+            _ => None,
+        };
         let xferlog = match &startup.xferlog {
             Some(p) => Some(Arc::new(XferLog::open(p).map_err(|source| StartError::File {
                 what: "log.xferlog",
@@ -222,8 +253,9 @@ impl Gateway {
             passive_index: PassiveIndex::default(),
             metrics: Arc::new(Metrics::new()?),
             local_addrs: Arc::default(),
+            sessions: Arc::default(),
         };
-        Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
+        Ok(Self { shared: Arc::new(shared), listeners, metrics_listener, admin_listener, tokens })
     }
 
     pub fn config(&self) -> &Config {
@@ -244,12 +276,31 @@ impl Gateway {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// Where the admin API is served (port 0 resolved), when it is.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        match &self.admin_listener {
+            Some(l) => l.local_addr().ok(),
+            None if self.shared.cfg.startup.admin_listen.is_some() => self.metrics_addr(),
+            None => None,
+        }
+    }
+
+    /// The admin API's handler; `with_metrics` when it shares the metrics listener.
+    fn admin_handler(&self, with_metrics: bool) -> http::Handler {
+        admin::handler(admin::Admin {
+            registry: self.shared.sessions.clone(),
+            tokens: self.tokens.clone(),
+            metrics: self.shared.metrics.clone(),
+            with_metrics,
+        })
+    }
+
     /// Serves until `shutdown` turns true, then lets sessions finish for up to the grace period
     /// of the configuration then current. Each configuration received on `reloads` applies to
     /// sessions started after; `applied` sees each one taken, for what lives outside the
     /// gateway (the log's level).
     pub async fn serve(
-        self,
+        mut self,
         mut shutdown: watch::Receiver<bool>,
         mut reloads: mpsc::Receiver<Config>,
         applied: impl Fn(&Config),
@@ -266,23 +317,23 @@ impl Gateway {
             max_sessions = max,
             "ftpgate listening"
         );
-        let _metrics_task = match self.metrics_listener.map(TcpListener::from_std) {
-            Some(Ok(l)) => {
-                let max_connections = cfg.startup.metrics_max_connections;
-                if let Ok(addr) = l.local_addr() {
-                    info!(listen = %addr, max_connections, "serving /metrics");
-                }
-                let metrics = self.shared.metrics.clone();
-                Some(AbortOnDrop(tokio::spawn(metrics_endpoint::serve(l, metrics, max_connections))))
-            }
-            Some(Err(e)) => {
-                warn!(error = %e, "cannot register the metrics listener");
-                None
-            }
-            None => None,
+        let (metrics_listener, admin_listener) = (self.metrics_listener.take(), self.admin_listener.take());
+        let shares_metrics = cfg.startup.admin_listen.is_some() && admin_listener.is_none();
+        let metrics_handler = if shares_metrics {
+            self.admin_handler(true)
+        } else {
+            metrics_endpoint::handler(self.shared.metrics.clone())
         };
+        let admin_handler = self.admin_handler(false);
+        let metrics_bounds = metrics_endpoint::bounds(cfg.startup.metrics_max_connections);
+        let what = if shares_metrics { "serving /metrics and the admin API (/sessions)" } else { "serving /metrics" };
+        let metrics = &self.shared.metrics;
+        let _metrics_task = http::spawn(metrics_listener, metrics, metrics_bounds, metrics_handler, what);
+        let admin_bounds = admin::bounds(cfg.startup.admin_max_connections);
+        let what = "serving the admin API (/sessions)";
+        let _admin_task = http::spawn(admin_listener, metrics, admin_bounds, admin_handler, what);
         let mut accepting = Vec::new();
-        for (l, kind) in self.listeners {
+        for (l, kind) in std::mem::take(&mut self.listeners) {
             let l = match TcpListener::from_std(l) {
                 Ok(l) => l,
                 Err(e) => {
@@ -345,14 +396,6 @@ impl Gateway {
         } else {
             warn!(left = max - permits.available_permits(), "grace period over, closing remaining sessions");
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Note {
     Timeout(&'static str),
     /// The driver reported on a data channel the core no longer has.
     StaleData { id: DataId, event: &'static str },
+    /// Data channel `id` is dropped while it carries `transfer` (ABOR, the session's end): the
+    /// transfer ends incomplete, and the driver logs it before the `DropData` that follows.
+    TransferAborted { id: DataId, transfer: TransferInfo },
 }
 
 /// What the driver must do, in the order the core hands them out.

@@ -10,7 +10,7 @@
 use super::action::{Action, DataId, DataReady, Note, Outcome, TransferInfo};
 use super::login::{ConnectFailure, LoginMode, LoginStep};
 use super::machine::Session;
-use super::{Refusal, SessionPolicy};
+use super::{PhaseName, Refusal, SessionPolicy};
 use crate::addr::{ClientAddr, UpstreamAddr};
 use crate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ pub const MAX_REPLY_LINE: usize = 8192;
 /// Reply bytes that may wait for the client: a transfer's closing reply and what follows it
 /// while the data drains, or replies behind a slow earlier one.
 pub const MAX_HELD_REPLIES: usize = 64 * 1024;
+
+/// The client's last line when an administrator ends its session.
+pub const ADMIN_CLOSED: &str = "Session ended by the administrator";
 
 /// The control channel's deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +154,26 @@ impl ControlCore {
     /// The user name the client logged in with, as far as the gateway saw.
     pub fn user(&self) -> Option<&str> {
         self.session.user()
+    }
+
+    /// Where the session stands, for the admin API.
+    pub fn phase(&self) -> PhaseName {
+        self.session.phase_name()
+    }
+
+    /// The transfer the open data channel carries, for the admin API.
+    pub fn transfer(&self) -> Option<&TransferInfo> {
+        self.session.transfer()
+    }
+
+    /// An administrator ends the session: what may go to the client goes, then a 421 saying
+    /// so, and both connections close; a transfer in progress is aborted (and noted as such).
+    pub fn handle_admin_close(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        self.session.close_now(Outcome::AdminClosed, Some(ADMIN_CLOSED));
+        self.settle(now);
     }
 
     pub fn handle_client_bytes(&mut self, bytes: &[u8], now: Instant) {

@@ -54,8 +54,16 @@ impl Session {
     pub(super) fn drop_data(&mut self) {
         if let Some(d) = self.data.take() {
             self.replies.data_gone(d.id);
-            self.out.push_back(Action::DropData(d.id));
+            self.drop_channel(d);
         }
+    }
+
+    /// Tells the driver to drop channel `d`; one carrying a transfer is noted as aborted first.
+    pub(super) fn drop_channel(&mut self, d: OpenData) {
+        if let Some(transfer) = d.transfer {
+            self.note(Note::TransferAborted { id: d.id, transfer });
+        }
+        self.out.push_back(Action::DropData(d.id));
     }
 
     pub(super) fn drop_data_channel(&mut self, id: DataId) {

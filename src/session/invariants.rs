@@ -1,7 +1,7 @@
 //! What every run of the control core must respect, whatever the input: one checker for the
 //! fuzz target, the property tests and the unit tests, fed every action the core hands out.
 
-use super::{Action, DataRequest, FxpRule, SessionPolicy};
+use super::{Action, DataRequest, FxpRule, Note, SessionPolicy};
 use crate::addr::canonical_ip;
 use crate::protocol::TelnetFilter;
 use std::collections::BTreeSet;
@@ -101,6 +101,11 @@ impl Checker {
             Action::DropData(id) => {
                 if !self.opened.contains(&id.0) || !self.dropped.insert(id.0) {
                     return Err(format!("drop of a channel never opened or already dropped: {a:?}"));
+                }
+            }
+            Action::Note(Note::TransferAborted { id, .. }) => {
+                if !self.opened.contains(&id.0) || self.dropped.contains(&id.0) {
+                    return Err(format!("an aborted transfer on a channel that is not open: {a:?}"));
                 }
             }
             Action::Note(_) => {}

@@ -309,7 +309,7 @@ impl Session {
 
     fn finish(&mut self, outcome: Outcome) {
         if let Some(d) = self.data.take() {
-            self.out.push_back(Action::DropData(d.id));
+            self.drop_channel(d);
         }
         self.replies.clear();
         self.expect.clear();

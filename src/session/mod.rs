@@ -21,6 +21,8 @@ mod setup;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_admin;
+#[cfg(test)]
 mod tests_data;
 #[cfg(test)]
 mod tests_feat;
@@ -28,11 +30,13 @@ mod tests_feat;
 mod tests_login;
 #[cfg(test)]
 mod tests_telnet;
+mod view;
 
 pub use action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
-pub use core::{ControlCore, CoreTimeouts, MAX_HELD_REPLIES, MAX_REPLY_LINE};
+pub use core::{ControlCore, CoreTimeouts, ADMIN_CLOSED, MAX_HELD_REPLIES, MAX_REPLY_LINE};
 pub use login::{parse_forward_user, ConnectFailure, LoginMode, LoginStep, Target};
 pub use machine::{PassiveForm, Session, MAX_IN_FLIGHT};
 pub use policy::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
 pub use refusal::{Fault, Refusal};
 pub use routes::{Route, Routed, Routes, UserMatch};
+pub use view::PhaseName;

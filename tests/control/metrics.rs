@@ -12,7 +12,7 @@ const MAX: usize = 16;
 
 /// Sends `request` on a new connection and returns the status code and the whole response;
 /// `None` when the endpoint closes the connection without a response.
-async fn http(addr: SocketAddr, request: &[u8]) -> Option<(u16, String)> {
+pub(crate) async fn http(addr: SocketAddr, request: &[u8]) -> Option<(u16, String)> {
     let mut s = within("a connection to /metrics", TcpStream::connect(addr)).await.expect("connect to /metrics");
     // The endpoint may close before reading all of an oversized request; the response counts.
     let _ = s.write_all(request).await;

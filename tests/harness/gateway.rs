@@ -21,6 +21,8 @@ pub struct Gateway {
     pub metrics: Option<SocketAddr>,
     /// Every listener bound, `addr` first, then those of `forward.listen`.
     pub listening: Vec<SocketAddr>,
+    /// Where the admin API is served, when the test's YAML sets `admin.listen`.
+    pub admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     reload: Reload,
@@ -51,6 +53,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
     let addr = gateway.local_addrs()[0];
     let listening = gateway.local_addrs().to_vec();
     let metrics = gateway.metrics_addr();
+    let admin = gateway.admin_addr();
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Capacity 1 is what makes `reload` know when a configuration has been taken in.
     let (reload_tx, reload_rx) = mpsc::channel(1);
@@ -66,7 +69,7 @@ pub fn start(upstream: SocketAddr, yaml: &str) -> Gateway {
             }
         })
     });
-    Gateway { addr, metrics, listening, shutdown, task: Some(task), reload }
+    Gateway { addr, metrics, listening, admin, shutdown, task: Some(task), reload }
 }
 
 impl Gateway {
