@@ -4,6 +4,7 @@
 //! Each section of the file has its own validating function; [`validate`] sorts their results
 //! into the two parts of [`Config`]: start-up (kept by a reload) and live (taken by a reload).
 
+mod data_path;
 mod limits;
 mod log;
 mod metrics;
@@ -17,6 +18,7 @@ mod servers;
 mod shaping;
 mod timeouts;
 
+pub use data_path::DataPath;
 pub use log::LogFormat;
 pub use network::InterceptMode;
 pub use parts::{Config, LiveConfig, StartupConfig};
@@ -78,9 +80,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
     let metrics = metrics::metrics(&raw.metrics)?;
+    let data_path = data_path::data_path(&raw.data_path)?;
     let startup = StartupConfig {
         listen: net.listen,
         intercept: net.intercept,
+        data_path,
         privileges,
         max_sessions: limits.max_sessions,
         max_data_channels: limits.max_data_channels,
@@ -149,6 +153,7 @@ mod tests {
         assert!(err_of("timeouts: {connect: 0s}\n").contains("`timeouts.connect`"));
         assert!(err_of("limits: {max_line: 5}\n").contains("`limits.max_line`"));
         assert!(err_of("tls: allow\n").contains("`tls`"));
+        assert!(err_of("data_path: fast\n").contains("`data_path`"));
         assert!(err_of("upstream: 0.0.0.0:21\n").contains("`upstream`"));
         let unknown = err_of("passive: {portz: 1}\n");
         assert!(unknown.contains("portz"), "{unknown}");

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub struct RawConfig {
     pub listen: Vec<String>,
     pub intercept: String,
+    pub data_path: String,
     pub upstream: Option<String>,
     pub upstream_source: Option<String>,
     pub passive: RawPassive,
@@ -47,6 +48,7 @@ impl Default for RawConfig {
             // default listener takes every local address; a direct connection is caught as a loop.
             listen: vec!["0.0.0.0:8021".into(), "[::]:8021".into()],
             intercept: "redirect".into(),
+            data_path: "relay".into(),
             upstream: None,
             upstream_source: None,
             passive: RawPassive::default(),

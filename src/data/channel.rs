@@ -103,6 +103,8 @@ pub enum DataError {
     Relay(String),
     #[error("setting the socket mark or DSCP failed: {0}")]
     Tags(io::Error),
+    #[error("watching the kernel pinhole failed: {0}")]
+    Kernel(String),
 }
 
 impl DataError {
@@ -113,6 +115,7 @@ impl DataError {
             DataError::Connect { .. } => "connect_error",
             DataError::Relay(_) => "relay_error",
             DataError::Tags(_) => "tags_error",
+            DataError::Kernel(_) => "kernel_error",
         }
     }
 }
@@ -127,6 +130,9 @@ pub struct DataOutcome {
     pub stolen_attempts: Vec<SocketAddr>,
     /// The server's data port went to a site-to-site transfer instead of the client.
     pub handed_over: bool,
+    /// False when the kernel carried the connection (kernel data path): the byte counts are
+    /// then zero because ftpgate does not know them, and logs say "unknown".
+    pub bytes_known: bool,
     pub result: Result<(), DataError>,
 }
 
@@ -215,6 +221,7 @@ pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOu
         duration: started.elapsed(),
         stolen_attempts: refused,
         handed_over,
+        bytes_known: true,
         result,
     };
     let (client, server) = match establish(plan, &cx, &mut refused).await {

@@ -4,12 +4,13 @@ mod control;
 mod data;
 mod destination;
 mod driver;
+mod kernel_data;
 mod local_addrs;
 mod metrics_endpoint;
 mod passive_index;
 mod stream;
 
-use crate::config::{Config, LiveConfig, SocketTags};
+use crate::config::{Config, DataPath, LiveConfig, SocketTags};
 use crate::data::sockets;
 use crate::intercept::{self, InterceptError, Interception};
 use crate::labels::Reason;
@@ -39,6 +40,8 @@ pub enum StartError {
     File { what: &'static str, path: std::path::PathBuf, source: io::Error },
     #[error("`{field}` needs {needs}, which ftpgate does not have: {source}")]
     Privilege { field: &'static str, needs: &'static str, source: io::Error },
+    #[error(transparent)]
+    KernelPath(#[from] crate::pinhole::PinholeError),
     #[error("metric definitions are inconsistent: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -94,6 +97,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The firewall's own addresses, which diverted clients may not reach.
     pub local_addrs: Arc<LocalAddresses>,
+    /// The kernel data path's connection to the pinhole sets (`data_path: kernel`).
+    pub pinholes: Option<Arc<crate::pinhole::Pinholes>>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -131,6 +136,7 @@ impl Shared {
             passive_index: self.passive_index.clone(),
             metrics: self.metrics.clone(),
             local_addrs: self.local_addrs.clone(),
+            pinholes: self.pinholes.clone(),
         };
         Ok((next, needs_restart))
     }
@@ -199,6 +205,11 @@ impl Gateway {
             })?)),
             None => None,
         };
+        // Refused here, ftpgate exits 3: never a silent fallback to relaying.
+        let pinholes = match startup.data_path {
+            DataPath::Kernel => Some(Arc::new(crate::pinhole::Pinholes::open()?)),
+            DataPath::Relay => None,
+        };
         let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
@@ -211,6 +222,7 @@ impl Gateway {
             passive_index: PassiveIndex::default(),
             metrics: Arc::new(Metrics::new()?),
             local_addrs: Arc::default(),
+            pinholes,
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
     }
