@@ -18,7 +18,8 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
 /// Every set the table must have, by family: the one-shot gate, the destination translation,
 /// the source translation without and with a fixed port.
-pub const SETS: [&str; 8] = ["once4", "dnat4", "snat4", "snat4_port", "once6", "dnat6", "snat6", "snat6_port"];
+pub const SETS: [&str; 10] =
+    ["once4", "dnat4", "snat4", "snat4_port", "guard4", "once6", "dnat6", "snat6", "snat6_port", "guard6"];
 
 /// One element of one set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,16 @@ pub fn elements(p: &Pinhole) -> [Element; 3] {
     ]
 }
 
+/// The address and port a pinhole is dialled at: while it is in the guard set, a connection
+/// there that did not pass the gate (a stranger's, or the peer's second) is dropped. Shared by
+/// pinholes that happen to be dialled at the same place, so never removed, only expired.
+pub fn guard(p: &Pinhole) -> Element {
+    let mut k = Vec::with_capacity(20);
+    push_ip(&mut k, p.dialled.ip());
+    push_port(&mut k, p.dialled.port());
+    Element { set: if p.peer.is_ipv6() { "guard6" } else { "guard4" }, key: k, data: None }
+}
+
 /// The gate alone: present while the pinhole is armed, deleted by the rule that translates
 /// the first packet.
 pub fn gate(p: &Pinhole) -> Element {
@@ -125,6 +136,12 @@ fn control(inner: ControlMessage, seq: u32) -> NetlinkMessage<NetfilterMessage> 
 /// Adds an element; fails if an identical one is armed (two pinholes never share a key).
 pub fn add(e: &Element, timeout: Duration, seq: u32) -> NetlinkMessage<NetfilterMessage> {
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    message(NfTablesMessage::NewSetElement(element_message(e, Some(timeout))), flags, seq)
+}
+
+/// Adds an element, or leaves an identical one as it is (a guard shared by two pinholes).
+pub fn add_shared(e: &Element, timeout: Duration, seq: u32) -> NetlinkMessage<NetfilterMessage> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
     message(NfTablesMessage::NewSetElement(element_message(e, Some(timeout))), flags, seq)
 }
 
@@ -208,6 +225,14 @@ mod tests {
         // Every element is keyed by what the peer dials: the server, to the firewall's port.
         assert_eq!(snat.key, gate.key);
         assert_eq!(&snat.key[16..32], &"2001:db8:2::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    }
+
+    #[test]
+    fn the_guard_is_keyed_by_the_place_dialled_alone() {
+        let g = guard(&passive4());
+        assert_eq!(g.set, "guard4");
+        assert_eq!(g.key, [198, 51, 100, 2, 0x75, 0x31, 0, 0]);
+        assert!(SETS.contains(&g.set) && SETS.contains(&"guard6"));
     }
 
     #[test]

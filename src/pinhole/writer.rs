@@ -23,7 +23,7 @@ const MAX_BATCH: usize = 64;
 const QUEUE: usize = 4096;
 
 enum Request {
-    Install { elements: [Element; 3], timeout: Duration, done: oneshot::Sender<io::Result<()>> },
+    Install(Install),
     Armed { gate: Element, done: oneshot::Sender<io::Result<bool>> },
     Remove { elements: [Element; 3] },
 }
@@ -85,7 +85,8 @@ impl Pinholes {
             return Err(PinholeError::MixedFamilies);
         }
         let (done, rx) = oneshot::channel();
-        self.submit(Request::Install { elements: nft::elements(&p), timeout, done })?;
+        let install = Install { elements: nft::elements(&p), guard: nft::guard(&p), timeout, done, replaced: false };
+        self.submit(Request::Install(install))?;
         rx.await.map_err(|_| PinholeError::Gone("the pinhole writer stopped"))?.map_err(PinholeError::Install)
     }
 
@@ -102,6 +103,16 @@ impl Pinholes {
             tracing::warn!(error = %e, "pinhole not removed; it expires by itself");
         }
     }
+}
+
+/// One installation waiting for the writer.
+struct Install {
+    elements: [Element; 3],
+    guard: Element,
+    timeout: Duration,
+    done: oneshot::Sender<io::Result<()>>,
+    /// Stale elements of a used pinhole were taken away for it already.
+    replaced: bool,
 }
 
 struct Conn {
@@ -158,17 +169,25 @@ impl Conn {
     /// Writes `elements` of each installation as one transaction. When the kernel refuses one,
     /// the whole transaction was undone: that one is answered with its error and the rest are
     /// written again, so one bad request never fails the others.
-    fn install_all(&mut self, mut pending: Vec<([Element; 3], Duration, oneshot::Sender<io::Result<()>>)>) {
+    ///
+    /// A used pinhole's translation elements outlive its gate (they turn away a second
+    /// connection until they expire); a server that hands out the same data port again meets
+    /// them. Such an installation replaces them, once; while the old gate is still armed, the
+    /// key is taken and the installation fails.
+    fn install_all(&mut self, mut pending: Vec<Install>) {
         while !pending.is_empty() {
             let first = self.next_seq();
             let mut msgs = Vec::new();
             let mut owner = HashMap::new();
-            for (i, (elements, timeout, _)) in pending.iter().enumerate() {
-                for e in elements {
+            for (i, inst) in pending.iter().enumerate() {
+                for e in &inst.elements {
                     let seq = self.next_seq();
                     owner.insert(seq, i);
-                    msgs.push(nft::add(e, *timeout, seq));
+                    msgs.push(nft::add(e, inst.timeout, seq));
                 }
+                let seq = self.next_seq();
+                owner.insert(seq, i);
+                msgs.push(nft::add_shared(&inst.guard, inst.timeout, seq));
             }
             let seqs: Vec<u32> = owner.keys().copied().collect();
             let last = self.next_seq();
@@ -176,8 +195,8 @@ impl Conn {
             let replies = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    for (_, _, done) in pending.drain(..) {
-                        let _ = done.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    for inst in pending.drain(..) {
+                        let _ = inst.done.send(Err(io::Error::new(e.kind(), e.to_string())));
                     }
                     return;
                 }
@@ -191,15 +210,22 @@ impl Conn {
                 }
             }
             if failed.is_empty() {
-                for (_, _, done) in pending.drain(..) {
-                    let _ = done.send(Ok(()));
+                for inst in pending.drain(..) {
+                    let _ = inst.done.send(Ok(()));
                 }
                 return;
             }
             failed.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
             for (i, e) in failed {
-                let (_, _, done) = pending.remove(i);
-                let _ = done.send(Err(e));
+                let mut inst = pending.remove(i);
+                let stale = e.raw_os_error() == Some(libc::EEXIST) && !inst.replaced;
+                if stale && matches!(self.armed(&inst.elements[0]), Ok(false)) {
+                    self.remove(&inst.elements);
+                    inst.replaced = true;
+                    pending.push(inst);
+                } else {
+                    let _ = inst.done.send(Err(e));
+                }
             }
         }
     }
@@ -234,7 +260,7 @@ impl Conn {
             let mut next = Some(first);
             while let Some(r) = next.take() {
                 match r {
-                    Request::Install { elements, timeout, done } => installs.push((elements, timeout, done)),
+                    Request::Install(inst) => installs.push(inst),
                     // In the order asked: a removal or a check after an installation sees it.
                     Request::Armed { gate, done } => {
                         self.install_all(std::mem::take(&mut installs));

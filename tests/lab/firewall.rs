@@ -110,9 +110,10 @@ impl Lab {
             .unwrap_or_else(|e| panic!("lab {}: loading ftpgate-kernel-path.nft failed: {e}", self.id));
     }
 
-    /// The elements of one set of the kernel data path's table, as `nft` lists them.
+    /// The elements of one set (or map) of the kernel data path's table, as `nft` lists them.
     pub fn pinhole_elements(&self, set: &str) -> Vec<String> {
-        let out = self.exec_ok(&self.fw_ns, &["nft", "list", "set", "inet", "ftpgate_kernel_path", set]);
+        let kind = if set.starts_with("dnat") || set.starts_with("snat") { "map" } else { "set" };
+        let out = self.exec_ok(&self.fw_ns, &["nft", "list", kind, "inet", "ftpgate_kernel_path", set]);
         let Some(start) = out.find("elements = {") else { return Vec::new() };
         let body = &out[start + "elements = {".len()..];
         let body = &body[..body.find('}').unwrap_or(body.len())];
