@@ -97,8 +97,10 @@ fn ftplib_retr(lab: &Lab, host: &str, mode: &str) -> String {
 
 #[test]
 fn active_connections_reach_the_client_from_the_server_and_port_20_when_asked() {
-    let yaml = "active:\n  source_port_20: true\n";
-    let Some((lab, _)) = kernel_lab("kernel path active", LabPath::Redirect, &[], yaml) else { return };
+    // Behind the filtering ruleset (forward policy drop), which admits the pinholes' connections.
+    let yaml = format!("active:\n  source_port_20: true\n  ports: \"{}\"\n", lab::ACTIVE_PORTS);
+    let Some((lab, _)) = kernel_lab("kernel path active", LabPath::Redirect, &[], &yaml) else { return };
+    lab.load_rules("ftpgate-filter.nft").unwrap_or_else(|e| panic!("filter rules: {e}"));
     let out = ftplib_retr(&lab, SERVER4, "port");
     assert!(out.contains(&format!("DATA-PEER {SERVER4} 20\n")), "{out}");
     let out = ftplib_retr(&lab, SERVER6, "eprt");
