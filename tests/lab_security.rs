@@ -359,8 +359,10 @@ fn after_dropping_privileges_transfers_work_and_only_net_admin_is_held() {
         };
         let nobody = lab::sh(&["id", "-u", "nobody"]).unwrap().trim().to_owned();
         assert!(field("Uid:").unwrap().split(' ').all(|u| u == nobody), "{status}");
-        // CAP_NET_ADMIN is bit 12: kept for TPROXY's transparent data sockets, nothing else.
-        let want = if path == LabPath::Tproxy { "0000000000001000" } else { "0000000000000000" };
+        // CAP_NET_ADMIN is bit 12: kept for TPROXY's transparent data sockets and for the kernel
+        // data path's netlink requests, nothing else.
+        let net_admin = path == LabPath::Tproxy || lab.data_path == lab::DataPath::Kernel;
+        let want = if net_admin { "0000000000001000" } else { "0000000000000000" };
         for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
             assert_eq!(field(set).as_deref(), Some(want), "{set} in {} mode:\n{status}", path.name());
         }

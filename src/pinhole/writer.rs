@@ -9,7 +9,7 @@ use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NlAddr};
 use std::collections::HashMap;
 use std::io;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -30,7 +30,9 @@ enum Request {
 
 /// The handle sessions share; dropping the last one ends the writer thread.
 pub struct Pinholes {
-    tx: mpsc::SyncSender<Request>,
+    /// The opened socket until the writer starts with it.
+    idle: Mutex<Option<Conn>>,
+    tx: OnceLock<mpsc::SyncSender<Request>>,
 }
 
 impl Pinholes {
@@ -64,16 +66,33 @@ impl Pinholes {
                 PinholeError::Setup { what: "the pinhole table is not usable", source: e, hint }
             })?;
         }
+        Ok(Self { idle: Mutex::new(Some(conn)), tx: OnceLock::new() })
+    }
+
+    /// The writer thread, started on first use. Capabilities belong to threads: one started
+    /// before the privilege drop would lose CAP_NET_ADMIN with the change of user (which
+    /// reaches every thread) without getting it back (which only the dropping thread does),
+    /// and the kernel checks it on every request. First use is in a session, on a runtime
+    /// thread made after the drop, whose capabilities the writer inherits.
+    fn writer(&self) -> Result<&mpsc::SyncSender<Request>, PinholeError> {
+        if let Some(tx) = self.tx.get() {
+            return Ok(tx);
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = self.tx.get() {
+            return Ok(tx);
+        }
+        let conn = idle.take().ok_or(PinholeError::Gone("the pinhole writer could not be started"))?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("ftpgate-pinholes".into())
             .spawn(move || conn.serve(rx))
-            .map_err(setup("cannot start the pinhole writer", ""))?;
-        Ok(Self { tx })
+            .map_err(|_| PinholeError::Gone("the pinhole writer could not be started"))?;
+        Ok(self.tx.get_or_init(|| tx))
     }
 
     fn submit(&self, r: Request) -> Result<(), PinholeError> {
-        self.tx.try_send(r).map_err(|e| match e {
+        self.writer()?.try_send(r).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => PinholeError::Gone("too many pinhole requests waiting"),
             mpsc::TrySendError::Disconnected(_) => PinholeError::Gone("the pinhole writer stopped"),
         })
@@ -153,6 +172,11 @@ impl Conn {
                     NLMSG_ERROR => {
                         let p = msg.payload();
                         let code = i32::from_ne_bytes(p.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+                        // An error for a message not asked about (the batch's frame: the kernel
+                        // refused the whole transaction, e.g. without CAP_NET_ADMIN) answers all.
+                        if code != 0 && !want.contains(&seq) {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
                         let r =
                             if code == 0 { Ok(found.contains(&seq)) } else { Err(io::Error::from_raw_os_error(-code)) };
                         got.insert(seq, r);
