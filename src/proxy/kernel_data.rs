@@ -16,6 +16,7 @@
 
 use super::data::{data_permit, spawn_channel, DataTask, Endpoints};
 use super::Shared;
+use crate::addr::canonical_ip;
 use crate::config::Advertise;
 use crate::data::channel::{carries, DataError, DataOutcome};
 use crate::data::sockets::reserve_in_range;
@@ -91,12 +92,22 @@ pub async fn open(
             // The port the server is told stays ftpgate's while the pinhole lives.
             let sock = reserve_in_range(ep.server_side.ip(), live.active_ports)?;
             let at = sock.local_addr()?.as_socket().ok_or_else(|| io::Error::other("reserved port has no address"))?;
+            // A data address other than the client's is a site-to-site transfer the policy
+            // allowed: that host sees the firewall, not the server spoofed.
+            let to_client = canonical_ip(client_data.ip()) == canonical_ip(ep.client.ip());
+            let source = if to_client {
+                server_as_seen(ep)
+            } else if canonical_ip(client_data.ip()) == canonical_ip(ep.upstream.ip()) {
+                ep.server_side.ip()
+            } else {
+                ep.client_side.ip()
+            };
             let p = Pinhole {
                 peer: ep.upstream.ip(),
                 dialled: at,
                 target: client_data,
-                source: server_as_seen(ep),
-                source_port: live.active_source_port_20.then_some(20),
+                source,
+                source_port: (to_client && live.active_source_port_20).then_some(20),
             };
             (p, DataReady::Listening(at), Some(sock))
         }
