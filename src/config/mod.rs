@@ -70,9 +70,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let ports = ports::data_ports(&raw.passive, &raw.active)?;
     let shaping = shaping::shaping(&raw.shaping)?;
     let limits = limits::limits(&raw.limits)?;
+    let data_path = data_path::data_path(&raw.data_path)?;
     let session = SessionPolicy {
         max_malformed: limits.max_malformed,
         max_line: limits.max_line,
+        urgent_abort: data_path == DataPath::Kernel,
         ..policy::session_policy(raw)?
     };
     let servers = servers::servers(&raw.servers, net.upstream.is_some())?;
@@ -80,7 +82,6 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let timeouts = timeouts::timeouts(&raw.timeouts)?;
     let log = log::log(&raw.log)?;
     let metrics = metrics::metrics(&raw.metrics)?;
-    let data_path = data_path::data_path(&raw.data_path)?;
     let startup = StartupConfig {
         listen: net.listen,
         intercept: net.intercept,
