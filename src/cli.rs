@@ -36,6 +36,9 @@ pub struct Cli {
     /// How diverted connections reveal their destination.
     #[arg(long, value_name = "MODE", value_parser = ["redirect", "tproxy", "pf"])]
     pub intercept: Option<String>,
+    /// Who carries data connections: relay (ftpgate) or kernel (one-shot NAT pinholes).
+    #[arg(long, value_name = "PATH", value_parser = ["relay", "kernel"])]
+    pub data_path: Option<String>,
     /// Reverse mode: always connect to this server.
     #[arg(short = 'R', long, value_name = "ADDR:PORT")]
     pub upstream: Option<String>,
@@ -134,6 +137,9 @@ impl Cli {
         }
         if let Some(i) = &self.intercept {
             raw.intercept = i.clone();
+        }
+        if let Some(p) = &self.data_path {
+            raw.data_path = p.clone();
         }
         if let Some(u) = &self.upstream {
             raw.upstream = Some(u.clone());

@@ -10,6 +10,7 @@ pub mod labels;
 pub mod logging;
 pub mod manual;
 pub mod metrics;
+pub mod pinhole;
 pub mod privileges;
 pub mod protocol;
 pub mod proxy;

@@ -78,6 +78,19 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  Before login (forward and routes) only USER, PASS, QUIT and NOOP are taken; \
                  timeouts.login bounds the wait for it.",
             ),
+            Item(
+                "data_path: kernel (--data-path kernel)",
+                "Linux: instead of relaying data connections, ftpgate writes an exact, one-shot \
+                 NAT pinhole per data connection into the sets of \
+                 nftables/ftpgate-kernel-path.nft over netlink and the kernel forwards it. Load \
+                 that file beside the interception rules (nft -f, no values). Needs \
+                 CAP_NET_ADMIN (deploy/ftpgate.service.d/kernel-path.conf under systemd). The \
+                 server sees the firewall, the client sees the server (ftpgate in reverse mode); \
+                 a stranger's or a second connection is dropped; an unused pinhole goes at \
+                 timeouts.data_accept. Byte counts of these transfers are unknown to ftpgate \
+                 and logged as such. Passive/active conversion is refused with 425. Not \
+                 available on the BSDs.",
+            ),
             P("nftables/ftpgate-filter.nft is for firewalls whose input and forward policies \
                drop: it admits ftpgate's ports (with active.ports set to the same fixed range as \
                ACTIVE_PORTS) and drops FTP that would bypass ftpgate. Load it beside \
@@ -172,7 +185,7 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
             Item(
                 "3",
                 "A start-up failure: a listen address in use, a missing capability, a user to \
-                 switch to that does not exist.",
+                 switch to that does not exist, the kernel data path's table not loaded.",
             ),
             Item(
                 "4",

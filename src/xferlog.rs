@@ -21,7 +21,8 @@ pub struct XferLog {
 /// One completed (or cut short) file transfer.
 pub struct Entry<'a> {
     pub client: IpAddr,
-    pub bytes: u64,
+    /// `None` when ftpgate does not know (the kernel carried the data): written "unknown".
+    pub bytes: Option<u64>,
     pub duration: Duration,
     pub path: &'a str,
     pub binary: bool,
@@ -50,7 +51,7 @@ impl XferLog {
             "{when} {} {} {} {} {} _ {} {} {} ftp 0 * {}\n",
             e.duration.as_secs().max(1),
             e.client,
-            e.bytes,
+            e.bytes.map_or_else(|| "unknown".to_owned(), |b| b.to_string()),
             if path.is_empty() { "-" } else { &path },
             if e.binary { 'b' } else { 'a' },
             if e.outgoing { 'o' } else { 'i' },
@@ -77,7 +78,7 @@ mod tests {
     fn line_matches_the_xferlog_layout() {
         let e = Entry {
             client: "203.0.113.2".parse().unwrap(),
-            bytes: 1536,
+            bytes: Some(1536),
             duration: Duration::from_millis(20),
             path: "dir/my file.bin",
             binary: true,
@@ -103,7 +104,7 @@ mod tests {
             let user = format!("ad{c}min");
             let e = Entry {
                 client: "203.0.113.2".parse().unwrap(),
-                bytes: 1,
+                bytes: Some(1),
                 duration: Duration::from_secs(1),
                 path: &path,
                 binary: true,
@@ -118,7 +119,7 @@ mod tests {
         // Other non-ASCII text stays as written.
         let e = Entry {
             client: "203.0.113.2".parse().unwrap(),
-            bytes: 1,
+            bytes: Some(1),
             duration: Duration::from_secs(1),
             path: "caf\u{e9}/\u{5e9}\u{5dc}\u{5d5}\u{5dd}.txt",
             binary: true,
@@ -134,7 +135,7 @@ mod tests {
     fn an_incomplete_upload_has_status_i() {
         let e = Entry {
             client: "2001:db8:1::2".parse().unwrap(),
-            bytes: 0,
+            bytes: Some(0),
             duration: Duration::ZERO,
             path: "up.bin",
             binary: false,

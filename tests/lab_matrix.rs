@@ -1,17 +1,25 @@
 //! The full client × mode × family × operation matrix against every server, through every path:
-//! the routed and kernel-helper baselines, and ftpgate in REDIRECT, TPROXY and reverse mode.
+//! the routed and kernel-helper baselines, and ftpgate in REDIRECT, TPROXY and reverse mode, on
+//! both data paths: relayed by ftpgate, and forwarded by the kernel through ftpgate's pinholes
+//! (the kernel path runs the full client × mode × family × operation set against vsftpd and
+//! proftpd, not pure-ftpd, to keep CI's time in bounds).
 
 mod lab;
 
 use lab::clients::run_matrix;
 use lab::servers::ServerKind;
-use lab::{gate, Lab, LabPath};
+use lab::{gate, DataPath, Lab, LabPath};
 
 fn matrix(path: LabPath, server: ServerKind) {
-    if !gate(&format!("matrix {}/{}", path.name(), server.name()), Some(server)) {
+    matrix_on(path, server, DataPath::from_env());
+}
+
+fn matrix_on(path: LabPath, server: ServerKind, data_path: DataPath) {
+    if !gate(&format!("matrix {}/{}/{}", path.name(), server.name(), data_path.name()), Some(server)) {
         return;
     }
     let mut lab = Lab::new(path);
+    lab.data_path = data_path;
     let tree = lab.start_server(server);
     lab.start_ftpgate(&[]);
     run_matrix(&lab, &tree, server);
@@ -40,4 +48,19 @@ matrix_tests! {
     reverse_vsftpd: Reverse, Vsftpd;
     reverse_proftpd: Reverse, Proftpd;
     reverse_pureftpd: Reverse, PureFtpd;
+}
+
+macro_rules! kernel_path_tests {
+    ($($name:ident: $path:ident, $server:ident;)*) => {
+        $(#[test] fn $name() { matrix_on(LabPath::$path, ServerKind::$server, DataPath::Kernel); })*
+    };
+}
+
+kernel_path_tests! {
+    kernel_path_redirect_vsftpd: Redirect, Vsftpd;
+    kernel_path_redirect_proftpd: Redirect, Proftpd;
+    kernel_path_tproxy_vsftpd: Tproxy, Vsftpd;
+    kernel_path_tproxy_proftpd: Tproxy, Proftpd;
+    kernel_path_reverse_vsftpd: Reverse, Vsftpd;
+    kernel_path_reverse_proftpd: Reverse, Proftpd;
 }

@@ -9,3 +9,6 @@ else
 	echo "tests/run.sh: not root, lab tests will be skipped (run: sudo env \"PATH=\$PATH\" tests/run.sh)"
 fi
 cargo test --release --all-targets -- --nocapture
+# The lab's transfer and threat-model tests again with ftpgate on the kernel data path (the
+# matrix has kernel-path cases of its own, tests/lab_kernel_path.rs tests the pinholes).
+FTPGATE_LAB_DATA_PATH=kernel cargo test --release --test lab_gateway --test lab_security -- --nocapture

@@ -5,6 +5,7 @@
 //! into the two parts of [`Config`]: start-up (kept by a reload) and live (taken by a reload).
 
 mod admin;
+mod data_path;
 mod limits;
 mod log;
 mod metrics;
@@ -19,6 +20,7 @@ mod servers;
 mod shaping;
 mod timeouts;
 
+pub use data_path::DataPath;
 pub use log::LogFormat;
 pub use network::InterceptMode;
 pub use parts::{Config, LiveConfig, StartupConfig};
@@ -75,9 +77,11 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let ports = ports::data_ports(&raw.passive, &raw.active)?;
     let shaping = shaping::shaping(&raw.shaping)?;
     let limits = limits::limits(&raw.limits)?;
+    let data_path = data_path::data_path(&raw.data_path)?;
     let session = SessionPolicy {
         max_malformed: limits.max_malformed,
         max_line: limits.max_line,
+        urgent_abort: data_path == DataPath::Kernel,
         ..policy::session_policy(raw)?
     };
     let forward_listen = routes::forward_listen(&raw.forward)?;
@@ -93,6 +97,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         listen: net.listen,
         forward_listen,
         intercept: net.intercept,
+        data_path,
         privileges,
         max_sessions: limits.max_sessions,
         max_data_channels: limits.max_data_channels,
@@ -165,6 +170,7 @@ mod tests {
         assert!(err_of("timeouts: {connect: 0s}\n").contains("`timeouts.connect`"));
         assert!(err_of("limits: {max_line: 5}\n").contains("`limits.max_line`"));
         assert!(err_of("tls: allow\n").contains("`tls`"));
+        assert!(err_of("data_path: fast\n").contains("`data_path`"));
         assert!(err_of("upstream: 0.0.0.0:21\n").contains("`upstream`"));
         let unknown = err_of("passive: {portz: 1}\n");
         assert!(unknown.contains("portz"), "{unknown}");

@@ -1,7 +1,7 @@
 //! The typed configuration in its two parts: what only a restart can change, and what a reload
 //! hands to the sessions that start after it.
 
-use super::{Advertise, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags, Timeouts};
+use super::{Advertise, DataPath, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags, Timeouts};
 use crate::session::{Routes, SessionPolicy};
 use ipnet::Ipv6Net;
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +43,8 @@ config_part! {
         forward_listen: Vec<SocketAddr> => "forward.listen",
         /// `None` is reverse mode, which `upstream` selects.
         intercept: InterceptMode => "intercept",
+        /// Who carries data connections; the kernel path opens its netlink socket at start-up.
+        data_path: DataPath => "data_path",
         privileges: Privileges => "privileges",
         max_sessions: usize => "limits.max_sessions",
         max_data_channels: usize => "limits.max_data_channels",

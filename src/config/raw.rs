@@ -9,6 +9,7 @@ use std::time::Duration;
 pub struct RawConfig {
     pub listen: Vec<String>,
     pub intercept: String,
+    pub data_path: String,
     pub upstream: Option<String>,
     pub forward: RawForward,
     pub routes: Vec<RawRoute>,
@@ -64,6 +65,7 @@ impl Default for RawConfig {
             // default listener takes every local address; a direct connection is caught as a loop.
             listen: vec!["0.0.0.0:8021".into(), "[::]:8021".into()],
             intercept: "redirect".into(),
+            data_path: "relay".into(),
             upstream: None,
             forward: RawForward::default(),
             routes: Vec::new(),

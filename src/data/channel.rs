@@ -132,6 +132,8 @@ pub enum DataError {
     Relay(String),
     #[error("setting the socket mark or DSCP failed: {0}")]
     Tags(io::Error),
+    #[error("watching the kernel pinhole failed: {0}")]
+    Kernel(String),
 }
 
 impl DataError {
@@ -142,6 +144,7 @@ impl DataError {
             DataError::Connect { .. } => "connect_error",
             DataError::Relay(_) => "relay_error",
             DataError::Tags(_) => "tags_error",
+            DataError::Kernel(_) => "kernel_error",
         }
     }
 }
@@ -156,6 +159,9 @@ pub struct DataOutcome {
     pub stolen_attempts: Vec<SocketAddr>,
     /// The server's data port went to a site-to-site transfer instead of the client.
     pub handed_over: bool,
+    /// False when the kernel carried the connection (kernel data path): the byte counts are
+    /// then zero because ftpgate does not know them, and logs say "unknown".
+    pub bytes_known: bool,
     pub result: Result<(), DataError>,
 }
 
@@ -244,6 +250,7 @@ pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOu
         duration: started.elapsed(),
         stolen_attempts: refused,
         handed_over,
+        bytes_known: true,
         result,
     };
     let (client, server) = match establish(plan, &cx, &mut refused).await {

@@ -44,12 +44,35 @@ pub fn listen_in_range(ip: IpAddr, range: Option<PortRange>, transparent: bool) 
     let Some(range) = range else {
         return listen(SocketAddr::new(ip, 0), transparent, 1);
     };
+    first_free(ip, range, |at| listen(at, transparent, 1))
+}
+
+/// A port of `range` (or a kernel-chosen one) on `ip`, bound and never listening: kept by the
+/// kernel data path for a pinhole whose connection the kernel forwards elsewhere, so that no
+/// other socket takes the port meanwhile, and a connection the pinhole does not translate is
+/// answered with a reset. Without SO_REUSEADDR, which would let another bound socket share it.
+pub fn reserve_in_range(ip: IpAddr, range: Option<PortRange>) -> io::Result<Socket> {
+    let bind = |at: SocketAddr| {
+        let sock = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        if at.is_ipv6() {
+            sock.set_only_v6(true)?;
+        }
+        sock.bind(&SockAddr::from(at))?;
+        Ok(sock)
+    };
+    match range {
+        Some(range) => first_free(ip, range, bind),
+        None => bind(SocketAddr::new(ip, 0)),
+    }
+}
+
+fn first_free<T>(ip: IpAddr, range: PortRange, take: impl Fn(SocketAddr) -> io::Result<T>) -> io::Result<T> {
     let len = range.len();
     let start = rand::thread_rng().gen_range(0..len);
     let mut last_err = None;
     for i in 0..len {
         let port = range.first + ((start + i) % len) as u16;
-        match listen(SocketAddr::new(ip, port), transparent, 1) {
+        match take(SocketAddr::new(ip, port)) {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_err = Some(e),
             Err(e) => return Err(e),

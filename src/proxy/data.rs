@@ -164,7 +164,7 @@ pub fn start_connect(
 }
 
 /// One of `limits.max_data_channels`, held for as long as the channel's task lives.
-fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
+pub(super) fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
     shared.data_permits.clone().try_acquire_owned().map_err(|_| {
         io::Error::other(format!(
             "all {} data channels of the gateway are in use",
@@ -174,12 +174,26 @@ fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
 }
 
 fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &Endpoints) -> DataTask {
-    let active = shared.metrics.data_channel_opened(plan.mode(), Family::of(ep.client.ip()));
-    // A child of the session's span, so data-channel log lines carry the session's fields.
-    let span = tracing::info_span!("data", mode = plan.mode().label());
+    let mode = plan.mode();
     let (carries, carrier) = channel::carries();
-    let (mode, bytes) = (plan.mode(), Arc::new(ChannelBytes::default()));
-    let handle = tokio::spawn(channel::run(plan, context(shared, bytes.clone()), carrier).instrument(span));
+    let bytes = Arc::new(ChannelBytes::default());
+    spawn_channel(mode, channel::run(plan, context(shared, bytes.clone()), carrier), carries, bytes, shared, permit, ep)
+}
+
+/// Runs a data channel's task (relayed, or a kernel pinhole's watch) as a [`DataTask`].
+pub(super) fn spawn_channel(
+    mode: DataMode,
+    task: impl std::future::Future<Output = DataOutcome> + Send + 'static,
+    carries: CarriesTx,
+    bytes: Arc<ChannelBytes>,
+    shared: &Shared,
+    permit: OwnedSemaphorePermit,
+    ep: &Endpoints,
+) -> DataTask {
+    let active = shared.metrics.data_channel_opened(mode, Family::of(ep.client.ip()));
+    // A child of the session's span, so data-channel log lines carry the session's fields.
+    let span = tracing::info_span!("data", mode = mode.label());
+    let handle = tokio::spawn(task.instrument(span));
     DataTask {
         handle,
         carries,

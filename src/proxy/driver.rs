@@ -180,7 +180,7 @@ impl<'a> Driver<'a> {
                 Action::ToServerUrgent(bytes) => self.write_urgent(server, &bytes).await,
                 Action::OpenData { id, request } => {
                     let now = Instant::now();
-                    match self.open(id, request) {
+                    match self.open(id, request).await {
                         Ok(ready) => core.handle_data_ready(id, ready, now),
                         Err(e) => {
                             self.data_failed(request.mode(), &e);
@@ -237,9 +237,20 @@ impl<'a> Driver<'a> {
         timed(wait, server.write_all(bytes)).await
     }
 
-    fn open(&mut self, id: DataId, request: DataRequest) -> io::Result<DataReady> {
+    async fn open(&mut self, id: DataId, request: DataRequest) -> io::Result<DataReady> {
         let (shared, ep) = (self.shared, &self.ep);
-        let (ready, task) = match request {
+        let (ready, task) = match (&shared.pinholes, request) {
+            (Some(pinholes), request) => super::kernel_data::open(shared, pinholes, ep, request).await?,
+            (None, request) => self.open_relay(request)?,
+        };
+        debug!(mode = request.mode().label(), channel = %id, ready = ?ready, "data channel open");
+        self.data = Some((id, task));
+        Ok(ready)
+    }
+
+    fn open_relay(&self, request: DataRequest) -> io::Result<(DataReady, DataTask)> {
+        let (shared, ep) = (self.shared, &self.ep);
+        Ok(match request {
             DataRequest::Passive { server_data } => {
                 open_passive(shared, ep, server_data).map(|(at, task)| (DataReady::Listening(at), task))?
             }
@@ -251,10 +262,7 @@ impl<'a> Driver<'a> {
             DataRequest::Connect { server_data, client_data } => {
                 (DataReady::Connecting, start_connect(shared, ep, server_data, client_data)?)
             }
-        };
-        debug!(mode = request.mode().label(), channel = %id, ready = ?ready, "data channel open");
-        self.data = Some((id, task));
-        Ok(ready)
+        })
     }
 
     /// A data channel could not be set up: counted by cause; the core answers the client 425.
@@ -284,20 +292,23 @@ impl<'a> Driver<'a> {
         self.up += o.to_server;
         self.down += o.to_client;
         let ms = o.duration.as_millis() as u64;
+        // The kernel path forwards without counting: no figure rather than a made-up one.
+        let bytes = |n: u64| if o.bytes_known { n.to_string() } else { "unknown".to_owned() };
+        let (to_client, to_server) = (bytes(o.to_client), bytes(o.to_server));
         match &o.result {
             Ok(()) => info!(
                 verb,
                 mode = o.mode.label(),
-                bytes_to_client = o.to_client,
-                bytes_to_server = o.to_server,
+                bytes_to_client = %to_client,
+                bytes_to_server = %to_server,
                 duration_ms = ms,
                 "transfer done"
             ),
             Err(e) => warn!(
                 verb,
                 mode = o.mode.label(),
-                bytes_to_client = o.to_client,
-                bytes_to_server = o.to_server,
+                bytes_to_client = %to_client,
+                bytes_to_server = %to_server,
                 duration_ms = ms,
                 reason = e.label(),
                 "transfer failed: {e}"
@@ -315,7 +326,8 @@ impl<'a> Driver<'a> {
             warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
         }
         if let Some(t) = &transfer {
-            self.log_transfer(t, user, (o.to_client, o.to_server), o.duration, o.result.is_ok());
+            let counts = o.bytes_known.then_some((o.to_client, o.to_server));
+            self.log_transfer(t, user, counts, o.duration, o.result.is_ok());
         }
     }
 
@@ -333,7 +345,9 @@ impl<'a> Driver<'a> {
             duration_ms = duration.as_millis() as u64,
             "transfer aborted"
         );
-        self.log_transfer(t, user, (to_client, to_server), duration, false);
+        // The kernel data path counts nothing in ftpgate: its transfer log says "unknown".
+        let counts = self.shared.pinholes.is_none().then_some((to_client, to_server));
+        self.log_transfer(t, user, counts, duration, false);
     }
 
     /// The xferlog line of a file transfer, also of one that failed or never got its data
@@ -342,7 +356,7 @@ impl<'a> Driver<'a> {
         &self,
         t: &TransferInfo,
         user: Option<&str>,
-        (to_client, to_server): (u64, u64),
+        counts: Option<(u64, u64)>,
         duration: Duration,
         complete: bool,
     ) {
@@ -354,7 +368,7 @@ impl<'a> Driver<'a> {
         };
         log.write(&crate::xferlog::Entry {
             client: self.ep.client.ip(),
-            bytes: if outgoing { to_client } else { to_server },
+            bytes: counts.map(|(to_client, to_server)| if outgoing { to_client } else { to_server }),
             duration,
             path: &t.path,
             binary: t.binary,

@@ -6,6 +6,7 @@ mod data;
 mod destination;
 mod driver;
 mod http;
+mod kernel_data;
 mod local_addrs;
 mod login;
 mod metrics_endpoint;
@@ -16,7 +17,7 @@ mod stream;
 pub use admin::Tokens;
 pub use registry::{SessionView, TlsState, TransferView};
 
-use crate::config::{Config, LiveConfig, SocketTags};
+use crate::config::{Config, DataPath, LiveConfig, SocketTags};
 use crate::data::sockets;
 use crate::intercept::{self, InterceptError, Interception};
 use crate::labels::Reason;
@@ -47,6 +48,8 @@ pub enum StartError {
     File { what: &'static str, path: std::path::PathBuf, source: io::Error },
     #[error("`{field}` needs {needs}, which ftpgate does not have: {source}")]
     Privilege { field: &'static str, needs: &'static str, source: io::Error },
+    #[error(transparent)]
+    KernelPath(#[from] crate::pinhole::PinholeError),
     #[error("metric definitions are inconsistent: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -104,6 +107,8 @@ pub struct Shared {
     pub local_addrs: Arc<LocalAddresses>,
     /// The live sessions, for the admin API.
     pub sessions: Arc<registry::Registry>,
+    /// The kernel data path's connection to the pinhole sets (`data_path: kernel`).
+    pub pinholes: Option<Arc<crate::pinhole::Pinholes>>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -142,6 +147,7 @@ impl Shared {
             metrics: self.metrics.clone(),
             local_addrs: self.local_addrs.clone(),
             sessions: self.sessions.clone(),
+            pinholes: self.pinholes.clone(),
         };
         Ok((next, needs_restart))
     }
@@ -241,6 +247,11 @@ impl Gateway {
             })?)),
             None => None,
         };
+        // Refused here, ftpgate exits 3: never a silent fallback to relaying.
+        let pinholes = match startup.data_path {
+            DataPath::Kernel => Some(Arc::new(crate::pinhole::Pinholes::open()?)),
+            DataPath::Relay => None,
+        };
         let listening = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
         let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
@@ -254,6 +265,7 @@ impl Gateway {
             metrics: Arc::new(Metrics::new()?),
             local_addrs: Arc::default(),
             sessions: Arc::default(),
+            pinholes,
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener, admin_listener, tokens })
     }

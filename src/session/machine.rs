@@ -458,7 +458,8 @@ impl Session {
         self.phase = Phase::Aborting(Abort { noop_sent: false, replies: 0 });
         self.expect.push_back(Pending { slot: self.slot, expect: Expect::Abort });
         let line = cmd.encode();
-        self.out.push_back(if interrupted { Action::ToServerUrgent(line) } else { Action::ToServer(line) });
+        let urgent = interrupted || self.policy.urgent_abort;
+        self.out.push_back(if urgent { Action::ToServerUrgent(line) } else { Action::ToServer(line) });
     }
 }
 

@@ -78,6 +78,11 @@ pub struct SessionPolicy {
     pub max_passive_reply: usize,
     /// The control line bound, quoted in the 500 reply to an overlong line.
     pub max_line: usize,
+    /// ABOR always goes to the server as urgent data (Telnet IP, then the Synch). On the
+    /// kernel data path the gateway cannot close a running data connection, which is what
+    /// unblocks a server stuck writing to a client that stopped reading; only the server's
+    /// own reaction to the urgent signal can end the transfer then.
+    pub urgent_abort: bool,
 }
 
 impl Default for SessionPolicy {
@@ -92,6 +97,7 @@ impl Default for SessionPolicy {
             max_malformed: 8,
             max_passive_reply: 4096,
             max_line: 512,
+            urgent_abort: false,
         }
     }
 }

@@ -198,6 +198,19 @@ fn commands_in_flight_are_bounded_and_the_rest_waits_in_the_socket() {
 }
 
 #[test]
+fn abor_in_band_goes_urgent_when_the_policy_asks() {
+    let policy = SessionPolicy { urgent_abort: true, ..SessionPolicy::default() };
+    let mut t = T::with("203.0.113.2:40000", "198.51.100.2:21", policy);
+    t.client("PORT 203,0,113,2,195,80");
+    t.ready(DataReady::Listening(sa("198.51.100.1:40001")));
+    t.server("200 ok");
+    t.client("RETR big");
+    t.server("150 here");
+    let a = t.bytes(b"ABOR\r\n");
+    assert!(matches!(a[..], [Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"), "{a:?}");
+}
+
+#[test]
 fn abor_drops_data_and_carries_the_urgent_flag() {
     let mut t = v4();
     t.client("PORT 203,0,113,2,195,80");

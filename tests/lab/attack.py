@@ -13,6 +13,9 @@ Steps (arguments):
   retr:MODE:FILE:SHA         PASV or EPSV, RETR FILE, data SHA-256 must match
   steal:SRCIP:FILE:SHA       PASV; a stranger from SRCIP connects first and must be shut out;
                              then the real transfer must arrive intact
+  once:SRCIP:FILE:SHA        PASV; a stranger from SRCIP is shut out, the real transfer
+                             arrives intact, then a second connection of the client to the same
+                             data port is shut out too (both data paths: relay and kernel)
 """
 import hashlib
 import re
@@ -86,6 +89,34 @@ def passive(c, mode):
     else:
         port = int(re.search(r"\(\|\|\|(\d+)\|\)", r).group(1))
     return port
+
+
+# A dropped SYN shows as a connect timeout: this long is enough on the lab's veths.
+SHUT_OUT_WAIT = 3
+
+
+def shut_out(src, host, port, who):
+    """A connection from src (None: the default address) gets no data: refused, dropped (the
+    connect times out) or closed without a byte."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    st = socket.socket(fam, socket.SOCK_STREAM)
+    st.settimeout(SHUT_OUT_WAIT)
+    if src:
+        st.bind((src, 0))
+    try:
+        st.connect((host, port))
+    except (ConnectionRefusedError, socket.timeout, TimeoutError) as e:
+        print("%s shut out: %s" % (who, type(e).__name__))
+        st.close()
+        return
+    try:
+        got = st.recv(1)
+    except (ConnectionResetError, socket.timeout, TimeoutError):
+        got = b""
+    st.close()
+    if got != b"":
+        raise AssertionError("%s was served data" % who)
+    print("%s shut out: closed" % who)
 
 
 def fetch(c, port, name, want, stranger=None):
@@ -171,6 +202,12 @@ def main():
             elif kind == "retr":
                 mode, name, sha = arg.split(":")
                 fetch(c, passive(c, mode), name, sha)
+            elif kind == "once":
+                src, name, sha = arg.split(":")
+                port = passive(c, "pasv")
+                shut_out(src, c.host, port, "stranger")
+                fetch(c, port, name, sha)
+                shut_out(None, c.host, port, "second connection")
             elif kind == "steal":
                 src, name, sha = arg.split(":")
                 fetch(c, passive(c, "pasv"), name, sha, stranger=src)

@@ -95,6 +95,31 @@ impl Lab {
         )
     }
 
+    /// Runs this lab's ftpgate on the kernel data path (one call: the benchmark's entry too).
+    pub fn kernel_path(&mut self) -> &mut Self {
+        self.data_path = super::DataPath::Kernel;
+        self
+    }
+
+    /// The kernel data path's table, loaded once per lab (reloading would drop pinholes).
+    pub(super) fn load_kernel_path_rules(&self) {
+        if self.exec(&self.fw_ns, &["nft", "list", "table", "inet", "ftpgate_kernel_path"]).is_ok() {
+            return;
+        }
+        self.load_rules("ftpgate-kernel-path.nft")
+            .unwrap_or_else(|e| panic!("lab {}: loading ftpgate-kernel-path.nft failed: {e}", self.id));
+    }
+
+    /// The elements of one set (or map) of the kernel data path's table, as `nft` lists them.
+    pub fn pinhole_elements(&self, set: &str) -> Vec<String> {
+        let kind = if set.starts_with("dnat") || set.starts_with("snat") { "map" } else { "set" };
+        let out = self.exec_ok(&self.fw_ns, &["nft", "list", kind, "inet", "ftpgate_kernel_path", set]);
+        let Some(start) = out.find("elements = {") else { return Vec::new() };
+        let body = &out[start + "elements = {".len()..];
+        let body = &body[..body.find('}').unwrap_or(body.len())];
+        body.split(',').map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect()
+    }
+
     pub(super) fn load_path_rules(&mut self) {
         let r = match self.path {
             LabPath::Routed | LabPath::Reverse => Ok(String::new()),

@@ -89,6 +89,33 @@ impl LabPath {
     }
 }
 
+/// Who carries ftpgate's data connections in a lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// ftpgate relays them (the default).
+    Relay,
+    /// ftpgate installs pinholes in `ftpgate-kernel-path.nft`'s table and the kernel forwards.
+    Kernel,
+}
+
+impl DataPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPath::Relay => "relay",
+            DataPath::Kernel => "kernel",
+        }
+    }
+
+    /// FTPGATE_LAB_DATA_PATH, relay when unset.
+    pub fn from_env() -> DataPath {
+        match std::env::var("FTPGATE_LAB_DATA_PATH").as_deref() {
+            Ok("kernel") => DataPath::Kernel,
+            Ok("relay") | Err(_) => DataPath::Relay,
+            Ok(other) => panic!("FTPGATE_LAB_DATA_PATH={other}: not relay or kernel"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     V4,
@@ -144,6 +171,9 @@ pub struct Lab {
     pub bin: PathBuf,
     /// The directory the path's rule files are loaded from.
     pub rules: PathBuf,
+    /// Which data path `start_ftpgate` runs ftpgate with: the lab-wide default comes from
+    /// FTPGATE_LAB_DATA_PATH (relay or kernel); [`Lab::kernel_path`] picks it for one lab.
+    pub data_path: DataPath,
     procs: Vec<Proc>,
     namespaces: Vec<String>,
 }

@@ -37,6 +37,7 @@ impl Lab {
             dir,
             bin,
             rules,
+            data_path: super::DataPath::from_env(),
             procs: Vec::new(),
             namespaces: Vec::new(),
         };

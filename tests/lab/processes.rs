@@ -3,7 +3,9 @@
 //! lab's directory; and what can be seen of them from outside (listeners, metrics).
 
 use super::servers::ServerKind;
-use super::{manifest, servers_dir, Lab, LabPath, Proc, Tree, FW_C4, FW_C6, PROXY_PORT, SERVER4, SERVER6, SERVER_PASV};
+use super::{
+    manifest, servers_dir, DataPath, Lab, LabPath, Proc, Tree, FW_C4, FW_C6, PROXY_PORT, SERVER4, SERVER6, SERVER_PASV,
+};
 use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -161,6 +163,10 @@ impl Lab {
         let bin = self.bin.to_str().unwrap().to_owned();
         let fw = self.fw_ns.clone();
         let mut base: Vec<String> = vec![bin, "--log-level".into(), "debug,ftpgate::proxy::control=trace".into()];
+        if self.data_path == DataPath::Kernel && self.path.uses_ftpgate() {
+            self.load_kernel_path_rules();
+            base.extend(["--data-path".into(), "kernel".into()]);
+        }
         base.extend(extra.iter().map(|s| s.to_string()));
         match self.path {
             LabPath::Redirect => {

@@ -1,0 +1,113 @@
+//! The kernel data path: instead of relaying a data connection, ftpgate asks the kernel to
+//! forward exactly one connection, from the expected peer to the expected address and port,
+//! translated so that each side sees what it saw on the control connection. Only the contents
+//! of sets change; the rules that use them are static (`nftables/ftpgate-kernel-path.nft`).
+//!
+//! Linux: nf_tables set and map elements, written over one netlink socket ([`nft`]). Other
+//! platforms have no kernel data path yet: asking for one fails at start-up.
+
+#[cfg(target_os = "linux")]
+mod nft;
+#[cfg(target_os = "linux")]
+mod writer;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use thiserror::Error;
+
+/// The table `nftables/ftpgate-kernel-path.nft` defines.
+pub const TABLE: &str = "ftpgate_kernel_path";
+
+/// One expected data connection. The peer connects to `dialled`; the kernel sends it on to
+/// `target`, where it arrives from `source` (and `source_port`, when set; otherwise the
+/// peer's port is kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pinhole {
+    pub peer: IpAddr,
+    pub dialled: SocketAddr,
+    pub target: SocketAddr,
+    pub source: IpAddr,
+    pub source_port: Option<u16>,
+}
+
+impl Pinhole {
+    /// All four addresses are of one family (a pinhole never translates between them).
+    pub fn is_consistent(&self) -> bool {
+        let v6 = self.peer.is_ipv6();
+        self.dialled.is_ipv6() == v6 && self.target.is_ipv6() == v6 && self.source.is_ipv6() == v6
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PinholeError {
+    /// At start-up: the kernel refused the probe (no CAP_NET_ADMIN, the table is not loaded).
+    #[error("kernel data path: {what}: {source}{hint}")]
+    Setup { what: &'static str, source: io::Error, hint: &'static str },
+    /// The kernel refused one pinhole (an identical one is armed, the set is full, ...).
+    #[error("kernel data path: installing the pinhole failed: {0}")]
+    Install(io::Error),
+    #[error("kernel data path: {0}")]
+    Gone(&'static str),
+    #[error("kernel data path: a pinhole mixes IPv4 and IPv6 addresses")]
+    MixedFamilies,
+    #[error("the kernel data path is not available on this platform")]
+    Unsupported,
+}
+
+/// The process's one connection to the kernel's pinhole sets.
+#[cfg(target_os = "linux")]
+pub use writer::Pinholes;
+
+/// Elsewhere: nothing can be opened, so `data_path: kernel` fails at start-up.
+#[cfg(not(target_os = "linux"))]
+pub struct Pinholes;
+
+#[cfg(not(target_os = "linux"))]
+impl Pinholes {
+    pub fn open() -> Result<Self, PinholeError> {
+        Err(PinholeError::Unsupported)
+    }
+
+    pub async fn install(&self, _: Pinhole, _: Duration) -> Result<(), PinholeError> {
+        Err(PinholeError::Unsupported)
+    }
+
+    pub async fn armed(&self, _: Pinhole) -> Result<bool, PinholeError> {
+        Err(PinholeError::Unsupported)
+    }
+
+    pub fn remove(&self, _: Pinhole) {}
+}
+
+/// How long an armed pinhole is polled between checks: short at first (most data connections
+/// come within milliseconds of the reply that announced them), then longer.
+pub fn poll_interval(checks: u32) -> Duration {
+    Duration::from_millis((10u64 << checks.min(5)).min(250))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_backs_off_to_a_bound() {
+        assert_eq!(poll_interval(0), Duration::from_millis(10));
+        assert_eq!(poll_interval(2), Duration::from_millis(40));
+        assert_eq!(poll_interval(5), Duration::from_millis(250));
+        assert_eq!(poll_interval(1000), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn families_must_agree() {
+        let p = Pinhole {
+            peer: "203.0.113.2".parse().unwrap(),
+            dialled: "198.51.100.2:30000".parse().unwrap(),
+            target: "198.51.100.2:30000".parse().unwrap(),
+            source: "198.51.100.1".parse().unwrap(),
+            source_port: None,
+        };
+        assert!(p.is_consistent());
+        assert!(!Pinhole { source: "2001:db8:2::1".parse().unwrap(), ..p }.is_consistent());
+    }
+}

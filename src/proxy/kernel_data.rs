@@ -1,0 +1,166 @@
+//! Data channels on the kernel path: every check and rewrite on the control channel stays
+//! ftpgate's, but instead of a listener and a relay the channel is one pinhole that lets the
+//! kernel forward exactly the expected connection, once.
+//!
+//! What each side sees is what it saw on the control connection: the server talks to the
+//! firewall's address ftpgate uses toward it (servers such as vsftpd refuse data from
+//! another address); the client talks to the address it dialled (the server's, when
+//! intercepted; ftpgate's in reverse mode).
+//!
+//! The channel ends when ftpgate sees the pinhole used (the rule that translated its first
+//! packet deleted the gate element): from then on client and server hold one end-to-end TCP
+//! connection, whose ordering against the control channel is the same as on a routed path, so
+//! the final reply need not wait for its last byte. Unused, it ends when the pinhole expires
+//! (the data accept timeout). The kernel keeps no per-element byte count that survives the
+//! one-shot deletion, so a kernel channel's byte counts are unknown and logged as such.
+
+use super::data::{data_permit, spawn_channel, DataTask, Endpoints};
+use super::Shared;
+use crate::addr::canonical_ip;
+use crate::config::Advertise;
+use crate::data::channel::{carries, DataError, DataOutcome};
+use crate::data::sockets::reserve_in_range;
+use crate::labels::DataMode;
+use crate::pinhole::{poll_interval, Pinhole, Pinholes};
+use crate::session::{DataReady, DataRequest};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Takes the pinhole away if its channel is dropped (ABOR, a new PASV, the session's end)
+/// while it still waits; a used pinhole is left to its timeout, during which its entries
+/// turn away a second connection to the same place.
+struct Armed {
+    pinholes: Arc<Pinholes>,
+    pinhole: Pinhole,
+    used: bool,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if !self.used {
+            self.pinholes.remove(self.pinhole);
+        }
+    }
+}
+
+/// The address the client is told for a passive connection (as the relay path tells it), and
+/// the address its connection arrives with at the firewall.
+fn advertised(shared: &Shared, ep: &Endpoints) -> (IpAddr, IpAddr) {
+    let dialled_original = ep.original.map_or(ep.client_side.ip(), |o| o.ip());
+    match shared.cfg.live.advertise {
+        Advertise::Original => (dialled_original, dialled_original),
+        Advertise::Local => (ep.client_side.ip(), ep.client_side.ip()),
+        // ftpgate behind another NAT: that NAT turns the fixed address into the local one.
+        Advertise::Fixed(ip) => (ip, ep.client_side.ip()),
+    }
+}
+
+/// What the client sees as the other end of an active connection: the server it dialled when
+/// intercepted, ftpgate's own address in reverse mode.
+fn server_as_seen(ep: &Endpoints) -> IpAddr {
+    ep.original.map_or(ep.client_side.ip(), |o| o.ip())
+}
+
+/// Installs the pinhole the request needs and starts watching it.
+pub async fn open(
+    shared: &Shared,
+    pinholes: &Arc<Pinholes>,
+    ep: &Endpoints,
+    request: DataRequest,
+) -> io::Result<(DataReady, DataTask)> {
+    let permit = data_permit(shared)?;
+    let live = &shared.cfg.live;
+    let (pinhole, ready, reserved) = match request {
+        DataRequest::Passive { server_data } => {
+            let (advertise, dialled) = advertised(shared, ep);
+            // The client connects to the server's own data port, at the address it is told.
+            let port = server_data.port();
+            let p = Pinhole {
+                peer: ep.client.ip(),
+                dialled: SocketAddr::new(dialled, port),
+                target: server_data,
+                source: ep.server_side.ip(),
+                source_port: None,
+            };
+            (p, DataReady::Listening(SocketAddr::new(advertise, port)), None)
+        }
+        DataRequest::Active { client_data } => {
+            // The port the server is told stays ftpgate's while the pinhole lives.
+            let sock = reserve_in_range(ep.server_side.ip(), live.active_ports)?;
+            let at = sock.local_addr()?.as_socket().ok_or_else(|| io::Error::other("reserved port has no address"))?;
+            // A data address other than the client's is a site-to-site transfer the policy
+            // allowed: that host sees the firewall, not the server spoofed.
+            let to_client = canonical_ip(client_data.ip()) == canonical_ip(ep.client.ip());
+            let source = if to_client {
+                server_as_seen(ep)
+            } else if canonical_ip(client_data.ip()) == canonical_ip(ep.upstream.ip()) {
+                ep.server_side.ip()
+            } else {
+                ep.client_side.ip()
+            };
+            let p = Pinhole {
+                peer: ep.upstream.ip(),
+                dialled: at,
+                target: client_data,
+                source,
+                source_port: (to_client && live.active_source_port_20).then_some(20),
+            };
+            (p, DataReady::Listening(at), Some(sock))
+        }
+        DataRequest::Listeners | DataRequest::Connect { .. } => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel data path forwards one connection as it is; converting between \
+                 passive and active (server_data_mode) needs data_path: relay",
+            ))
+        }
+    };
+    let wait = live.timeouts.data_accept;
+    // The kernel's own expiry comes a little after ftpgate's deadline, so a gate that is gone
+    // before the deadline was used, never expired; at the deadline ftpgate removes it.
+    pinholes.install(pinhole, wait + EXPIRY_MARGIN).await.map_err(io::Error::other)?;
+    tracing::debug!(?pinhole, "pinhole installed");
+    let armed = Armed { pinholes: pinholes.clone(), pinhole, used: false };
+    let (carries_tx, _carrier) = carries();
+    let mode = request.mode();
+    let task = watch(armed, mode, wait, reserved);
+    Ok((ready, spawn_channel(mode, task, carries_tx, Arc::default(), shared, permit, ep)))
+}
+
+/// Polls the gate element until the kernel used it or the accept timeout passed.
+async fn watch(mut armed: Armed, mode: DataMode, wait: Duration, reserved: Option<socket2::Socket>) -> DataOutcome {
+    let started = Instant::now();
+    let deadline = started + wait;
+    let expected = armed.pinhole.peer;
+    let mut checks = 0u32;
+    let result = loop {
+        match armed.pinholes.armed(armed.pinhole).await {
+            Ok(false) => {
+                armed.used = true;
+                tracing::info!(peer = %expected, "data connection handed to the kernel");
+                break Ok(());
+            }
+            Ok(true) if Instant::now() >= deadline => break Err(DataError::AcceptTimeout { expected, after: wait }),
+            Ok(true) => {}
+            Err(e) => break Err(DataError::Kernel(e.to_string())),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(poll_interval(checks).min(left)).await;
+        checks += 1;
+    };
+    drop(reserved);
+    DataOutcome {
+        mode,
+        to_client: 0,
+        to_server: 0,
+        duration: started.elapsed(),
+        stolen_attempts: Vec::new(),
+        handed_over: false,
+        bytes_known: false,
+        result,
+    }
+}

@@ -1,0 +1,148 @@
+//! The kernel data path's pinholes themselves, through the lab: one connection and only from
+//! the expected peer, gone after the accept timeout when unused, the addresses each side sees,
+//! and a start-up that refuses to run without its table or its capability.
+
+mod lab;
+
+use lab::servers::ServerKind;
+use lab::{eventually, gate, with_server, Lab, LabPath, CLIENT4_ALT, SERVER4, SERVER6};
+use std::process::Command;
+use std::time::Duration;
+
+const METRICS: &str = "127.0.0.1:9121";
+
+fn kernel_lab(test: &str, path: LabPath, extra: &[&str], yaml: &str) -> Option<(Lab, lab::Tree)> {
+    let (mut lab, tree) = with_server(test, path, ServerKind::Vsftpd)?;
+    lab.kernel_path();
+    // Reverse mode runs one ftpgate per family: only one of them could have the endpoint.
+    let mut args: Vec<String> = Vec::new();
+    if path != LabPath::Reverse {
+        args.extend(["--metrics-listen".into(), METRICS.into()]);
+    }
+    if !yaml.is_empty() {
+        let f = lab.write("ftpgate.yaml", yaml);
+        args.extend(["--config".into(), f.to_str().unwrap().to_owned()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.start_ftpgate(&args);
+    Some((lab, tree))
+}
+
+/// Packets the pinhole rules dropped (a stranger's connection, a second connection).
+fn refused(lab: &Lab) -> u64 {
+    lab.counter(&lab.fw_ns, "ftpgate_kernel_path", "refused")
+}
+
+#[test]
+fn a_pinhole_admits_its_peer_once_and_no_stranger() {
+    let Some((lab, tree)) = kernel_lab("kernel path one-shot", LabPath::Redirect, &[], "") else { return };
+    let once = format!("once:{CLIENT4_ALT}:small.bin:{}", tree.small_sha);
+    let (ok, out) = lab.attack(SERVER4, 21, &["expect:220", "login", "send:TYPE I\r\n", "expect:200", &once]);
+    assert!(ok, "{out}\n{}", lab.logs());
+    // Both were turned away by the pinhole's rules, and the server never saw the stranger.
+    assert!(refused(&lab) >= 2, "the stranger's and the second connection's SYNs must be dropped: {out}");
+    let [from_client, ..] = lab.watch();
+    assert_eq!(from_client, 0, "a connection reached the server untranslated");
+    assert!(lab.log_of("ftpgate").contains("data connection handed to the kernel"), "{}", lab.logs());
+    lab.finish();
+}
+
+#[test]
+fn an_unused_pinhole_is_gone_after_the_accept_timeout() {
+    let yaml = "timeouts: {data_accept: 2s, idle: 8s}\n";
+    let Some((mut lab, _)) = kernel_lab("kernel path expiry", LabPath::Redirect, &[], yaml) else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/attack.py");
+    // A session that asks for a passive connection and never makes it; it stays open until
+    // its idle timeout, well after the pinhole's.
+    let steps = ["expect:220", "login", "send:PASV\r\n", "expect:227", "expectclose:421"];
+    let argv: Vec<String> =
+        ["python3", script, SERVER4, "21"].iter().chain(steps.iter()).map(|s| s.to_string()).collect();
+    let client_ns = lab.client_ns.clone();
+    lab.spawn("idle-client", &client_ns, &argv);
+    eventually(Duration::from_secs(10), "the pinhole to be armed", || !lab.pinhole_elements("once4").is_empty());
+    assert_eq!(lab.pinhole_elements("dnat4").len(), 1);
+    // ftpgate takes the gate away at the accept timeout, the kernel expires the rest a second
+    // later; no element of the pinhole is left.
+    eventually(Duration::from_secs(10), "the pinhole to be gone", || {
+        ["once4", "dnat4", "snat4", "guard4"].iter().all(|s| lab.pinhole_elements(s).is_empty())
+    });
+    let log = lab.log_of("ftpgate");
+    assert!(log.contains("reason=\"accept_timeout\""), "{}", lab.logs());
+    assert!(lab.reap("idle-client"), "the idle session did not end with 421: {}", lab.log_of("idle-client"));
+    lab.finish();
+}
+
+/// ftplib's RETR in `mode`; its transcript (with `DATA-PEER ip port` for active connections).
+fn ftplib_retr(lab: &Lab, host: &str, mode: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftpclient.py");
+    let local = lab.dir.path().join(format!("retr-{mode}.bin"));
+    let (ok, out) = lab.client_run(&[
+        "python3",
+        script,
+        "--host",
+        host,
+        "--mode",
+        mode,
+        "--op",
+        "retr",
+        "--remote",
+        "small.bin",
+        "--local",
+        local.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{}", lab.logs());
+    out
+}
+
+#[test]
+fn active_connections_reach_the_client_from_the_server_and_port_20_when_asked() {
+    // Behind the filtering ruleset (forward policy drop), which admits the pinholes' connections.
+    let yaml = format!("active:\n  source_port_20: true\n  ports: \"{}\"\n", lab::ACTIVE_PORTS);
+    let Some((lab, _)) = kernel_lab("kernel path active", LabPath::Redirect, &[], &yaml) else { return };
+    lab.load_rules("ftpgate-filter.nft").unwrap_or_else(|e| panic!("filter rules: {e}"));
+    let out = ftplib_retr(&lab, SERVER4, "port");
+    assert!(out.contains(&format!("DATA-PEER {SERVER4} 20\n")), "{out}");
+    let out = ftplib_retr(&lab, SERVER6, "eprt");
+    assert!(out.contains(&format!("DATA-PEER {SERVER6} 20\n")), "{out}");
+    // The server saw only the firewall, as on the control connection.
+    let [from_client, _, to_client, _] = lab.watch();
+    assert_eq!((from_client, to_client), (0, 0));
+    lab.finish();
+}
+
+#[test]
+fn in_reverse_mode_the_client_sees_the_gateway() {
+    let Some((lab, _)) = kernel_lab("kernel path reverse", LabPath::Reverse, &[], "") else { return };
+    let out = ftplib_retr(&lab, lab::FW_C4, "port");
+    assert!(out.contains(&format!("DATA-PEER {} ", lab::FW_C4)), "{out}");
+    lab.finish();
+}
+
+/// Runs ftpgate on the kernel path in the lab's firewall (through `wrap`, e.g. setpriv);
+/// its exit status and what it printed.
+fn start_up(lab: &Lab, wrap: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.fw_ns, "timeout", "20"])
+        .args(wrap)
+        .args([lab.bin.to_str().unwrap(), "--listen", "127.0.0.1:0", "--data-path", "kernel"])
+        .output()
+        .unwrap();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn start_up_exits_3_without_the_table_or_without_cap_net_admin() {
+    if !gate("kernel path start-up", None) {
+        return;
+    }
+    let lab = Lab::new(LabPath::Redirect);
+    let (code, out) = start_up(&lab, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("ftpgate-kernel-path.nft"), "the message must say which table to load: {out}");
+    lab.load_rules("ftpgate-kernel-path.nft").unwrap();
+    let (code, out) = start_up(&lab, &["setpriv", "--bounding-set", "-net_admin", "--"]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("CAP_NET_ADMIN"), "{out}");
+    lab.finish();
+}
