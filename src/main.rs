@@ -1,7 +1,7 @@
 use clap::Parser;
 use ftpgate::cli::Cli;
-use ftpgate::config::Config;
 use ftpgate::config::Privileges;
+use ftpgate::config::{ActiveSource, Config};
 use ftpgate::logging;
 use ftpgate::privileges::{drop_privileges, path_after_drop, Keep};
 use ftpgate::proxy::Gateway;
@@ -117,12 +117,16 @@ fn main() -> ExitCode {
 }
 
 /// The capabilities kept after the privilege drop: the interception's, CAP_NET_ADMIN for a
-/// shaping mark, CAP_NET_BIND_SERVICE for source port 20. A reload cannot ask for more.
+/// shaping mark or transparent active connections, CAP_NET_BIND_SERVICE for source port 20. A
+/// reload cannot ask for more.
 fn capabilities(gateway: &Gateway) -> Vec<Keep> {
     let live = &gateway.config().live;
     let marks = live.control_tags.mark.is_some() || live.data_tags.mark.is_some();
+    let transparent = live.active_source == ActiveSource::Original;
     let mut keep = gateway.interception().needs().to_vec();
-    for (wanted, cap) in [(marks, Keep::NetAdmin), (live.active_source_port_20, Keep::NetBindService)] {
+    for (wanted, cap) in
+        [(marks, Keep::NetAdmin), (transparent, Keep::NetAdmin), (live.active_source_port_20, Keep::NetBindService)]
+    {
         if wanted && !keep.contains(&cap) {
             keep.push(cap);
         }

@@ -20,7 +20,7 @@ mod timeouts;
 pub use log::LogFormat;
 pub use network::InterceptMode;
 pub use parts::{Config, LiveConfig, StartupConfig};
-pub use ports::{Advertise, PortRange};
+pub use ports::{ActiveSource, Advertise, PortRange};
 pub use privileges::Privileges;
 pub use raw::RawConfig;
 pub use servers::ServerNets;
@@ -65,7 +65,7 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, String> {
 /// Turns the raw form into the typed configuration, naming the first bad field.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let net = network::network(raw)?;
-    let ports = ports::data_ports(&raw.passive, &raw.active)?;
+    let ports = ports::data_ports(&raw.passive, &raw.active, net.intercept)?;
     let shaping = shaping::shaping(&raw.shaping)?;
     let limits = limits::limits(&raw.limits)?;
     let session = SessionPolicy {
@@ -96,6 +96,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         advertise: ports.advertise,
         active_ports: ports.active_ports,
         active_source_port_20: ports.active_source_port_20,
+        active_source: ports.active_source,
         nat64_prefix: net.nat64_prefix,
         servers,
         control_tags: shaping.control,
@@ -177,6 +178,21 @@ mod tests {
         assert!(err_of("metrics: {listen: nowhere}\n").contains("`metrics.listen`"));
         assert!(err_of("metrics: {max_connections: 0}\n").contains("`metrics.max_connections`"));
         assert!(err_of("metrics: {max_connections: 100000}\n").contains("`metrics.max_connections`"));
+    }
+
+    #[test]
+    fn active_source_follows_the_interception_mode() {
+        let source = |yaml: &str| validate(&parse_raw(yaml).unwrap()).unwrap().live.active_source;
+        // auto: transparent where ftpgate already is (tproxy), its own address elsewhere.
+        assert_eq!(source(""), ActiveSource::Gateway);
+        assert_eq!(source("intercept: tproxy\n"), ActiveSource::Original);
+        assert_eq!(source("upstream: 198.51.100.2:21\n"), ActiveSource::Gateway);
+        assert_eq!(source("active: {source: original}\n"), ActiveSource::Original);
+        assert_eq!(source("intercept: tproxy\nactive: {source: gateway}\n"), ActiveSource::Gateway);
+        let reverse = err_of("upstream: 198.51.100.2:21\nactive: {source: original}\n");
+        assert!(reverse.contains("`active.source`") && reverse.contains("reverse mode"), "{reverse}");
+        assert!(err_of("intercept: pf\nactive: {source: original}\n").contains("`active.source`"));
+        assert!(err_of("active: {source: server}\n").contains("`active.source`"));
     }
 
     #[test]

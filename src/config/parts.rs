@@ -1,7 +1,9 @@
 //! The typed configuration in its two parts: what only a restart can change, and what a reload
 //! hands to the sessions that start after it.
 
-use super::{Advertise, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags, Timeouts};
+use super::{
+    ActiveSource, Advertise, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags, Timeouts,
+};
 use crate::session::SessionPolicy;
 use ipnet::Ipv6Net;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +67,8 @@ pub struct LiveConfig {
     pub active_ports: Option<PortRange>,
     /// Active connections to clients leave from port 20.
     pub active_source_port_20: bool,
+    /// Where active connections to clients come from, resolved for the interception mode.
+    pub active_source: ActiveSource,
     /// Original destinations inside this RFC 6052 prefix are IPv4 servers (NAT64).
     pub nat64_prefix: Option<Ipv6Net>,
     /// Where diverted clients may go (`servers`); reverse mode's `upstream` is not checked.

@@ -9,7 +9,7 @@ mod metrics_endpoint;
 mod passive_index;
 mod stream;
 
-use crate::config::{Config, LiveConfig, SocketTags};
+use crate::config::{ActiveSource, Config, InterceptMode, LiveConfig, SocketTags};
 use crate::data::sockets;
 use crate::intercept::{self, InterceptError, Interception};
 use crate::labels::Reason;
@@ -63,6 +63,12 @@ fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
             }
         }
     }
+    if cfg.active_source == ActiveSource::Original {
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, None).and_then(|s| intercept::set_transparent(&s, false));
+        if let Err(source) = probe {
+            return Err(StartError::Privilege { field: "active.source", needs: "CAP_NET_ADMIN", source });
+        }
+    }
     for (field, tags) in [("shaping.control.mark", cfg.control_tags), ("shaping.data.mark", cfg.data_tags)] {
         if tags.mark.is_none() {
             continue;
@@ -74,6 +80,23 @@ fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// Says once, at start-up, when active data connections reach intercepted clients from this
+/// gateway's address rather than their server's, and how to change that: clients that check
+/// the data connection's origin refuse them.
+fn note_active_source(cfg: &Config) {
+    let mode = cfg.startup.intercept;
+    if cfg.live.active_source == ActiveSource::Gateway
+        && matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy)
+    {
+        info!(
+            "active data connections reach clients from this gateway's address, not their server's; clients that \
+             check the origin of active data (\"did not originate from the same IP address\") refuse them. Set \
+             active.source: original for transparent active mode (needs CAP_NET_ADMIN and the local-delivery \
+             routing of ftpgate-tproxy-routing.sh; see ftpgate(8), TRANSPARENT ACTIVE MODE)"
+        );
+    }
 }
 
 /// What every session of this process shares.
@@ -253,8 +276,10 @@ impl Gateway {
             upstream = ?cfg.live.upstream,
             passive_ports = %format!("{}-{}", cfg.live.passive_ports.first, cfg.live.passive_ports.last),
             max_sessions = max,
+            active_source = ?cfg.live.active_source,
             "ftpgate listening"
         );
+        note_active_source(cfg);
         let _metrics_task = match self.metrics_listener.map(TcpListener::from_std) {
             Some(Ok(l)) => {
                 let max_connections = cfg.startup.metrics_max_connections;
