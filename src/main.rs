@@ -1,7 +1,7 @@
 use clap::Parser;
 use ftpgate::cli::Cli;
+use ftpgate::config::Config;
 use ftpgate::config::Privileges;
-use ftpgate::config::{ActiveSource, Config};
 use ftpgate::logging;
 use ftpgate::privileges::{drop_privileges, path_after_drop, Keep};
 use ftpgate::proxy::Gateway;
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
 fn capabilities(gateway: &Gateway) -> Vec<Keep> {
     let live = &gateway.config().live;
     let marks = live.control_tags.mark.is_some() || live.data_tags.mark.is_some();
-    let transparent = live.active_source == ActiveSource::Original;
+    let transparent = gateway.config().active_transparent();
     let mut keep = gateway.interception().needs().to_vec();
     for (wanted, cap) in
         [(marks, Keep::NetAdmin), (transparent, Keep::NetAdmin), (live.active_source_port_20, Keep::NetBindService)]

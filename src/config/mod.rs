@@ -182,17 +182,22 @@ mod tests {
 
     #[test]
     fn active_source_follows_the_interception_mode() {
-        let source = |yaml: &str| validate(&parse_raw(yaml).unwrap()).unwrap().live.active_source;
+        let transparent = |yaml: &str| validate(&parse_raw(yaml).unwrap()).unwrap().active_transparent();
         // auto: transparent where ftpgate already is (tproxy), its own address elsewhere.
-        assert_eq!(source(""), ActiveSource::Gateway);
-        assert_eq!(source("intercept: tproxy\n"), ActiveSource::Original);
-        assert_eq!(source("upstream: 198.51.100.2:21\n"), ActiveSource::Gateway);
-        assert_eq!(source("active: {source: original}\n"), ActiveSource::Original);
-        assert_eq!(source("intercept: tproxy\nactive: {source: gateway}\n"), ActiveSource::Gateway);
+        assert!(!transparent(""));
+        assert!(transparent("intercept: tproxy\n"));
+        assert!(!transparent("upstream: 198.51.100.2:21\n"));
+        assert!(transparent("active: {source: original}\n"));
+        assert!(!transparent("intercept: tproxy\nactive: {source: gateway}\n"));
         let reverse = err_of("upstream: 198.51.100.2:21\nactive: {source: original}\n");
         assert!(reverse.contains("`active.source`") && reverse.contains("reverse mode"), "{reverse}");
         assert!(err_of("intercept: pf\nactive: {source: original}\n").contains("`active.source`"));
         assert!(err_of("active: {source: server}\n").contains("`active.source`"));
+        // A reload naming another mode keeps the running one, and auto's meaning with it.
+        let running = validate(&parse_raw("").unwrap()).unwrap();
+        let (next, restart) = running.reloaded(validate(&parse_raw("intercept: tproxy\n").unwrap()).unwrap());
+        assert_eq!(restart, ["intercept"]);
+        assert!(!next.active_transparent());
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub struct LiveConfig {
     pub active_ports: Option<PortRange>,
     /// Active connections to clients leave from port 20.
     pub active_source_port_20: bool,
-    /// Where active connections to clients come from, resolved for the interception mode.
+    /// Where active connections to clients come from (as configured; see
+    /// [`Config::active_transparent`]).
     pub active_source: ActiveSource,
     /// Original destinations inside this RFC 6052 prefix are IPv4 servers (NAT64).
     pub nat64_prefix: Option<Ipv6Net>,
@@ -94,6 +95,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether active connections to clients come from their server's address (a transparent
+    /// bind), in the interception mode this configuration runs: a reload that names another
+    /// mode, which waits for a restart, does not change the answer for `auto`.
+    pub fn active_transparent(&self) -> bool {
+        let mode = self.startup.intercept;
+        let intercepting = matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy);
+        match self.live.active_source {
+            ActiveSource::Auto => mode == InterceptMode::Tproxy,
+            ActiveSource::Original => intercepting,
+            ActiveSource::Gateway => false,
+        }
+    }
+
     /// What a reload to `new` runs with: this start-up part and `new`'s live part. The paths of
     /// the start-up fields `new` would change come back: they wait for a restart.
     pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {

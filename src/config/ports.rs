@@ -55,9 +55,13 @@ pub enum Advertise {
     Fixed(IpAddr),
 }
 
-/// The address active data connections toward the client come from (`active.source`).
+/// The address active data connections toward the client come from (`active.source`); see
+/// [`Config::active_transparent`](super::Config::active_transparent) for what it means in the
+/// running interception mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActiveSource {
+    /// `original` where ftpgate is transparent anyway (tproxy), `gateway` elsewhere.
+    Auto,
     /// The original destination, the server the client's control connection was for: the
     /// client sees its data come from its control peer, as clients that check this require.
     /// A transparent (non-local) bind: CAP_NET_ADMIN, and the firewall delivering the replies
@@ -67,14 +71,13 @@ pub enum ActiveSource {
     Gateway,
 }
 
-/// `active.source` for the interception mode: `auto` is `original` where ftpgate is already
-/// transparent (tproxy) and `gateway` elsewhere; `original` needs an original destination and a
-/// platform that can bind a foreign address.
+/// `active.source`, checked against the interception mode: `original` needs an original
+/// destination and a platform that can bind a foreign address.
 fn active_source(value: &str, mode: InterceptMode) -> Result<ActiveSource, ConfigError> {
     const FIELD: &str = "active.source";
     match (value, mode) {
-        ("auto", InterceptMode::Tproxy) => Ok(ActiveSource::Original),
-        ("auto", _) | ("gateway", _) => Ok(ActiveSource::Gateway),
+        ("auto", _) => Ok(ActiveSource::Auto),
+        ("gateway", _) => Ok(ActiveSource::Gateway),
         ("original", InterceptMode::None) => Err(invalid(
             FIELD,
             "`original` needs an intercepting mode: in reverse mode clients dial ftpgate itself, which is \

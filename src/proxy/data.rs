@@ -3,7 +3,7 @@
 use super::passive_index::Registration;
 use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
-use crate::config::{ActiveSource, Advertise};
+use crate::config::Advertise;
 use crate::data::channel::{self, CarriesTx, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::{from_ip, listen_in_range, Source};
 use crate::labels::Family;
@@ -86,8 +86,8 @@ fn client_source(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> Option<S
     // Only toward the client itself: another host's replies to the server's address (a
     // site-to-site peer policy.fxp admits) need not pass this firewall at all.
     let own = canonical_ip(named.ip()) == canonical_ip(ep.client.ip());
-    match (live.active_source, ep.original) {
-        (ActiveSource::Original, Some(original)) if own => {
+    match ep.original {
+        Some(original) if own && shared.cfg.active_transparent() => {
             Some(Source { addr: SocketAddr::new(original.ip(), port), transparent: true })
         }
         _ if port != 0 => {

@@ -9,7 +9,7 @@ mod metrics_endpoint;
 mod passive_index;
 mod stream;
 
-use crate::config::{ActiveSource, Config, InterceptMode, LiveConfig, SocketTags};
+use crate::config::{Config, InterceptMode, SocketTags};
 use crate::data::sockets;
 use crate::intercept::{self, InterceptError, Interception};
 use crate::labels::Reason;
@@ -45,7 +45,8 @@ pub enum StartError {
 
 /// Tries what the live options need privilege for, before serving and again before a reload
 /// takes them: failing then beats failing each transfer later.
-fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
+fn probe_privileges(whole: &Config) -> Result<(), StartError> {
+    let cfg = &whole.live;
     use socket2::{Domain, Socket, Type};
     let denied = |e: &io::Error| e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM);
     if cfg.active_source_port_20 {
@@ -63,7 +64,7 @@ fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
             }
         }
     }
-    if cfg.active_source == ActiveSource::Original {
+    if whole.active_transparent() {
         let probe = Socket::new(Domain::IPV4, Type::STREAM, None).and_then(|s| intercept::set_transparent(&s, false));
         if let Err(source) = probe {
             return Err(StartError::Privilege { field: "active.source", needs: "CAP_NET_ADMIN", source });
@@ -87,9 +88,7 @@ fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
 /// the data connection's origin refuse them.
 fn note_active_source(cfg: &Config) {
     let mode = cfg.startup.intercept;
-    if cfg.live.active_source == ActiveSource::Gateway
-        && matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy)
-    {
+    if !cfg.active_transparent() && matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy) {
         info!(
             "active data connections reach clients from this gateway's address, not their server's; clients that \
              check the origin of active data (\"did not originate from the same IP address\") refuse them. Set \
@@ -142,8 +141,8 @@ impl Shared {
     /// paths of the start-up fields that wait for a restart. Refused when the live part needs a
     /// privilege the process no longer holds.
     fn reloaded(&self, new: Config) -> Result<(Shared, Vec<&'static str>), StartError> {
-        probe_privileges(&new.live)?;
         let (cfg, needs_restart) = self.cfg.reloaded(new);
+        probe_privileges(&cfg)?;
         let next = Shared {
             cfg,
             interceptor: self.interceptor.clone(),
@@ -188,7 +187,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds every listener; fails before anything is served if one cannot be bound.
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
-        probe_privileges(&cfg.live)?;
+        probe_privileges(&cfg)?;
         let startup = &cfg.startup;
         let interceptor = intercept::for_mode(startup.intercept)?;
         let transparent = interceptor.transparent_listeners();
@@ -276,7 +275,7 @@ impl Gateway {
             upstream = ?cfg.live.upstream,
             passive_ports = %format!("{}-{}", cfg.live.passive_ports.first, cfg.live.passive_ports.last),
             max_sessions = max,
-            active_source = ?cfg.live.active_source,
+            active_transparent = cfg.active_transparent(),
             "ftpgate listening"
         );
         note_active_source(cfg);
