@@ -1,5 +1,6 @@
 #!/bin/sh
-# Policy routing for ftpgate-tproxy.nft: packets carrying MARK are delivered to local sockets.
+# Policy routing for ftpgate-tproxy.nft, and for transparent active mode (active.source:
+# original) with ftpgate-redirect.nft: packets carrying MARK are delivered to local sockets.
 # Usage: ftpgate-tproxy-routing.sh add|del [MARK] [TABLE]   (defaults: 0x2121 121)
 set -eu
 action=${1:-add}

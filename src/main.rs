@@ -144,13 +144,18 @@ fn check_config(cli: &Cli, raw: &ftpgate::config::RawConfig) -> ExitCode {
 }
 
 /// The capabilities kept after the privilege drop: the interception's, CAP_NET_ADMIN for a
-/// shaping mark and for the kernel data path (the kernel checks it on every netlink request), CAP_NET_BIND_SERVICE for source port 20. A reload cannot ask for more.
+/// shaping mark, transparent active connections and the kernel data path (the kernel checks it
+/// on every netlink request), CAP_NET_BIND_SERVICE for source port 20. A reload cannot ask for
+/// more.
 fn capabilities(gateway: &Gateway) -> Vec<Keep> {
     let live = &gateway.config().live;
     let marks = live.control_tags.mark.is_some() || live.data_tags.mark.is_some();
+    let transparent = gateway.config().active_transparent();
     let mut keep = gateway.interception().needs().to_vec();
     let kernel_path = gateway.config().startup.data_path == ftpgate::config::DataPath::Kernel;
-    for (wanted, cap) in [(marks || kernel_path, Keep::NetAdmin), (live.active_source_port_20, Keep::NetBindService)] {
+    for (wanted, cap) in
+        [(marks || transparent || kernel_path, Keep::NetAdmin), (live.active_source_port_20, Keep::NetBindService)]
+    {
         if wanted && !keep.contains(&cap) {
             keep.push(cap);
         }

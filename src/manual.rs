@@ -44,7 +44,8 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  read from the connection tracking entry (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST). \
                  No capability is needed. REDIRECT delivers to the primary address of the \
                  receiving interface, not to loopback: listen on that address or on 0.0.0.0 and \
-                 [::] (the default).",
+                 [::] (the default). The file needs MARK too, for transparent active mode \
+                 (see TRANSPARENT ACTIVE MODE).",
             ),
             Item(
                 "tproxy",
@@ -97,8 +98,33 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                ftpgate-redirect.nft. A REDIRECT set-up with the defaults, clients on eth1:"),
             Example(
                 "nft -D 'CLIENT_IF=\"eth1\"' -D PROXY_PORT=8021 \\\n    \
-                 -D PASSIVE_PORTS=50000-50999 -f /usr/share/ftpgate/nftables/ftpgate-redirect.nft\n\
+                 -D PASSIVE_PORTS=50000-50999 -D MARK=0x2121 \\\n    \
+                 -f /usr/share/ftpgate/nftables/ftpgate-redirect.nft\n\
                  systemctl enable --now ftpgate",
+            ),
+        ],
+    ),
+    (
+        "TRANSPARENT ACTIVE MODE",
+        &[
+            P("After a client's PORT or EPRT, ftpgate connects to the client. With \
+               active.source: original that connection comes from the address of the server the \
+               client dialled (and from port 20 with active.source_port_20), as the server's own \
+               would: clients that refuse active data from anyone but their control peer work \
+               through ftpgate. ftpgate binds the server's address with a transparent socket \
+               (IP_TRANSPARENT, IPV6_TRANSPARENT; needs CAP_NET_ADMIN, checked at start-up, \
+               exit 3). The client's replies are addressed to the server: the socket \
+               transparent rule of ftpgate-redirect.nft and ftpgate-tproxy.nft marks them with \
+               MARK, and the policy routing of ftpgate-tproxy-routing.sh add MARK delivers them \
+               to ftpgate instead of forwarding them."),
+            P("active.source: auto (the default) is original in tproxy mode, which has both \
+               already, and gateway (the firewall's own address) in redirect mode, which the \
+               start-up log says once with how to change it. Reverse mode always connects from \
+               ftpgate's address, which the client dialled; so do site-to-site transfers to \
+               another host."),
+            Example(
+                "ftpgate-tproxy-routing.sh add 0x2121\n\
+                 # /etc/ftpgate/ftpgate.yaml\nactive:\n  source: original",
             ),
         ],
     ),
@@ -221,8 +247,8 @@ const AFTER_METRICS: &[(&str, &[Block])] = &[
         &[
             P("Started as root, ftpgate binds its sockets, then becomes privileges.user \
                (optionally chrooted) and keeps only the capabilities its options need: \
-               CAP_NET_ADMIN for tproxy or a shaping mark, CAP_NET_BIND_SERVICE for \
-               active.source_port_20, none otherwise. The packaged unit starts it unprivileged \
+               CAP_NET_ADMIN for tproxy, a shaping mark or active.source: original, \
+               CAP_NET_BIND_SERVICE for active.source_port_20, none otherwise. The packaged unit starts it unprivileged \
                with that bounded set."),
             P("Only connections the firewall diverted are relayed: one that reaches ftpgate's \
                port directly is answered 421 and logged as loop. A PORT or EPRT naming another \

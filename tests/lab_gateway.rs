@@ -173,6 +173,8 @@ fn broken_or_missing_redirect_rules_break_interception() {
             "PROXY_PORT=8021",
             "-D",
             "PASSIVE_PORTS=50000-50999",
+            "-D",
+            "MARK=0x2121",
             "-f",
             broken.to_str().unwrap(),
         ],

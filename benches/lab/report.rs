@@ -265,6 +265,25 @@ pub fn verdict(value: Option<f64>, cmp: Cmp, limit: f64) -> &'static str {
 
 /// Checks every helper above on known inputs; panics on the first mismatch. Returns how many
 /// checks ran.
+/// The per-call counts of an `strace -c` summary, the total first and then by count:
+/// `% time  seconds  usecs/call  calls  [errors]  syscall` rows between dashed lines.
+pub fn strace_counts(text: &str) -> Option<Vec<(String, u64)>> {
+    let mut rows: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[0].starts_with('-') || f[0] == "%" {
+                return None;
+            }
+            Some((f.last()?.to_string(), f[3].parse().ok()?))
+        })
+        .collect();
+    let total = rows.iter().position(|(n, _)| n == "total").map(|i| rows.remove(i))?;
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    rows.insert(0, total);
+    Some(rows)
+}
+
 pub fn self_check() -> usize {
     let mut n = 0;
     let mut check = |ok: bool, what: &str| {
@@ -284,6 +303,17 @@ pub fn self_check() -> usize {
     check(median(&[3.0, 1.0, 2.0]) == Some(2.0), "median of three");
     check(median(&[4.0, 1.0, 3.0, 2.0]) == Some(2.5), "median of four");
     check(median(&[]).is_none(), "median of nothing");
+    let strace = "% time     seconds  usecs/call     calls    errors syscall\n\
+                  ------ ----------- ----------- --------- --------- ----------------\n\
+                   88.56    3.329188           5    637607      1311 splice\n\
+                   11.43    0.429838          61      6999           epoll_wait\n\
+                    0.01    0.000415           7        57           write\n\
+                  ------ ----------- ----------- --------- --------- ----------------\n\
+                  100.00    3.759441           5    644663      1311 total\n";
+    let counts = strace_counts(strace).unwrap_or_default();
+    check(counts.first() == Some(&("total".into(), 644663)), "strace total first");
+    check(counts.get(2) == Some(&("epoll_wait".into(), 6999)), "strace rows by count, errors column optional");
+    check(strace_counts("nothing").is_none(), "no strace summary");
 
     let stat = "4242 (ftp gate) x) S 1 4242 4242 0 -1 4194560 1200 0 0 0 150 37 0 0 20 0 3 0 1000 \
                 123456 789 18446744073709551615";

@@ -25,12 +25,63 @@ log:
   level: info
 ";
 
+/// One path of figures 1-4: the lab's path and, through ftpgate, its data path. The list is
+/// [`all_paths`]; a path whose files this tree lacks is reported as not built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchPath {
+    pub label: &'static str,
+    pub lab: LabPath,
+    /// ftpgate's flags besides the bench configuration.
+    pub gate_args: &'static [&'static str],
+    /// A rule file (of the lab's rule directory) loaded in the firewall besides the path's own.
+    pub rules: Option<&'static str>,
+}
+
+impl BenchPath {
+    pub fn name(&self) -> &'static str {
+        self.label
+    }
+
+    /// Whether this tree has what the path needs (its rule file).
+    pub fn available(&self) -> bool {
+        self.rules.is_none_or(|f| lab::rules_dir().join(f).is_file())
+    }
+}
+
+pub const ROUTED: BenchPath = BenchPath { label: "routed", lab: LabPath::Routed, gate_args: &[], rules: None };
+pub const KERNEL_HELPER: BenchPath =
+    BenchPath { label: "kernel-helper", lab: LabPath::KernelHelper, gate_args: &[], rules: None };
+pub const RELAY: BenchPath =
+    BenchPath { label: "ftpgate-relay", lab: LabPath::Redirect, gate_args: &["--data-path", "relay"], rules: None };
+/// ftpgate's kernel data path: exact one-shot NAT pinholes in the table this rule file defines.
+pub const KERNEL_PATH: BenchPath = BenchPath {
+    label: "ftpgate-kernel",
+    lab: LabPath::Redirect,
+    gate_args: &["--data-path", "kernel"],
+    rules: Some("ftpgate-kernel-path.nft"),
+};
+
+/// Every path of figures 1-4, in the order of the report's columns.
+pub const ALL_PATHS: [BenchPath; 4] = [ROUTED, KERNEL_HELPER, RELAY, KERNEL_PATH];
+
+/// The paths this tree can measure.
+pub fn paths() -> Vec<BenchPath> {
+    ALL_PATHS.into_iter().filter(BenchPath::available).collect()
+}
+
+/// Whether the ftpgate under test knows `--data-path` (older builds relay without the flag).
+fn knows_data_path() -> bool {
+    let bin = lab::ftpgate_bin();
+    lab::sh(&[bin.to_str().unwrap_or("ftpgate"), "--help"]).is_ok_and(|h| h.contains("--data-path"))
+}
+
 /// One path's figures (1-4).
 pub struct PathFigures {
-    pub path: LabPath,
+    pub path: BenchPath,
     pub retr: Vec<f64>,
     pub stor: Vec<f64>,
     pub cpu: Option<GateCpu>,
+    pub syscalls: Option<super::profile::Syscalls>,
     pub rate: Option<Rate>,
     pub rtt: Option<Rtt>,
     pub gate_notes: Vec<String>,
@@ -40,12 +91,12 @@ pub struct PathFigures {
 /// when /dev/shm has room, so that no disk write-back runs during the transfers. The lab makes
 /// its directories with tempfile, which follows TMPDIR. Returns what the report says.
 pub fn use_tmpfs() -> String {
-    const NEED: u64 = 6 * GIB;
+    let need = 6 * GIB.max(super::bulk::bulk_bytes());
     let shm = Path::new("/dev/shm");
     let ok = std::env::var_os("TMPDIR").is_none()
         && nix::sys::statfs::statfs(shm).is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
         && nix::sys::statvfs::statvfs(shm)
-            .is_ok_and(|v| v.blocks_available().saturating_mul(v.fragment_size()) >= NEED);
+            .is_ok_and(|v| v.blocks_available().saturating_mul(v.fragment_size()) >= need);
     if ok {
         // Still single-threaded here: nothing else reads the environment yet.
         std::env::set_var("TMPDIR", shm);
@@ -59,20 +110,28 @@ pub fn use_tmpfs() -> String {
 /// RLIMIT_NOFILE first set to FTPGATE_START_NOFILE. `ip netns exec` and `prlimit` both exec,
 /// so the PID is ftpgate's.
 pub fn start_gateway(lab: &mut Lab, yaml: &str) -> u32 {
+    start_gateway_with(lab, yaml, &[])
+}
+
+/// [`start_gateway`] with `extra` flags.
+pub fn start_gateway_with(lab: &mut Lab, yaml: &str, extra: &[&str]) -> u32 {
     let cfg = lab.write("bench-ftpgate.yaml", yaml);
     let bin = lab::ftpgate_bin().to_string_lossy().into_owned();
     // What /proc/PID/comm shows once ftpgate runs: the first 15 bytes of the file's name.
     let comm: String =
         Path::new(&bin).file_name().map_or("ftpgate".into(), |n| n.to_string_lossy().chars().take(15).collect());
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(4096, |(_, h)| h);
-    let argv: Vec<String> = vec![
+    let argv: Vec<String> = [
         "prlimit".into(),
         format!("--nofile={FTPGATE_START_NOFILE}:{}", hard.max(FTPGATE_START_NOFILE)),
         "--".into(),
         bin,
         "--config".into(),
         cfg.to_str().unwrap().into(),
-    ];
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|a| a.to_string()))
+    .collect();
     let fw = lab.fw_ns.clone();
     let (pid, _) = lab.spawn("ftpgate", &fw, &argv);
     lab.wait_listening(&fw, "0.0.0.0", PROXY_PORT);
@@ -106,19 +165,25 @@ pub struct PathLab {
     pub noop_ns: Vec<u64>,
 }
 
-pub fn setup_path(path: LabPath, big: &BigFile, versions: &mut String) -> PathLab {
+pub fn setup_path(path: BenchPath, big: &BigFile, versions: &mut String) -> PathLab {
     let name = path.name();
-    progress!("{name}: building the lab, starting vsftpd{}", if path.uses_ftpgate() { " and ftpgate" } else { "" });
-    let mut lab = Lab::new(path);
+    let uses = path.lab.uses_ftpgate();
+    progress!("{name}: building the lab, starting vsftpd{}", if uses { " and ftpgate" } else { "" });
+    let mut lab = Lab::new(path.lab);
+    if let Some(rules) = path.rules {
+        lab.load_rules(rules).unwrap_or_else(|e| panic!("{name}: loading {rules}: {e}"));
+    }
     let tree = lab.start_server(ServerKind::Vsftpd);
-    let gate = path.uses_ftpgate().then(|| start_gateway(&mut lab, GATE_YAML));
+    // The relay is the default: a build without --data-path measures it without the flag.
+    let args: &[&str] = if path == RELAY && !knows_data_path() { &[] } else { path.gate_args };
+    let gate = uses.then(|| start_gateway_with(&mut lab, GATE_YAML, args));
     if versions.is_empty() {
         let curl = lab.exec(&lab.client_ns, &["curl", "--version"]).unwrap_or_default();
         versions.push_str(curl.lines().next().unwrap_or("curl").split(" (").next().unwrap_or("curl"));
     }
     fs::hard_link(&big.path, tree.anon.join("gig.bin"))
         .or_else(|_| fs::copy(&big.path, tree.anon.join("gig.bin")).map(|_| ()))
-        .expect("put the 1 GiB file into the served tree");
+        .expect("put the bulk file into the served tree");
     {
         use std::os::unix::fs::PermissionsExt;
         let small = tree.anon.join(SMALL_NAME);
@@ -130,6 +195,7 @@ pub fn setup_path(path: LabPath, big: &BigFile, versions: &mut String) -> PathLa
         retr: Vec::new(),
         stor: Vec::new(),
         cpu: None,
+        syscalls: None,
         rate: None,
         rtt: None,
         gate_notes: Vec::new(),

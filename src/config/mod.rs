@@ -24,7 +24,7 @@ pub use data_path::DataPath;
 pub use log::LogFormat;
 pub use network::InterceptMode;
 pub use parts::{Config, LiveConfig, StartupConfig};
-pub use ports::{Advertise, PortRange};
+pub use ports::{ActiveSource, Advertise, PortRange};
 pub use privileges::Privileges;
 pub use raw::RawConfig;
 pub use servers::ServerNets;
@@ -74,7 +74,7 @@ pub fn to_yaml(raw: &RawConfig) -> Result<String, String> {
 /// Turns the raw form into the typed configuration, naming the first bad field.
 pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let net = network::network(raw)?;
-    let ports = ports::data_ports(&raw.passive, &raw.active)?;
+    let ports = ports::data_ports(&raw.passive, &raw.active, net.intercept)?;
     let shaping = shaping::shaping(&raw.shaping)?;
     let limits = limits::limits(&raw.limits)?;
     let data_path = data_path::data_path(&raw.data_path)?;
@@ -117,6 +117,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         advertise: ports.advertise,
         active_ports: ports.active_ports,
         active_source_port_20: ports.active_source_port_20,
+        active_source: ports.active_source,
         nat64_prefix: net.nat64_prefix,
         servers,
         control_tags: shaping.control,
@@ -199,6 +200,26 @@ mod tests {
         assert!(err_of("metrics: {listen: nowhere}\n").contains("`metrics.listen`"));
         assert!(err_of("metrics: {max_connections: 0}\n").contains("`metrics.max_connections`"));
         assert!(err_of("metrics: {max_connections: 100000}\n").contains("`metrics.max_connections`"));
+    }
+
+    #[test]
+    fn active_source_follows_the_interception_mode() {
+        let transparent = |yaml: &str| validate(&parse_raw(yaml).unwrap()).unwrap().active_transparent();
+        // auto: transparent where ftpgate already is (tproxy), its own address elsewhere.
+        assert!(!transparent(""));
+        assert!(transparent("intercept: tproxy\n"));
+        assert!(!transparent("upstream: 198.51.100.2:21\n"));
+        assert!(transparent("active: {source: original}\n"));
+        assert!(!transparent("intercept: tproxy\nactive: {source: gateway}\n"));
+        let reverse = err_of("upstream: 198.51.100.2:21\nactive: {source: original}\n");
+        assert!(reverse.contains("`active.source`") && reverse.contains("reverse mode"), "{reverse}");
+        assert!(err_of("intercept: pf\nactive: {source: original}\n").contains("`active.source`"));
+        assert!(err_of("active: {source: server}\n").contains("`active.source`"));
+        // A reload naming another mode keeps the running one, and auto's meaning with it.
+        let running = validate(&parse_raw("").unwrap()).unwrap();
+        let (next, restart) = running.reloaded(validate(&parse_raw("intercept: tproxy\n").unwrap()).unwrap());
+        assert_eq!(restart, ["intercept"]);
+        assert!(!next.active_transparent());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The typed configuration in its two parts: what only a restart can change, and what a reload
 //! hands to the sessions that start after it.
 
-use super::{Advertise, DataPath, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags, Timeouts};
+use super::{
+    ActiveSource, Advertise, DataPath, InterceptMode, LogFormat, PortRange, Privileges, ServerNets, SocketTags,
+    Timeouts,
+};
 use crate::session::{Routes, SessionPolicy};
 use ipnet::Ipv6Net;
 use std::net::{IpAddr, SocketAddr};
@@ -79,6 +82,9 @@ pub struct LiveConfig {
     pub active_ports: Option<PortRange>,
     /// Active connections to clients leave from port 20.
     pub active_source_port_20: bool,
+    /// Where active connections to clients come from (as configured; see
+    /// [`Config::active_transparent`]).
+    pub active_source: ActiveSource,
     /// Original destinations inside this RFC 6052 prefix are IPv4 servers (NAT64).
     pub nat64_prefix: Option<Ipv6Net>,
     /// Where diverted clients may go (`servers`); reverse mode's `upstream` is not checked.
@@ -104,6 +110,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether active connections to clients come from their server's address (a transparent
+    /// bind), in the interception mode this configuration runs: a reload that names another
+    /// mode, which waits for a restart, does not change the answer for `auto`.
+    pub fn active_transparent(&self) -> bool {
+        let mode = self.startup.intercept;
+        let intercepting = matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy);
+        match self.live.active_source {
+            ActiveSource::Auto => mode == InterceptMode::Tproxy,
+            ActiveSource::Original => intercepting,
+            ActiveSource::Gateway => false,
+        }
+    }
+
     /// What a reload to `new` runs with: this start-up part and `new`'s live part. The paths of
     /// the start-up fields `new` would change come back: they wait for a restart.
     pub fn reloaded(&self, new: Config) -> (Config, Vec<&'static str>) {

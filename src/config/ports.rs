@@ -1,7 +1,7 @@
 //! The `passive` and `active` sections: port ranges of data listeners and what clients are told.
 
 use super::raw::{RawActive, RawPassive};
-use super::{invalid, ConfigError};
+use super::{invalid, ConfigError, InterceptMode};
 use std::net::IpAddr;
 
 /// An inclusive port range, never touching the privileged ports.
@@ -55,14 +55,55 @@ pub enum Advertise {
     Fixed(IpAddr),
 }
 
+/// The address active data connections toward the client come from (`active.source`); see
+/// [`Config::active_transparent`](super::Config::active_transparent) for what it means in the
+/// running interception mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveSource {
+    /// `original` where ftpgate is transparent anyway (tproxy), `gateway` elsewhere.
+    Auto,
+    /// The original destination, the server the client's control connection was for: the
+    /// client sees its data come from its control peer, as clients that check this require.
+    /// A transparent (non-local) bind: CAP_NET_ADMIN, and the firewall delivering the replies
+    /// to ftpgate's socket (the `socket transparent` rule and the local-delivery routing).
+    Original,
+    /// This gateway's own address on the client's side.
+    Gateway,
+}
+
+/// `active.source`, checked against the interception mode: `original` needs an original
+/// destination and a platform that can bind a foreign address.
+fn active_source(value: &str, mode: InterceptMode) -> Result<ActiveSource, ConfigError> {
+    const FIELD: &str = "active.source";
+    match (value, mode) {
+        ("auto", _) => Ok(ActiveSource::Auto),
+        ("gateway", _) => Ok(ActiveSource::Gateway),
+        ("original", InterceptMode::None) => Err(invalid(
+            FIELD,
+            "`original` needs an intercepting mode: in reverse mode clients dial ftpgate itself, which is \
+             where their data connections come from",
+        )),
+        ("original", InterceptMode::Pf) => {
+            Err(invalid(FIELD, "`original` is available with intercept redirect or tproxy (Linux), not with pf"))
+        }
+        ("original", _) => Ok(ActiveSource::Original),
+        (other, _) => Err(invalid(FIELD, format!("`{other}` is not auto, original or gateway"))),
+    }
+}
+
 pub(super) struct DataPorts {
     pub passive_ports: PortRange,
     pub advertise: Advertise,
     pub active_ports: Option<PortRange>,
     pub active_source_port_20: bool,
+    pub active_source: ActiveSource,
 }
 
-pub(super) fn data_ports(passive: &RawPassive, active: &RawActive) -> Result<DataPorts, ConfigError> {
+pub(super) fn data_ports(
+    passive: &RawPassive,
+    active: &RawActive,
+    mode: InterceptMode,
+) -> Result<DataPorts, ConfigError> {
     let passive_ports = PortRange::parse(&passive.ports, "passive.ports")?;
     let advertise =
         match passive.advertise.as_str() {
@@ -73,5 +114,11 @@ pub(super) fn data_ports(passive: &RawPassive, active: &RawActive) -> Result<Dat
             })?),
         };
     let active_ports = active.ports.as_deref().map(|s| PortRange::parse(s, "active.ports")).transpose()?;
-    Ok(DataPorts { passive_ports, advertise, active_ports, active_source_port_20: active.source_port_20 })
+    Ok(DataPorts {
+        passive_ports,
+        advertise,
+        active_ports,
+        active_source_port_20: active.source_port_20,
+        active_source: active_source(active.source.trim(), mode)?,
+    })
 }

@@ -124,11 +124,18 @@ impl Default for RawPassive {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawActive {
     pub ports: Option<String>,
     pub source_port_20: bool,
+    pub source: String,
+}
+
+impl Default for RawActive {
+    fn default() -> Self {
+        Self { ports: None, source_port_20: false, source: "auto".into() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -1,7 +1,7 @@
 //! One data channel: wait for the expected peer on a listener, connect the other side, relay.
 
 use super::relay::{relay, Carrier, Way};
-use super::sockets::{connect, tag};
+use super::sockets::{connect, tag, Source};
 use crate::addr::canonical_ip;
 use crate::config::SocketTags;
 use crate::labels::{DataMode, Direction, Reason};
@@ -69,19 +69,19 @@ pub enum DataPlan {
         listener: TcpListener,
         client_ip: IpAddr,
         server_data: SocketAddr,
-        source: Option<SocketAddr>,
+        source: Option<Source>,
         handed_over: Option<oneshot::Receiver<()>>,
     },
     /// The listener faces the server; its connection is relayed to the port the client named.
-    Active { listener: TcpListener, server_ip: IpAddr, client_data: SocketAddr, source: Option<SocketAddr> },
+    Active { listener: TcpListener, server_ip: IpAddr, client_data: SocketAddr, source: Option<Source> },
     /// Client in passive mode, server in active mode: both sides connect to ftpgate.
     Listeners { client: TcpListener, client_ip: IpAddr, server: TcpListener, server_ip: IpAddr },
     /// Client in active mode, server in passive mode: ftpgate connects to both.
     Connect {
         server_data: SocketAddr,
-        server_source: Option<SocketAddr>,
+        server_source: Option<Source>,
         client_data: SocketAddr,
-        client_source: Option<SocketAddr>,
+        client_source: Option<Source>,
     },
 }
 
@@ -198,7 +198,7 @@ async fn accept_once(
     }
 }
 
-async fn connect_to(to: SocketAddr, src: Option<SocketAddr>, cx: &ChannelContext) -> Result<TcpStream, DataError> {
+async fn connect_to(to: SocketAddr, src: Option<Source>, cx: &ChannelContext) -> Result<TcpStream, DataError> {
     connect(to, src, cx.timeouts.connect, cx.tags).await.map_err(|err| DataError::Connect { to, err })
 }
 

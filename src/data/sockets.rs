@@ -117,12 +117,28 @@ fn set_mark(_sock: &SockRef<'_>, _mark: u32) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "SO_MARK exists only on Linux"))
 }
 
+/// Where a connection ftpgate makes comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// An address, a port (0: the kernel's choice), or both.
+    pub addr: SocketAddr,
+    /// Bound transparently: `addr` is another host's (the original server's), which the
+    /// firewall's rules deliver replies for to this socket. Needs CAP_NET_ADMIN.
+    pub transparent: bool,
+}
+
+impl From<SocketAddr> for Source {
+    fn from(addr: SocketAddr) -> Self {
+        Self { addr, transparent: false }
+    }
+}
+
 /// Connects to `dst` from `src` (an address, a port, both or neither), tagged, within `timeout`.
 /// A fixed source port (20 for clients that insist on it) may be shared by several connections
 /// at once, since each goes to a different peer.
 pub async fn connect(
     dst: SocketAddr,
-    src: Option<SocketAddr>,
+    src: Option<Source>,
     timeout: Duration,
     tags: SocketTags,
 ) -> io::Result<TcpStream> {
@@ -132,10 +148,13 @@ pub async fn connect(
     };
     tag(SockRef::from(&sock), tags, dst.is_ipv6())?;
     if let Some(src) = src {
-        if src.port() != 0 {
+        if src.transparent {
+            set_transparent(&SockRef::from(&sock), dst.is_ipv6())?;
+        }
+        if src.addr.port() != 0 {
             sock.set_reuseaddr(true)?;
         }
-        sock.bind(src)?;
+        sock.bind(src.addr)?;
     }
     match tokio::time::timeout(timeout, sock.connect(dst)).await {
         Ok(r) => r,
@@ -144,8 +163,8 @@ pub async fn connect(
 }
 
 /// A source address of `ip`, port chosen by the kernel.
-pub fn from_ip(ip: Option<IpAddr>) -> Option<SocketAddr> {
-    ip.map(|ip| SocketAddr::new(ip, 0))
+pub fn from_ip(ip: Option<IpAddr>) -> Option<Source> {
+    ip.map(|ip| SocketAddr::new(ip, 0).into())
 }
 
 #[cfg(test)]

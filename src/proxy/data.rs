@@ -5,7 +5,7 @@ use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
 use crate::config::Advertise;
 use crate::data::channel::{self, CarriesTx, ChannelBytes, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
-use crate::data::sockets::{from_ip, listen_in_range};
+use crate::data::sockets::{from_ip, listen_in_range, Source};
 use crate::labels::{DataMode, Family};
 use crate::metrics::Active;
 use std::io;
@@ -82,26 +82,39 @@ fn server_listener(shared: &Shared, ep: &Endpoints) -> io::Result<TcpListener> {
     listen_in_range(ep.server_side.ip(), shared.cfg.live.active_ports, false)
 }
 
-/// Where connections toward the client come from: port 20 when configured.
-fn client_source(shared: &Shared, ep: &Endpoints) -> Option<SocketAddr> {
-    shared.cfg.live.active_source_port_20.then(|| {
-        let any =
-            if ep.client.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
-        SocketAddr::new(any, 20)
-    })
+/// Where connections toward the client come from: the original server's address when
+/// `active.source` says so (the client sees its control peer, as clients that check this
+/// require), port 20 when configured; `None` leaves both to the kernel.
+fn client_source(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> Option<Source> {
+    let live = &shared.cfg.live;
+    let port = if live.active_source_port_20 { 20 } else { 0 };
+    // Only toward the client itself: another host's replies to the server's address (a
+    // site-to-site peer policy.fxp admits) need not pass this firewall at all.
+    let own = canonical_ip(named.ip()) == canonical_ip(ep.client.ip());
+    match ep.original {
+        Some(original) if own && shared.cfg.active_transparent() => {
+            Some(Source { addr: SocketAddr::new(original.ip(), port), transparent: true })
+        }
+        _ if port != 0 => {
+            let any =
+                if ep.client.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+            Some(SocketAddr::new(any, port).into())
+        }
+        _ => None,
+    }
 }
 
 /// The data address a client named in PORT/EPRT, resolved: one of this gateway's own passive
 /// endpoints of the same client (a site-to-site transfer) is the server data port behind it,
 /// dialled from the server side; anything else is dialled as the client.
-fn resolve_named(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> (SocketAddr, Option<SocketAddr>) {
+fn resolve_named(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> (SocketAddr, Option<Source>) {
     if canonical_ip(named.ip()) != canonical_ip(ep.client.ip()) {
         if let Some(server_data) = shared.passive_index.claim(ep.client.ip(), named) {
             tracing::info!(%named, %server_data, "FXP: data address is a passive endpoint of this gateway, connecting its server directly");
             return (server_data, from_ip(Some(ep.server_side.ip())));
         }
     }
-    (named, client_source(shared, ep))
+    (named, client_source(shared, ep, named))
 }
 
 /// Binds the client-facing listener; returns the address to advertise and the running channel.

@@ -17,7 +17,7 @@ mod stream;
 pub use admin::Tokens;
 pub use registry::{SessionView, TlsState, TransferView};
 
-use crate::config::{Config, DataPath, LiveConfig, SocketTags};
+use crate::config::{Config, DataPath, InterceptMode, SocketTags};
 use crate::data::sockets;
 use crate::intercept::{self, InterceptError, Interception};
 use crate::labels::Reason;
@@ -56,7 +56,8 @@ pub enum StartError {
 
 /// Tries what the live options need privilege for, before serving and again before a reload
 /// takes them: failing then beats failing each transfer later.
-fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
+fn probe_privileges(whole: &Config) -> Result<(), StartError> {
+    let cfg = &whole.live;
     use socket2::{Domain, Socket, Type};
     let denied = |e: &io::Error| e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM);
     if cfg.active_source_port_20 {
@@ -74,6 +75,12 @@ fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
             }
         }
     }
+    if whole.active_transparent() {
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, None).and_then(|s| intercept::set_transparent(&s, false));
+        if let Err(source) = probe {
+            return Err(StartError::Privilege { field: "active.source", needs: "CAP_NET_ADMIN", source });
+        }
+    }
     for (field, tags) in [("shaping.control.mark", cfg.control_tags), ("shaping.data.mark", cfg.data_tags)] {
         if tags.mark.is_none() {
             continue;
@@ -85,6 +92,21 @@ fn probe_privileges(cfg: &LiveConfig) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// Says once, at start-up, when active data connections reach intercepted clients from this
+/// gateway's address rather than their server's, and how to change that: clients that check
+/// the data connection's origin refuse them.
+fn note_active_source(cfg: &Config) {
+    let mode = cfg.startup.intercept;
+    if !cfg.active_transparent() && matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy) {
+        info!(
+            "active data connections reach clients from this gateway's address, not their server's; clients that \
+             check the origin of active data (\"did not originate from the same IP address\") refuse them. Set \
+             active.source: original for transparent active mode (needs CAP_NET_ADMIN and the local-delivery \
+             routing of ftpgate-tproxy-routing.sh; see ftpgate(8), TRANSPARENT ACTIVE MODE)"
+        );
+    }
 }
 
 /// What every session of this process shares.
@@ -134,8 +156,8 @@ impl Shared {
     /// paths of the start-up fields that wait for a restart. Refused when the live part needs a
     /// privilege the process no longer holds.
     fn reloaded(&self, new: Config) -> Result<(Shared, Vec<&'static str>), StartError> {
-        probe_privileges(&new.live)?;
         let (cfg, needs_restart) = self.cfg.reloaded(new);
+        probe_privileges(&cfg)?;
         let next = Shared {
             cfg,
             interceptor: self.interceptor.clone(),
@@ -185,7 +207,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds every listener; fails before anything is served if one cannot be bound.
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
-        probe_privileges(&cfg.live)?;
+        probe_privileges(&cfg)?;
         let startup = &cfg.startup;
         // Read before any socket is bound: a missing or weak token file stops the start.
         let tokens = match &startup.admin_token_file {
@@ -327,8 +349,10 @@ impl Gateway {
             upstream = ?cfg.live.upstream,
             passive_ports = %format!("{}-{}", cfg.live.passive_ports.first, cfg.live.passive_ports.last),
             max_sessions = max,
+            active_transparent = cfg.active_transparent(),
             "ftpgate listening"
         );
+        note_active_source(cfg);
         let (metrics_listener, admin_listener) = (self.metrics_listener.take(), self.admin_listener.take());
         let shares_metrics = cfg.startup.admin_listen.is_some() && admin_listener.is_none();
         let metrics_handler = if shares_metrics {

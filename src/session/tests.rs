@@ -207,7 +207,10 @@ fn abor_in_band_goes_urgent_when_the_policy_asks() {
     t.client("RETR big");
     t.server("150 here");
     let a = t.bytes(b"ABOR\r\n");
-    assert!(matches!(a[..], [Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"), "{a:?}");
+    assert!(
+        matches!(a[..], [Action::Note(Note::TransferAborted { .. }), Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"),
+        "{a:?}"
+    );
 }
 
 #[test]

@@ -9,10 +9,12 @@ use std::collections::BTreeSet;
 const UNIT: &str = "deploy/ftpgate.service";
 const DROP_INS: &str = "deploy/ftpgate.service.d";
 
-/// Each shipped drop-in and the one capability it grants: what TPROXY's transparent sockets and
-/// a shaping mark need (CAP_NET_ADMIN), and what binding port 20 needs (CAP_NET_BIND_SERVICE).
+/// Each shipped drop-in and the one capability it grants: what TPROXY's transparent sockets, a
+/// shaping mark and transparent active connections need (CAP_NET_ADMIN), and what binding port
+/// 20 needs (CAP_NET_BIND_SERVICE).
 const DROP_IN_CAPS: &[(&str, &str)] = &[
     ("tproxy.conf", "CAP_NET_ADMIN"),
+    ("transparent-active.conf", "CAP_NET_ADMIN"),
     ("marks.conf", "CAP_NET_ADMIN"),
     ("source-port-20.conf", "CAP_NET_BIND_SERVICE"),
     ("kernel-path.conf", "CAP_NET_ADMIN"),

@@ -120,15 +120,19 @@ impl Lab {
         body.split(',').map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect()
     }
 
+    /// The shipped policy routing that delivers packets carrying the lab's mark locally.
+    fn load_local_routing(&self) -> Result<String, String> {
+        let script = self.rule_file("ftpgate-tproxy-routing.sh");
+        self.exec(&self.fw_ns, &["sh", &script, "add", TPROXY_MARK, "121"])
+    }
+
     pub(super) fn load_path_rules(&mut self) {
         let r = match self.path {
             LabPath::Routed | LabPath::Reverse => Ok(String::new()),
             LabPath::KernelHelper => self.load_rules("ftpgate-kernel-helper.nft"),
-            LabPath::Redirect => self.load_rules("ftpgate-redirect.nft"),
-            LabPath::Tproxy => self.load_rules("ftpgate-tproxy.nft").and_then(|_| {
-                let script = self.rule_file("ftpgate-tproxy-routing.sh");
-                self.exec(&self.fw_ns, &["sh", &script, "add", TPROXY_MARK, "121"])
-            }),
+            // The routing serves transparent active mode (`active.source: original`).
+            LabPath::Redirect => self.load_rules("ftpgate-redirect.nft").and_then(|_| self.load_local_routing()),
+            LabPath::Tproxy => self.load_rules("ftpgate-tproxy.nft").and_then(|_| self.load_local_routing()),
         };
         r.unwrap_or_else(|e| panic!("lab {}: loading the {} rules failed: {e}", self.id, self.path.name()));
     }

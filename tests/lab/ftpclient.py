@@ -7,18 +7,29 @@ check the mode really used.
 """
 import argparse
 import ftplib
+import ipaddress
 import sys
 
 
 class PeerTap:
-    """The active-mode listening socket, printing who connected (`DATA-PEER ip port`)."""
+    """The active-mode listening socket, printing who connected (`DATA-PEER ip port`).
 
-    def __init__(self, sock):
+    With `control_peer` set it refuses, as several real clients do, a data connection that does
+    not come from the control connection's peer."""
+
+    def __init__(self, sock, control_peer=None):
         self.sock = sock
+        self.control_peer = control_peer
 
     def accept(self):
         conn, addr = self.sock.accept()
         print("DATA-PEER", addr[0], addr[1], flush=True)
+        if self.control_peer is not None and ipaddress.ip_address(addr[0]) != self.control_peer:
+            conn.close()
+            raise ftplib.Error(
+                "data connection did not originate from the same IP address as control (%s, control peer %s)"
+                % (addr[0], self.control_peer)
+            )
         return conn, addr
 
     def __getattr__(self, name):
@@ -34,6 +45,7 @@ class PeerTap:
 class LabFTP(ftplib.FTP):
     mode = "pasv"
     use_227_host = False
+    same_peer = False
 
     def putcmd(self, line):
         verb = line.split(" ", 1)[0].upper()
@@ -63,7 +75,8 @@ class LabFTP(ftplib.FTP):
             self.sendeprt(host, port)
         if self.timeout is not ftplib._GLOBAL_DEFAULT_TIMEOUT:
             sock.settimeout(self.timeout)
-        return PeerTap(sock)
+        peer = ipaddress.ip_address(self.sock.getpeername()[0]) if self.same_peer else None
+        return PeerTap(sock, peer)
 
 
 def main():
@@ -78,6 +91,11 @@ def main():
     p.add_argument("--password", default="lab@")
     p.add_argument("--epsv-all", action="store_true", help="send EPSV ALL first; PASV and PORT must then be refused")
     p.add_argument("--use-227-host", action="store_true", help="dial the address the 227 names")
+    p.add_argument(
+        "--same-peer",
+        action="store_true",
+        help="refuse an active data connection that does not come from the control connection's peer",
+    )
     a = p.parse_args()
 
     ftp = LabFTP(timeout=60)
@@ -86,6 +104,7 @@ def main():
     ftp.connect(a.host, a.port)
     ftp.login(a.user, a.password)
     ftp.use_227_host = a.use_227_host
+    ftp.same_peer = a.same_peer
     if a.epsv_all:
         print("EPSV-ALL", ftp.sendcmd("EPSV ALL"), flush=True)
         for refused in ("PASV", "PORT 1,2,3,4,5,6"):

@@ -20,6 +20,7 @@ cleanup() { if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; 
 trap cleanup EXIT
 apt-get update -qq
 # systemd: systemd-analyze verifies the shipped unit and its drop-ins (tests/deploy_files.rs).
-apt-get install -y -qq --no-install-recommends nftables iproute2 curl lftp python3 procps util-linux coreutils systemd >/dev/null
+# strace: the benchmark counts ftpgate's system calls per GiB (benches/lab/profile.rs).
+apt-get install -y -qq --no-install-recommends nftables iproute2 curl lftp python3 procps util-linux coreutils systemd strace >/dev/null
 "$root/tests/lab/install-servers.sh" "${FTPGATE_LAB_SERVERS:-$root/target/lab-servers}"
 echo "lab setup done"
