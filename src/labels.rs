@@ -60,6 +60,10 @@ label_enum! {
         PortExhausted => "port_exhausted",
         /// A connection to the metrics endpoint beyond `metrics.max_connections`, closed at once.
         MetricsLimit => "metrics_limit",
+        /// Clear text sent behind an `AUTH` exchange, before the TLS handshake (discarded).
+        Injection => "injection",
+        /// A TLS handshake that failed, or a server that refused the TLS the policy requires.
+        Tls => "tls",
     }
 }
 
@@ -72,6 +76,8 @@ label_enum! {
         Refused => "refused",
         IdleTimeout => "idle_timeout",
         ReplyTimeout => "reply_timeout",
+        /// A TLS handshake failed, or a server refused the TLS the policy requires.
+        TlsFailed => "tls_failed",
         Error => "error",
     }
 }

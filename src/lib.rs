@@ -14,4 +14,5 @@ pub mod protocol;
 pub mod proxy;
 pub mod rlimit;
 pub mod session;
+pub mod tls;
 pub mod xferlog;

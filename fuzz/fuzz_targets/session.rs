@@ -4,8 +4,9 @@
 //! Input: records separated by LF. An optional first record `#` followed by up to four bytes
 //! configures the session: client address (byte 1 mod 3: v4, v6, v4-mapped), upstream address
 //! (byte 2 mod 3: same), policy bits (byte 3: bit 0 refuses foreign passive addresses instead of
-//! substituting, bit 1 lets AUTH through, bits 2 and up mod 3: data mode toward the server
-//! client, passive, active), client line bound (byte 4: 16 + 2 * byte; default
+//! substituting, bit 1 lets AUTH through (bits 4-5 then choose terminate toward a plain, an
+//! explicit or an implicit FTPS server, or inspect), bits 2 and up mod 3: data mode toward the
+//! server client, passive, active), client line bound (byte 4: 16 + 2 * byte; default
 //! 512). Every other record is one event, by its first byte:
 //!
 //! - `C` client sends the rest + CRLF; `L` the rest + LF; `c` the rest as is (a partial read);
@@ -18,6 +19,8 @@
 //! - `F` data setup failed; `D` the newest data channel finished, `d` it ended with data lost;
 //!   `X` a report about an older channel (stale)
 //! - `T` time passes (the rest's first byte, squared, in seconds), then the timers run
+//! - `Z` the TLS handshake the core asked for succeeded, `z` it failed (the rest's first byte
+//!   odd: on the client's side, else the server's)
 //! - `E` the client hangs up; `e` the server does; anything else is ignored
 //!
 //! Asserted for every action (the invariants of `ftpgate::session::invariants`): what goes to
@@ -34,7 +37,8 @@
 use ftpgate::addr::{ClientAddr, UpstreamAddr};
 use ftpgate::session::invariants::Checker;
 use ftpgate::session::{
-    Action, ControlCore, CoreTimeouts, DataId, DataReady, ServerDataMode, ServerDataPolicy, SessionPolicy,
+    Action, ControlCore, CoreTimeouts, DataId, DataReady, ServerDataMode, ServerDataPolicy, SessionPolicy, Side,
+    TlsPolicy, UpstreamTls,
 };
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -68,7 +72,13 @@ fn run(data: &[u8]) {
     let max_line = cfg.get(3).map_or(512, |&b| 16 + 2 * usize::from(b));
     let policy = SessionPolicy {
         server_data: if flags & 1 != 0 { ServerDataPolicy::Refuse } else { ServerDataPolicy::Substitute },
-        refuse_tls: flags & 2 == 0,
+        tls: match (flags >> 4) & 3 {
+            _ if flags & 2 == 0 => TlsPolicy::Refuse,
+            0 => TlsPolicy::Terminate { upstream: UpstreamTls::None },
+            1 => TlsPolicy::Terminate { upstream: UpstreamTls::Explicit },
+            2 => TlsPolicy::Terminate { upstream: UpstreamTls::Implicit },
+            _ => TlsPolicy::Inspect,
+        },
         server_mode: [ServerDataMode::Client, ServerDataMode::Passive, ServerDataMode::Active][usize::from(flags >> 2) % 3],
         max_line,
         ..SessionPolicy::default()
@@ -120,6 +130,14 @@ fn run(data: &[u8]) {
                 let s = u64::from(rest.first().copied().unwrap_or(1));
                 now += Duration::from_secs(s * s);
                 core.handle_timeout(now);
+            }
+            b'Z' | b'z' => {
+                let side = if rest.first().is_some_and(|b| b & 1 == 1) { Side::Client } else { Side::Server };
+                if kind == b'Z' {
+                    core.handle_tls_ready(side, now)
+                } else {
+                    core.handle_tls_failed(side, &String::from_utf8_lossy(rest), now)
+                }
             }
             b'E' => core.handle_client_eof(now),
             b'e' => core.handle_server_eof(now),

@@ -4,6 +4,7 @@
 //! Each section of the file has its own validating function; [`validate`] sorts their results
 //! into the two parts of [`Config`]: start-up (kept by a reload) and live (taken by a reload).
 
+mod ftps;
 mod limits;
 mod log;
 mod metrics;
@@ -17,6 +18,7 @@ mod servers;
 mod shaping;
 mod timeouts;
 
+pub use ftps::FtpsConfig;
 pub use log::LogFormat;
 pub use network::InterceptMode;
 pub use parts::{Config, LiveConfig, StartupConfig};
@@ -68,9 +70,12 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let ports = ports::data_ports(&raw.passive, &raw.active)?;
     let shaping = shaping::shaping(&raw.shaping)?;
     let limits = limits::limits(&raw.limits)?;
+    let (tls, ftps) = ftps::ftps(raw, net.upstream.is_some())?;
+    let implicit_listen = ftps::implicit_listen(raw)?;
     let session = SessionPolicy {
         max_malformed: limits.max_malformed,
         max_line: limits.max_line,
+        tls,
         ..policy::session_policy(raw)?
     };
     let servers = servers::servers(&raw.servers, net.upstream.is_some())?;
@@ -80,6 +85,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let metrics = metrics::metrics(&raw.metrics)?;
     let startup = StartupConfig {
         listen: net.listen,
+        implicit_listen,
         intercept: net.intercept,
         privileges,
         max_sessions: limits.max_sessions,
@@ -106,6 +112,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         max_line: limits.max_line,
         timeouts,
         session,
+        ftps,
         log_level: log.level,
     };
     Ok(Config { startup, live })

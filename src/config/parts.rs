@@ -38,6 +38,8 @@ config_part! {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct StartupConfig {
         listen: Vec<SocketAddr> => "listen",
+        /// Listeners whose clients start TLS at connect (implicit FTPS).
+        implicit_listen: Vec<SocketAddr> => "ftps.implicit_listen",
         /// `None` is reverse mode, which `upstream` selects.
         intercept: InterceptMode => "intercept",
         privileges: Privileges => "privileges",
@@ -79,6 +81,8 @@ pub struct LiveConfig {
     pub max_line: usize,
     pub timeouts: Timeouts,
     pub session: SessionPolicy,
+    /// The files and names FTPS needs (`session.tls` is the policy).
+    pub ftps: super::FtpsConfig,
     /// A level or an `EnvFilter` directive.
     pub log_level: String,
 }

@@ -28,6 +28,8 @@ pub struct ChannelContext {
     pub timeouts: DataTimeouts,
     pub tags: SocketTags,
     pub metrics: Arc<Metrics>,
+    /// Which sides of the channel speak TLS, and how.
+    pub tls: crate::tls::DataTls,
 }
 
 /// A data channel ready to run: its listeners are bound and advertised.
@@ -103,6 +105,8 @@ pub enum DataError {
     Relay(String),
     #[error("setting the socket mark or DSCP failed: {0}")]
     Tags(io::Error),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl DataError {
@@ -113,6 +117,7 @@ impl DataError {
             DataError::Connect { .. } => "connect_error",
             DataError::Relay(_) => "relay_error",
             DataError::Tags(_) => "tags_error",
+            DataError::Tls(_) => "tls_error",
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct DataOutcome {
     pub stolen_attempts: Vec<SocketAddr>,
     /// The server's data port went to a site-to-site transfer instead of the client.
     pub handed_over: bool,
+    /// Whether the client's and the server's data connection spoke TLS.
+    pub tls: (bool, bool),
     pub result: Result<(), DataError>,
 }
 
@@ -215,6 +222,7 @@ pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOu
         duration: started.elapsed(),
         stolen_attempts: refused,
         handed_over,
+        tls: (cx.tls.client.is_some(), cx.tls.server.is_some()),
         result,
     };
     let (client, server) = match establish(plan, &cx, &mut refused).await {
@@ -226,7 +234,15 @@ pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOu
         (cx.metrics.bytes(Direction::ToClient), cx.metrics.bytes(Direction::ToServer));
     let to_client = move |n: u64| to_client_bytes.inc_by(n);
     let to_server = move |n: u64| to_server_bytes.inc_by(n);
-    let r = relay(client, server, cx.timeouts.idle, &to_server, &to_client, carrier).await;
+    let r = if cx.tls.is_plain() {
+        relay(client, server, cx.timeouts.idle, &to_server, &to_client, carrier).await
+    } else {
+        let (c, s) = match super::relay::tls::handshake(client, server, &cx.tls, cx.timeouts.connect).await {
+            Ok(pair) => pair,
+            Err(e) => return outcome(0, 0, Err(DataError::Tls(e)), refused, false),
+        };
+        super::relay::tls::relay(c, s, cx.timeouts.idle, [&to_server, &to_client], carrier).await
+    };
     outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused, false)
 }
 
@@ -241,6 +257,7 @@ mod tests {
             timeouts: DataTimeouts { accept: five, connect: five, idle: five },
             tags: SocketTags::default(),
             metrics: Arc::new(Metrics::new().unwrap()),
+            tls: crate::tls::DataTls::default(),
         }
     }
 

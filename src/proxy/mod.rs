@@ -41,6 +41,8 @@ pub enum StartError {
     Privilege { field: &'static str, needs: &'static str, source: io::Error },
     #[error("metric definitions are inconsistent: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("FTPS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Tries what the live options need privilege for, before serving and again before a reload
@@ -94,6 +96,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The firewall's own addresses, which diverted clients may not reach.
     pub local_addrs: Arc<LocalAddresses>,
+    /// Certificates and keys of this generation: a reload reads the files again.
+    pub tls: Arc<crate::tls::TlsContext>,
+    /// Listeners whose clients speak TLS from their first byte.
+    pub implicit: Vec<SocketAddr>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -121,7 +127,10 @@ impl Shared {
     fn reloaded(&self, new: Config) -> Result<(Shared, Vec<&'static str>), StartError> {
         probe_privileges(&new.live)?;
         let (cfg, needs_restart) = self.cfg.reloaded(new);
+        let tls = Arc::new(crate::tls::TlsContext::load(&cfg.live)?);
         let next = Shared {
+            tls,
+            implicit: self.implicit.clone(),
             cfg,
             interceptor: self.interceptor.clone(),
             listening: self.listening.clone(),
@@ -166,11 +175,13 @@ impl Gateway {
     /// Binds every listener; fails before anything is served if one cannot be bound.
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
         probe_privileges(&cfg.live)?;
+        // Before any socket is bound: a missing or bad certificate fails the start.
+        let tls = Arc::new(crate::tls::TlsContext::load(&cfg.live)?);
         let startup = &cfg.startup;
         let interceptor = intercept::for_mode(startup.intercept)?;
         let transparent = interceptor.transparent_listeners();
         let mut listeners = Vec::new();
-        for &addr in &startup.listen {
+        for &addr in startup.listen.iter().chain(&startup.implicit_listen) {
             let l = sockets::listen_std(addr, transparent, 1024).map_err(|source| {
                 let hint = match source.kind() {
                     io::ErrorKind::AddrInUse => " (another process holds this port)",
@@ -199,7 +210,8 @@ impl Gateway {
             })?)),
             None => None,
         };
-        let listening = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let listening: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let implicit = listening[startup.listen.len()..].to_vec();
         let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
             cfg,
@@ -211,6 +223,8 @@ impl Gateway {
             passive_index: PassiveIndex::default(),
             metrics: Arc::new(Metrics::new()?),
             local_addrs: Arc::default(),
+            tls,
+            implicit,
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener })
     }

@@ -17,6 +17,9 @@ pub struct Checker {
     open_lines: BTreeSet<u64>,
     opened: BTreeSet<u64>,
     dropped: BTreeSet<u64>,
+    /// After the client's control connection switched to TLS, replies start at this slot:
+    /// nothing more of a slot answered in clear text goes out inside TLS.
+    tls_floor: Option<u64>,
     closed: bool,
 }
 
@@ -30,6 +33,7 @@ impl Checker {
             open_lines: BTreeSet::new(),
             opened: BTreeSet::new(),
             dropped: BTreeSet::new(),
+            tls_floor: None,
             closed: false,
         }
     }
@@ -69,6 +73,14 @@ impl Checker {
                     return Err(format!("drop of a channel never opened or already dropped: {a:?}"));
                 }
             }
+            Action::StartTls(super::Side::Client) => {
+                // The switch comes at the end of a line: the 234 went out whole.
+                if !self.open_lines.is_empty() {
+                    return Err(format!("TLS starts inside a reply line: {a:?}"));
+                }
+                self.tls_floor = Some(self.last_slot.map_or(0, |s| s + 1));
+            }
+            Action::StartTls(super::Side::Server) => {}
             Action::Note(_) => {}
             Action::Close(_) => self.closed = true,
         }
@@ -88,6 +100,9 @@ impl Checker {
         }
         if bytes.is_empty() {
             return Err(format!("empty reply for slot {slot}"));
+        }
+        if self.tls_floor.is_some_and(|floor| slot < floor) {
+            return Err(format!("reply for slot {slot}, answered in clear text, after the switch to TLS"));
         }
         self.last_slot = Some(slot);
         if bytes.ends_with(b"\n") {

@@ -24,9 +24,13 @@ mod tests_data;
 mod tests_feat;
 #[cfg(test)]
 mod tests_telnet;
+#[cfg(test)]
+mod tests_tls;
+mod tls;
 
 pub use action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
 pub use core::{ControlCore, CoreTimeouts, MAX_HELD_REPLIES, MAX_REPLY_LINE};
 pub use machine::{PassiveForm, Session, MAX_IN_FLIGHT};
 pub use policy::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
 pub use refusal::{Fault, Refusal};
+pub use tls::{Protection, Side, TlsPolicy, UpstreamTls};

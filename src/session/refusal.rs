@@ -1,6 +1,7 @@
 //! Why the session refused something: each reason names who was at fault and maps to a reply, a
 //! log reason and a metric label.
 
+use super::tls::Side;
 use crate::labels::Reason;
 use crate::protocol::{AddressError, CommandError};
 use std::net::{IpAddr, SocketAddr};
@@ -59,6 +60,12 @@ pub enum Refusal {
     ServerPrivilegedPort(u16),
     #[error("server reply is malformed")]
     MalformedReply,
+    #[error("{bytes} byte(s) the {} sent in clear text behind its AUTH exchange discarded", side.label())]
+    ClearTextAfterAuth { side: Side, bytes: usize },
+    #[error("server answered {command} with {code}")]
+    ServerRefusedTls { command: &'static str, code: u16 },
+    #[error("TLS handshake with the {} failed: {why}", side.label())]
+    TlsHandshake { side: Side, why: String },
 }
 
 impl Refusal {
@@ -67,7 +74,10 @@ impl Refusal {
             Refusal::BadPassiveReply { .. }
             | Refusal::ServerDataElsewhere { .. }
             | Refusal::ServerPrivilegedPort(_)
-            | Refusal::MalformedReply => Fault::Server,
+            | Refusal::MalformedReply
+            | Refusal::ServerRefusedTls { .. }
+            | Refusal::ClearTextAfterAuth { side: Side::Server, .. }
+            | Refusal::TlsHandshake { side: Side::Server, .. } => Fault::Server,
             Refusal::TlsRefused | Refusal::NotSupported(_) | Refusal::UserRefused(_) | Refusal::CommandRefused(_) => {
                 Fault::Local
             }
@@ -88,6 +98,8 @@ impl Refusal {
             | Refusal::BadPassiveReply { .. } => Reason::Malformed,
             Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => Reason::Bounce,
             Refusal::ServerDataElsewhere { .. } | Refusal::ServerPrivilegedPort(_) => Reason::ServerDataAddress,
+            Refusal::ClearTextAfterAuth { .. } => Reason::Injection,
+            Refusal::ServerRefusedTls { .. } | Refusal::TlsHandshake { .. } => Reason::Tls,
             Refusal::NotSupported(_)
             | Refusal::TlsRefused
             | Refusal::AfterEpsvAll
@@ -112,6 +124,8 @@ impl Refusal {
             | Refusal::ServerDataElsewhere { .. }
             | Refusal::ServerPrivilegedPort(_)
             | Refusal::MalformedReply => 425,
+            Refusal::ClearTextAfterAuth { .. } => 500,
+            Refusal::ServerRefusedTls { .. } | Refusal::TlsHandshake { .. } => 421,
         }
     }
 }
