@@ -18,6 +18,8 @@ use tokio::io::{split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BUF: usize = 64 * 1024;
+/// How long the closing of the way back may take once the transfer is done.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Switches each side that asked for TLS, within `limit`: the client's as the TLS server, the
 /// server's as the TLS client (resuming the control connection's session).
@@ -89,11 +91,11 @@ pub(crate) async fn relay(
     let dirs = [Dir::new(&progress, 0, on[0]), Dir::new(&progress, 1, on[1])];
     let (mut ar, mut aw) = split(a);
     let (mut br, mut bw) = split(b);
+    let mut done = [false; 2];
     let result = {
         let ab = buffered(&mut ar, &mut bw, &dirs[0]);
         let ba = buffered(&mut br, &mut aw, &dirs[1]);
         tokio::pin!(ab, ba);
-        let mut done = [false; 2];
         let mut told = true;
         loop {
             let way = *carrier.borrow_and_update();
@@ -114,6 +116,16 @@ pub(crate) async fn relay(
             }
         }
     };
+    if result.is_ok() {
+        // The transfer's way is done; the other way ends with a close_notify too, so that a
+        // TLS peer waiting for one (Python's unwrap() after an upload) sees a clean end.
+        if !done[0] {
+            let _ = tokio::time::timeout(CLOSE_WAIT, bw.shutdown()).await;
+        }
+        if !done[1] {
+            let _ = tokio::time::timeout(CLOSE_WAIT, aw.shutdown()).await;
+        }
+    }
     let (a, b) = (ar.unsplit(aw), br.unsplit(bw));
     if result.is_err() {
         for tcp in [a.tcp(), b.tcp()].into_iter().flatten() {
