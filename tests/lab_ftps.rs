@@ -6,65 +6,12 @@
 
 mod lab;
 
+use lab::pki::Pki;
 use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
-use lab::{sha256_file, Family, Lab, LabPath, Tree, FW_C4, FW_C6, SERVER4, SERVER6};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use lab::{sha256_file, Family, Lab, LabPath, Tree, FW_C4, SERVER4, SERVER6};
 use std::path::{Path, PathBuf};
 
 const FTPS_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftps_client.py");
-
-/// PEM files of one test PKI.
-struct Pki {
-    ca: PathBuf,
-    ca_key: PathBuf,
-    /// ftpgate's own certificate (terminate), for the firewall's client-side addresses.
-    gateway: (PathBuf, PathBuf),
-    /// The server's certificate, for its addresses, by the test CA.
-    server: (PathBuf, PathBuf),
-    /// A certificate for the server's addresses by a CA nobody trusts.
-    rogue: (PathBuf, PathBuf),
-}
-
-fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let cert = p.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(p, key))
-}
-
-fn leaf(dir: &Path, name: &str, sans: &[&str], issuer: &Issuer<'static, KeyPair>) -> (PathBuf, PathBuf) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, sans[0]);
-    let cert = p.signed_by(&key, issuer).unwrap();
-    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k)
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let dir = dir.join("pki");
-        std::fs::create_dir_all(&dir).unwrap();
-        let (ca_pem, issuer) = new_ca("ftpgate lab CA");
-        let ca = dir.join("ca.pem");
-        std::fs::write(&ca, &ca_pem).unwrap();
-        let ca_key = dir.join("ca.key");
-        std::fs::write(&ca_key, issuer.key().serialize_pem()).unwrap();
-        let (_, rogue_issuer) = new_ca("untrusted CA");
-        Pki {
-            gateway: leaf(&dir, "gateway", &[FW_C4, FW_C6], &issuer),
-            server: leaf(&dir, "server", &[SERVER4, SERVER6], &issuer),
-            rogue: leaf(&dir, "rogue", &[SERVER4, SERVER6], &rogue_issuer),
-            ca,
-            ca_key,
-        }
-    }
-}
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
