@@ -53,6 +53,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The certificate and key files belong to the configuration: a missing or bad one is a
+    // configuration error, also for --check-config.
+    if let Err(e) = ftpgate::tls::TlsContext::load(&cfg.live) {
+        complain(&e);
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if let Some(path) = &cli.check_config {
         return print(&format!("{}: configuration is valid\n{cfg:#?}\n", path.display()));
     }

@@ -99,7 +99,14 @@ async fn run(shared: &Shared, client: TcpStream, client_addr: ClientAddr, local:
     // Implicit FTPS: TLS from the first byte, toward the server first, so that a client never
     // talks TLS to the gateway for a server that failed verification.
     let policy = cfg.session.tls;
-    let implicit_client = !policy.refuses() && implicit(shared, local, original.map(|o| o.0));
+    let implicit_client = implicit(shared, local, original.map(|o| o.0));
+    if implicit_client && policy.refuses() {
+        // TLS from the first byte: nothing the gateway could read, and no reply the client
+        // could read either.
+        warn!(reason = "policy", "implicit FTPS (port 990) refused: tls is refuse");
+        shared.metrics.reject(Reason::Policy);
+        return (Outcome::Refused, 0, 0);
+    }
     let implicit_server = match policy {
         TlsPolicy::Terminate { upstream } => upstream == UpstreamTls::Implicit,
         TlsPolicy::Inspect => implicit_client,

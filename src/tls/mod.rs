@@ -65,3 +65,6 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
         None => "io",
     }
 }
+
+#[cfg(test)]
+mod tests;
