@@ -6,7 +6,7 @@
 
 mod lab;
 
-use lab::pki::Pki;
+use lab::pki::{vsftpd_tls, Pki};
 use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
 use lab::{sha256_file, Family, Lab, LabPath, Tree, FW_C4, SERVER4, SERVER6};
 use std::path::{Path, PathBuf};
@@ -15,24 +15,6 @@ const FTPS_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftps_c
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// vsftpd's lab configuration with TLS forced for logins and data, session reuse required.
-fn vsftpd_tls(cert: &(PathBuf, PathBuf), implicit: bool) -> impl Fn(String) -> String + '_ {
-    move |conf: String| {
-        let mut c = conf;
-        c.push_str(&format!(
-            "ssl_enable=YES\nrsa_cert_file={}\nrsa_private_key_file={}\nallow_anon_ssl=YES\n\
-             force_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\nforce_local_logins_ssl=YES\n\
-             force_local_data_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n",
-            p(&cert.0),
-            p(&cert.1)
-        ));
-        if implicit {
-            c.push_str("implicit_ssl=YES\n");
-        }
-        c
-    }
 }
 
 fn start_vsftpd(lab: &mut Lab, edit: &dyn Fn(String) -> String) -> Tree {

@@ -58,3 +58,21 @@ impl Pki {
         }
     }
 }
+
+/// vsftpd's lab configuration with TLS forced for logins and data, session reuse required.
+pub fn vsftpd_tls(cert: &(PathBuf, PathBuf), implicit: bool) -> impl Fn(String) -> String + '_ {
+    move |conf: String| {
+        let mut c = conf;
+        c.push_str(&format!(
+            "ssl_enable=YES\nrsa_cert_file={}\nrsa_private_key_file={}\nallow_anon_ssl=YES\n\
+             force_anon_logins_ssl=YES\nforce_anon_data_ssl=YES\nforce_local_logins_ssl=YES\n\
+             force_local_data_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n",
+            cert.0.display(),
+            cert.1.display()
+        ));
+        if implicit {
+            c.push_str("implicit_ssl=YES\n");
+        }
+        c
+    }
+}
