@@ -62,6 +62,13 @@ async fn timed(limit: Duration, f: impl std::future::Future<Output = io::Result<
     }
 }
 
+/// Writes and flushes: a TLS stream may keep records of a write it accepted until the next
+/// write or flush, and a reply must not wait for the client's next command.
+async fn write_flushed<W: ControlStream>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
 impl<'a> Driver<'a> {
     pub fn new(shared: &'a Shared, ep: Endpoints) -> Self {
         Self { shared, ep, tls: SessionTls::default(), data: None, up: 0, down: 0 }
@@ -121,9 +128,9 @@ impl<'a> Driver<'a> {
         while let Some(action) = core.poll_action() {
             let written = match action {
                 Action::ToClient { bytes, .. } | Action::ToClientOutOfBand(bytes) => {
-                    timed(t.idle, client.write_all(&bytes)).await
+                    timed(t.idle, write_flushed(client, &bytes)).await
                 }
-                Action::ToServer(bytes) => timed(t.reply, server.write_all(&bytes)).await,
+                Action::ToServer(bytes) => timed(t.reply, write_flushed(server, &bytes)).await,
                 Action::ToServerUrgent(bytes) => self.write_urgent(server, &bytes).await,
                 Action::StartTls(side) => {
                     self.start_tls(core, client, server, side).await;
@@ -218,7 +225,7 @@ impl<'a> Driver<'a> {
         if let Err(e) = server.send_urgent(DM) {
             debug!(error = %e, "urgent data not sent; ABOR goes in band");
         }
-        timed(wait, server.write_all(bytes)).await
+        timed(wait, write_flushed(server, bytes)).await
     }
 
     fn open(&mut self, id: DataId, request: DataRequest, prot: crate::session::Protection) -> io::Result<DataReady> {
