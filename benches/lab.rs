@@ -31,7 +31,8 @@
 //! all of them alike. Progress goes to stderr as each figure is measured;
 //! the tables go to stdout at the end. The exit status is 1 when a measurement itself failed
 //! (a transfer, a checksum, load-generator errors), not when a target is missed.
-//! `FTPGATE_BENCH_ONLY=bulk,rate,rtt,idle,pipeline` (any of them) runs only those figures;
+//! `FTPGATE_BENCH_ONLY=bulk,rate,rtt,idle,pipeline,ftps` (any of them) runs only those figures
+//! (ftps: benches/lab/ftps.rs, its size from `FTPGATE_BENCH_FTPS_BYTES`);
 //! `FTPGATE_BENCH_MIB=64 FTPGATE_BENCH_RUNS=2` shrinks figure 1 to validate the benchmark;
 //! `FTPGATE_BIN=/path/to/ftpgate` measures that binary instead of the one cargo built.
 //!
@@ -72,6 +73,8 @@ macro_rules! progress {
 
 #[path = "lab/bulk.rs"]
 mod bulk;
+#[path = "lab/ftps.rs"]
+mod ftps;
 #[path = "lab/idle.rs"]
 mod idle;
 #[path = "lab/loadgen.rs"]
@@ -180,6 +183,9 @@ fn run_bench() -> ExitCode {
     }
     drop(big);
     let idle = if want("idle") { bench_idle(&exe) } else { Idle::default() };
+    if want("ftps") {
+        ftps::bench_ftps();
+    }
     // Last: an ftpgate that burns CPU on it must not weigh on the other figures.
     let pipe = if want("pipeline") { pipeline::bench_pipeline(&exe) } else { pipeline::Pipeline::default() };
     let run = RunInfo {

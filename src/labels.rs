@@ -64,6 +64,10 @@ label_enum! {
         AdminLimit => "admin_limit",
         /// An admin API request without a valid bearer token.
         AdminAuth => "admin_auth",
+        /// Clear text sent behind an `AUTH` exchange, before the TLS handshake (discarded).
+        Injection => "injection",
+        /// A TLS handshake that failed, or a server that refused the TLS the policy requires.
+        Tls => "tls",
     }
 }
 
@@ -76,6 +80,8 @@ label_enum! {
         Refused => "refused",
         IdleTimeout => "idle_timeout",
         ReplyTimeout => "reply_timeout",
+        /// A TLS handshake failed, or a server refused the TLS the policy requires.
+        TlsFailed => "tls_failed",
         Error => "error",
         /// Ended by an administrator through the admin API (`DELETE /sessions/{id}`).
         AdminClosed => "admin_closed",

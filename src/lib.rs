@@ -16,4 +16,5 @@ pub mod protocol;
 pub mod proxy;
 pub mod rlimit;
 pub mod session;
+pub mod tls;
 pub mod xferlog;

@@ -50,14 +50,22 @@ fn main() -> ExitCode {
     if let Some(ftpgate::cli::Command::Sessions(args)) = &cli.command {
         return sessions(args);
     }
-    let cfg = match cli.raw().and_then(|raw| Ok((ftpgate::config::validate(&raw)?, raw))) {
-        Ok((_, raw)) if cli.check_config.is_some() => return check_config(&cli, &raw),
-        Ok((cfg, _)) => cfg,
+    let (cfg, raw) = match cli.raw().and_then(|raw| Ok((ftpgate::config::validate(&raw)?, raw))) {
+        Ok(both) => both,
         Err(e) => {
             complain(&e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The certificate and key files belong to the configuration: a missing or bad one is a
+    // configuration error, also for --check-config.
+    if let Err(e) = ftpgate::tls::TlsContext::load(&cfg.live) {
+        complain(&e);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if cli.check_config.is_some() {
+        return check_config(&cli, &raw);
+    }
     let log_level = logging::init(&cfg);
     let gateway = match Gateway::bind(cfg) {
         Ok(g) => g,

@@ -182,6 +182,26 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
         ],
     ),
     (
+        "FTPS",
+        &[
+            P("tls: refuse (the default) answers AUTH with 534 and hides AUTH, PBSZ, PROT, CCC \
+               and ADAT from FEAT. tls: terminate answers AUTH TLS with ftps.certificate and \
+               ftps.key and speaks upstream_tls (none, explicit, implicit) to the server, \
+               verifying it against ftps.server_ca or the system roots for ftps.server_name or \
+               its address. tls: inspect (transparent mode) secures and verifies the server \
+               first, then answers the client's AUTH with a certificate for that server issued \
+               by ftps.ca_certificate and ftps.ca_key (valid ftps.leaf_lifetime, cached). A \
+               server that fails verification or refuses TLS ends the session with 421 and a \
+               log line with reason=tls; never a silent downgrade."),
+            P("Clear text sent behind AUTH before the handshake is discarded (reason=injection). \
+               CCC is refused with 502. Data connections are TLS on a side exactly when that \
+               side asked PROT P; toward servers they resume the control connection's TLS \
+               session (vsftpd's require_ssl_reuse). Port 990 diverted by the shipped rules, and \
+               ftps.implicit_listen, are implicit FTPS. The certificate files are read again on \
+               SIGHUP: new sessions use them, running ones keep theirs."),
+        ],
+    ),
+    (
         "SIGNALS",
         &[
             Item(
@@ -256,7 +276,8 @@ const AFTER_METRICS: &[(&str, &[Block])] = &[
                it; a data listener accepts only the expected peer (port_stealing) and closes \
                after one connection or data_accept. A server's 227 or 229 naming another address \
                is replaced by its control address or refused (server_data_address). AUTH TLS is \
-               refused with 534 (tls: refuse): ftpgate cannot check what it cannot read."),
+               refused with 534 (tls: refuse) unless ftpgate terminates or inspects the TLS \
+               itself (see FTPS): it cannot check what it cannot read."),
             P("The metrics endpoint is not authenticated: keep metrics.listen on loopback or a \
                management address. The admin API ends sessions: without admin.token_file it \
                only binds loopback. The shipped rules divert clients' connections to the passive \

@@ -32,6 +32,19 @@ pub struct Metrics {
     transfer_duration: Histogram,
     rejections: [IntCounter; Reason::ALL.len()],
     server_replies: [IntCounter; ReplyClass::ALL.len()],
+    /// By TLS state of the client's and the server's side (`tls` / `plain`).
+    tls_sessions: IntCounterVec,
+    tls_transfers: IntCounterVec,
+    /// By side and a reason from a fixed list (`tls_failure_reason`).
+    tls_handshake_failures: IntCounterVec,
+}
+
+fn tls_label(on: bool) -> &'static str {
+    if on {
+        "tls"
+    } else {
+        "plain"
+    }
 }
 
 /// Keeps a gauge raised for as long as it lives.
@@ -97,7 +110,34 @@ impl Metrics {
             &["class"],
             r
         )?;
+        let tls_sessions = register_int_counter_vec_with_registry!(
+            "ftpgate_tls_sessions_total",
+            "Control sessions ended, by TLS state of each side",
+            &["client", "server"],
+            r
+        )?;
+        let tls_transfers = register_int_counter_vec_with_registry!(
+            "ftpgate_tls_transfers_total",
+            "Data channels ended, by TLS state of each side",
+            &["client", "server"],
+            r
+        )?;
+        let tls_handshake_failures = register_int_counter_vec_with_registry!(
+            "ftpgate_tls_handshake_failures_total",
+            "TLS handshakes that failed, by side and reason",
+            &["side", "reason"],
+            r
+        )?;
+        for a in [true, false] {
+            for b in [true, false] {
+                tls_sessions.with_label_values(&[tls_label(a), tls_label(b)]);
+                tls_transfers.with_label_values(&[tls_label(a), tls_label(b)]);
+            }
+        }
         Ok(Self {
+            tls_sessions,
+            tls_transfers,
+            tls_handshake_failures,
             sessions_active: register_int_gauge_with_registry!("ftpgate_sessions_active", "Control sessions open", r)?,
             sessions: SessionOutcome::ALL.map(|o| sessions.with_label_values(&[o.label()])),
             session_duration: register_histogram_with_registry!(
@@ -132,6 +172,21 @@ impl Metrics {
             server_replies: ReplyClass::ALL.map(|c| server_replies.with_label_values(&[c.label()])),
             registry: r,
         })
+    }
+
+    /// A session ended with these sides in TLS.
+    pub fn tls_session(&self, client: bool, server: bool) {
+        self.tls_sessions.with_label_values(&[tls_label(client), tls_label(server)]).inc();
+    }
+
+    /// A data channel ended with these sides in TLS.
+    pub fn tls_transfer(&self, client: bool, server: bool) {
+        self.tls_transfers.with_label_values(&[tls_label(client), tls_label(server)]).inc();
+    }
+
+    /// A TLS handshake on `side` failed; `reason` is one of a fixed set of labels.
+    pub fn tls_handshake_failed(&self, side: &'static str, reason: &'static str) {
+        self.tls_handshake_failures.with_label_values(&[side, reason]).inc();
     }
 
     /// Counts a control session as open until the returned guard is dropped.

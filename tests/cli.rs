@@ -419,3 +419,34 @@ fn readme_flag_table_names_every_flag_of_help() {
         );
     }
 }
+
+/// The certificate files belong to the configuration: --check-config reads them, and a missing
+/// or unusable one is a configuration error naming its field.
+#[test]
+fn check_config_reads_the_tls_files_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ftpgate.yaml");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let yaml = format!("tls: terminate\nftps: {{certificate: {}, key: {}}}\n", cert.display(), key.display());
+    std::fs::write(&f, &yaml).unwrap();
+    let run = || {
+        let out = Command::new(bin()).arg("--check-config").arg(&f).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`ftps.certificate`") && err.contains("cert.pem"), "{err}");
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    let (code, err) = run();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`ftps.certificate`"), "{err}");
+    let k = rcgen::KeyPair::generate().unwrap();
+    let c = rcgen::CertificateParams::new(vec!["ftp.example".to_owned()]).unwrap().self_signed(&k).unwrap();
+    std::fs::write(&cert, c.pem()).unwrap();
+    let (code, err) = run();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`ftps.key`"), "{err}");
+    std::fs::write(&key, k.serialize_pem()).unwrap();
+    let (code, err) = run();
+    assert_eq!(code, Some(0), "{err}");
+}

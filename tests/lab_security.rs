@@ -393,3 +393,50 @@ fn after_dropping_privileges_transfers_work_and_only_net_admin_is_held() {
         lab.finish();
     }
 }
+
+/// The gateway reads every command inside TLS too: the attacks above, inside a TLS session it
+/// terminates, get the same refusals; clear text appended to AUTH TLS (CVE-2011-0411) is
+/// discarded, never run as a command of the TLS session; data channels in TLS keep their guard
+/// against port stealing.
+#[test]
+fn attacks_inside_tls_sessions_are_refused_as_in_clear_text() {
+    if !gate("security in TLS", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Redirect);
+    let tree = lab.start_server(ServerKind::Vsftpd);
+    let pki = lab::pki::Pki::new(lab.dir.path());
+    // A transparent gateway in front of servers the admin owns holds their certificate.
+    let yaml =
+        format!("tls: terminate\nftps: {{certificate: {}, key: {}}}\n", pki.server.0.display(), pki.server.1.display());
+    let cfg = lab.write("ftpgate.yaml", &yaml);
+    lab.start_ftpgate(&["--metrics-listen", METRICS, "--config", cfg.to_str().unwrap()]);
+    let ca = format!("starttls:{}:USER injected\\r\\n", pki.ca.display());
+    let steal = format!("steal:{CLIENT4_ALT}:small.bin:{}", tree.small_sha);
+    let retr = format!("retr:epsv:large.bin:{}", tree.large_sha);
+    attack(
+        &lab,
+        &[
+            "expect:220",
+            &ca,
+            "login",
+            "protp",
+            "send:PORT 198,51,100,9,195,80\r\n",
+            "expect:501",
+            "send:EPRT |1|198.51.100.9|50000|\r\n",
+            "expect:501",
+            "send:LPRT 4,4,203,0,113,2,2,195,80\r\n",
+            "expect:502",
+            "send:CCC\r\n",
+            "expect:502",
+            "send:TYPE I\r\n",
+            "expect:200",
+            &steal,
+            &retr,
+            "send:NOOP\r\n",
+            "expect:200",
+        ],
+        &["bounce", "policy", "injection", "port_stealing"],
+    );
+    lab.finish();
+}

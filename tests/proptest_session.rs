@@ -9,7 +9,7 @@ use ftpgate::protocol::address::encode_port_arg;
 use ftpgate::session::invariants::Checker;
 use ftpgate::session::{
     Action, ConnectFailure, ControlCore, CoreTimeouts, DataId, DataReady, LoginMode, Note, Route, Routes,
-    ServerDataMode, ServerDataPolicy, SessionPolicy, UserMatch,
+    ServerDataMode, ServerDataPolicy, SessionPolicy, Side, TlsPolicy, UpstreamTls, UserMatch,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -69,6 +69,10 @@ enum Event {
     /// The driver's report on the login phase's connection: connected, refused (530), or
     /// unreachable (421).
     Upstream(u8),
+    /// The driver's TLS handshake on a side (true: the client's) succeeded.
+    TlsReady(bool),
+    /// It failed.
+    TlsFailed(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -80,8 +84,16 @@ struct Scenario {
     max_line: usize,
     /// 0: connected from the start (intercepted, reverse); 1: forward proxy; 2: routes.
     login: u8,
+    tls: TlsPolicy,
     events: Vec<Event>,
 }
+
+const TLS_POLICIES: [TlsPolicy; 4] = [
+    TlsPolicy::Refuse,
+    TlsPolicy::Terminate { upstream: UpstreamTls::None },
+    TlsPolicy::Terminate { upstream: UpstreamTls::Explicit },
+    TlsPolicy::Inspect,
+];
 
 fn port_strategy() -> impl Strategy<Value = u16> {
     prop_oneof![any::<u16>(), 0u16..1100, Just(1024u16), Just(1023u16)]
@@ -166,6 +178,10 @@ fn other_command() -> impl Strategy<Value = Vec<u8>> {
         "CWD /pub",
         "FEAT",
         "AUTH TLS",
+        "PBSZ 0",
+        "PROT P",
+        "PROT C",
+        "CCC",
         "LPRT 4,4,1,2,3,4,2,0,21",
         "LPSV",
         "SPSV",
@@ -244,6 +260,7 @@ fn server_line(upstream: IpAddr) -> impl Strategy<Value = Vec<u8>> {
         "502 not implemented",
         "550 no such file",
         "221 goodbye",
+        "234 proceed with TLS",
         "211-Features:\r\n AUTH TLS\r\n EPSV\r\n PBSZ\r\n MDTM\r\n211 End",
         "226-aborted\r\n226 done",
         "150-multi\r\n150 preliminary",
@@ -316,9 +333,27 @@ fn step(client: IpAddr, upstream: IpAddr) -> impl Strategy<Value = Vec<Event>> {
         1 => prop_oneof![0u16..200, Just(120), Just(300), Just(3600)].prop_map(Event::Tick),
         1 => prop_oneof![Just(Event::ClientEof), Just(Event::ServerEof)],
         1 => (0u8..3).prop_map(Event::Upstream),
+        2 => any::<bool>().prop_map(Event::TlsReady),
+        1 => any::<bool>().prop_map(Event::TlsFailed),
     ]
     .prop_map(|e| vec![e]);
-    prop_oneof![4 => passive, 3 => active, 2 => transfer, 2 => abort, 3 => simple, 4 => single]
+    // AUTH answered and both handshakes reported, in the order inspection needs; terminate
+    // ignores the server's half.
+    let tls = any::<bool>().prop_map(move |inject| {
+        let mut auth = b"AUTH TLS\r\n".to_vec();
+        if inject {
+            auth.extend_from_slice(b"DELE injected\r\n");
+        }
+        vec![
+            Event::Client(auth),
+            Event::Server(b"234 proceed\r\n".to_vec()),
+            Event::TlsReady(false),
+            Event::TlsReady(true),
+            Event::Client(b"PBSZ 0\r\n".to_vec()),
+            Event::Client(b"PROT P\r\n".to_vec()),
+        ]
+    });
+    prop_oneof![4 => passive, 3 => active, 2 => transfer, 2 => abort, 3 => simple, 4 => single, 1 => tls]
 }
 
 /// What a client of the login phase says first (forward proxy and routes alike).
@@ -360,8 +395,16 @@ fn any_scenario() -> impl Strategy<Value = Scenario> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (0..CLIENTS.len(), 0..UPSTREAMS.len(), any::<bool>(), prop_oneof![3 => Just(512usize), 1 => 16usize..80], 0u8..3)
-        .prop_flat_map(|(ci, ui, refuse, max_line, mode)| {
+    (
+        0..CLIENTS.len(),
+        0..UPSTREAMS.len(),
+        any::<bool>(),
+        prop_oneof![3 => Just(512usize), 1 => 16usize..80],
+        0u8..3,
+        // Mostly refused, as most runs explore the rest of the protocol.
+        prop_oneof![6 => Just(0usize), 1 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)],
+    )
+        .prop_flat_map(|(ci, ui, refuse, max_line, mode, tls)| {
             let client: SocketAddr = CLIENTS[ci].parse().unwrap();
             let upstream: SocketAddr = UPSTREAMS[ui].parse().unwrap();
             // The greeting usually comes first, as it does on the wire.
@@ -379,6 +422,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         [usize::from(mode)],
                     max_line,
                     login: 0,
+                    tls: TLS_POLICIES[tls],
                     events,
                 }
             })
@@ -409,6 +453,7 @@ fn run_scenario(sc: &Scenario, seen: &mut Vec<Action>) -> Result<(), TestCaseErr
         server_data: sc.server_data,
         server_mode: sc.server_mode,
         max_line: sc.max_line,
+        tls: sc.tls,
         ..SessionPolicy::default()
     };
     let mut now = Instant::now();
@@ -475,6 +520,10 @@ fn run_scenario(sc: &Scenario, seen: &mut Vec<Action>) -> Result<(), TestCaseErr
                     }
                 }
             }
+            Event::TlsReady(c) => core.handle_tls_ready(if *c { Side::Client } else { Side::Server }, now),
+            Event::TlsFailed(c) => {
+                core.handle_tls_failed(if *c { Side::Client } else { Side::Server }, "handshake failed", now)
+            }
         }
         drain(&mut core, &mut checker, &mut last, seen)?;
         // A deadline that has passed is acted on at once (the driver's timer fires at once).
@@ -521,7 +570,7 @@ fn session_scenarios_reach_the_interesting_paths() {
     let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
     let strategy = scenario();
     let mut seen = Vec::new();
-    for _ in 0..600 {
+    for _ in 0..1500 {
         let sc = strategy.new_tree(&mut runner).unwrap().current();
         run_scenario(&sc, &mut seen).unwrap();
     }
@@ -566,6 +615,12 @@ fn session_scenarios_reach_the_interesting_paths() {
         ("password replayed", count(&|a| *a == Action::ToServer(b"PASS pw\r\n".to_vec()))),
         ("LoginFirst", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::LoginFirst(_)))))),
         ("BadForwardTarget", count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::BadForwardTarget(_)))))),
+        ("client to TLS", count(&|a| *a == Action::StartTls(Side::Client))),
+        ("server to TLS", count(&|a| *a == Action::StartTls(Side::Server))),
+        (
+            "clear text behind AUTH",
+            count(&|a| matches!(a, Action::Note(Note::Refused(Refusal::ClearTextAfterAuth { .. })))),
+        ),
     ];
     eprintln!("{reached:?}");
     for (what, n) in reached {

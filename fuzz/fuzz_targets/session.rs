@@ -4,9 +4,10 @@
 //! Input: records separated by LF. An optional first record `#` followed by up to four bytes
 //! configures the session: client address (byte 1 mod 3: v4, v6, v4-mapped), upstream address
 //! (byte 2 mod 3: same), policy bits (byte 3: bit 0 refuses foreign passive addresses instead of
-//! substituting, bit 1 lets AUTH through, bits 2 and up mod 3: data mode toward the server
-//! client, passive, active), client line bound (byte 4: 16 + 2 * byte; default
-//! 512), how the session starts (byte 5 mod 3: connected, forward proxy login, routes login).
+//! substituting, bit 1 lets AUTH through (bits 4-5 then choose terminate toward a plain, an
+//! explicit or an implicit FTPS server, or inspect), bits 2 and up mod 3: data mode toward the
+//! server client, passive, active), client line bound (byte 4: 16 + 2 * byte; default 512), how
+//! the session starts (byte 5 mod 3: connected, forward proxy login, routes login).
 //! Every other record is one event, by its first byte:
 //!
 //! - `C` client sends the rest + CRLF; `L` the rest + LF; `c` the rest as is (a partial read);
@@ -21,6 +22,8 @@
 //! - `T` time passes (the rest's first byte, squared, in seconds), then the timers run
 //! - `N` the login phase's server is connected; `R` it was refused (530), `Q` unreachable (421);
 //!   also out of turn, when the core must ignore the report
+//! - `H` the TLS handshake the core asked for succeeded, `h` it failed (the rest's first byte
+//!   odd: on the client's side, else the server's)
 //! - `E` the client hangs up; `e` the server does; `Z` an administrator ends the session;
 //!   anything else is ignored
 //!
@@ -39,7 +42,7 @@ use ftpgate::addr::{ClientAddr, UpstreamAddr};
 use ftpgate::session::invariants::Checker;
 use ftpgate::session::{
     Action, ConnectFailure, ControlCore, CoreTimeouts, DataId, DataReady, LoginMode, Route, Routes, ServerDataMode,
-    ServerDataPolicy, SessionPolicy, UserMatch,
+    ServerDataPolicy, SessionPolicy, Side, TlsPolicy, UpstreamTls, UserMatch,
 };
 use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
@@ -76,7 +79,13 @@ fn run(data: &[u8]) {
     let max_line = cfg.get(3).map_or(512, |&b| 16 + 2 * usize::from(b));
     let policy = SessionPolicy {
         server_data: if flags & 1 != 0 { ServerDataPolicy::Refuse } else { ServerDataPolicy::Substitute },
-        refuse_tls: flags & 2 == 0,
+        tls: match (flags >> 4) & 3 {
+            _ if flags & 2 == 0 => TlsPolicy::Refuse,
+            0 => TlsPolicy::Terminate { upstream: UpstreamTls::None },
+            1 => TlsPolicy::Terminate { upstream: UpstreamTls::Explicit },
+            2 => TlsPolicy::Terminate { upstream: UpstreamTls::Implicit },
+            _ => TlsPolicy::Inspect,
+        },
         server_mode: [ServerDataMode::Client, ServerDataMode::Passive, ServerDataMode::Active][usize::from(flags >> 2) % 3],
         max_line,
         ..SessionPolicy::default()
@@ -158,6 +167,14 @@ fn run(data: &[u8]) {
                 };
                 if let Err(e) = reported {
                     panic!("invariant broken: {e}");
+                }
+            }
+            b'H' | b'h' => {
+                let side = if rest.first().is_some_and(|b| b & 1 == 1) { Side::Client } else { Side::Server };
+                if kind == b'H' {
+                    core.handle_tls_ready(side, now)
+                } else {
+                    core.handle_tls_failed(side, &String::from_utf8_lossy(rest), now)
                 }
             }
             b'E' => core.handle_client_eof(now),

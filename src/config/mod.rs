@@ -6,6 +6,7 @@
 
 mod admin;
 mod data_path;
+mod ftps;
 mod limits;
 mod log;
 mod metrics;
@@ -21,6 +22,7 @@ mod shaping;
 mod timeouts;
 
 pub use data_path::DataPath;
+pub use ftps::FtpsConfig;
 pub use log::LogFormat;
 pub use network::InterceptMode;
 pub use parts::{Config, LiveConfig, StartupConfig};
@@ -31,7 +33,7 @@ pub use servers::ServerNets;
 pub use shaping::SocketTags;
 pub use timeouts::{Timeouts, MAX_TIMEOUT};
 
-use crate::session::SessionPolicy;
+use crate::session::{SessionPolicy, TlsPolicy};
 use std::path::Path;
 use thiserror::Error;
 
@@ -78,10 +80,19 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let shaping = shaping::shaping(&raw.shaping)?;
     let limits = limits::limits(&raw.limits)?;
     let data_path = data_path::data_path(&raw.data_path)?;
+    let (tls, ftps) = ftps::ftps(raw, net.upstream.is_some())?;
+    let implicit_listen = ftps::implicit_listen(raw)?;
+    if data_path == DataPath::Kernel && tls != TlsPolicy::Refuse {
+        return Err(invalid(
+            "data_path",
+            "kernel cannot carry TLS data channels: `tls: terminate` and `tls: inspect` need `data_path: relay`",
+        ));
+    }
     let session = SessionPolicy {
         max_malformed: limits.max_malformed,
         max_line: limits.max_line,
         urgent_abort: data_path == DataPath::Kernel,
+        tls,
         ..policy::session_policy(raw)?
     };
     let forward_listen = routes::forward_listen(&raw.forward)?;
@@ -96,6 +107,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let startup = StartupConfig {
         listen: net.listen,
         forward_listen,
+        implicit_listen,
         intercept: net.intercept,
         data_path,
         privileges,
@@ -128,6 +140,7 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
         max_line: limits.max_line,
         timeouts,
         session,
+        ftps,
         log_level: log.level,
     };
     Ok(Config { startup, live })

@@ -44,6 +44,8 @@ config_part! {
         listen: Vec<SocketAddr> => "listen",
         /// Listeners of the explicit forward proxy (`USER name@host[:port]`).
         forward_listen: Vec<SocketAddr> => "forward.listen",
+        /// Listeners whose clients start TLS at connect (implicit FTPS).
+        implicit_listen: Vec<SocketAddr> => "ftps.implicit_listen",
         /// `None` is reverse mode, which `upstream` selects.
         intercept: InterceptMode => "intercept",
         /// Who carries data connections; the kernel path opens its netlink socket at start-up.
@@ -99,6 +101,8 @@ pub struct LiveConfig {
     pub max_line: usize,
     pub timeouts: Timeouts,
     pub session: SessionPolicy,
+    /// The files and names FTPS needs (`session.tls` is the policy).
+    pub ftps: super::FtpsConfig,
     /// A level or an `EnvFilter` directive.
     pub log_level: String,
 }

@@ -1,5 +1,5 @@
 //! The `policy` section and the top-level fields that shape what a session lets through:
-//! `server_data_address`, `server_data_mode` and `tls`.
+//! `server_data_address` and `server_data_mode` (`tls` is in `ftps.rs`).
 
 use super::{invalid, ConfigError, RawConfig};
 use crate::session::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
@@ -20,13 +20,6 @@ pub(super) fn session_policy(raw: &RawConfig) -> Result<SessionPolicy, ConfigErr
         "refuse" => ServerDataPolicy::Refuse,
         other => return Err(invalid("server_data_address", format!("`{other}` is not substitute or refuse"))),
     };
-    let refuse_tls = match raw.tls.as_str() {
-        "refuse" => true,
-        "passthrough" => {
-            return Err(invalid("tls", "passthrough would hide PORT/PASV from the gateway; only `refuse` is supported"))
-        }
-        other => return Err(invalid("tls", format!("`{other}` is not a TLS policy (refuse)"))),
-    };
     let p = &raw.policy;
     let commands = CommandPolicy {
         allow: verbs(&p.commands.allow, "policy.commands.allow")?,
@@ -39,7 +32,7 @@ pub(super) fn session_policy(raw: &RawConfig) -> Result<SessionPolicy, ConfigErr
         .iter()
         .map(|r| Ok(FxpRule { client: net(&r.client, "policy.fxp.client")?, data: net(&r.data, "policy.fxp.data")? }))
         .collect::<Result<Vec<_>, ConfigError>>()?;
-    Ok(SessionPolicy { server_data, server_mode, users, commands, fxp, refuse_tls, ..SessionPolicy::default() })
+    Ok(SessionPolicy { server_data, server_mode, users, commands, fxp, ..SessionPolicy::default() })
 }
 
 fn verbs(list: &[String], field: &'static str) -> Result<Vec<String>, ConfigError> {

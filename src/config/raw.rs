@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub nat64_prefix: Option<String>,
     pub shaping: RawShaping,
     pub tls: String,
+    pub upstream_tls: String,
+    pub ftps: RawFtps,
     pub policy: RawPolicy,
     pub servers: RawList,
     pub privileges: RawPrivileges,
@@ -77,6 +79,8 @@ impl Default for RawConfig {
             nat64_prefix: None,
             shaping: RawShaping::default(),
             tls: "refuse".into(),
+            upstream_tls: "none".into(),
+            ftps: RawFtps::default(),
             policy: RawPolicy::default(),
             servers: RawList::default(),
             privileges: RawPrivileges::default(),
@@ -109,6 +113,35 @@ pub struct RawRoute {
     pub upstream: String,
     #[serde(default)]
     pub send_as: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFtps {
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+    pub ca_certificate: Option<String>,
+    pub ca_key: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub leaf_lifetime: Duration,
+    pub server_ca: Option<String>,
+    pub server_name: Option<String>,
+    pub implicit_listen: Vec<String>,
+}
+
+impl Default for RawFtps {
+    fn default() -> Self {
+        Self {
+            certificate: None,
+            key: None,
+            ca_certificate: None,
+            ca_key: None,
+            leaf_lifetime: Duration::from_secs(24 * 3600),
+            server_ca: None,
+            server_name: None,
+            implicit_listen: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -31,6 +31,8 @@ pub struct ChannelContext {
     pub metrics: Arc<Metrics>,
     /// The channel's bytes so far, for whoever watches the transfer while it runs.
     pub bytes: Arc<ChannelBytes>,
+    /// Which sides of the channel speak TLS, and how.
+    pub tls: crate::tls::DataTls,
 }
 
 /// A channel's bytes each way as they are delivered: one relaxed atomic add per chunk, beside
@@ -134,6 +136,8 @@ pub enum DataError {
     Tags(io::Error),
     #[error("watching the kernel pinhole failed: {0}")]
     Kernel(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl DataError {
@@ -145,6 +149,7 @@ impl DataError {
             DataError::Relay(_) => "relay_error",
             DataError::Tags(_) => "tags_error",
             DataError::Kernel(_) => "kernel_error",
+            DataError::Tls(_) => "tls_error",
         }
     }
 }
@@ -162,6 +167,8 @@ pub struct DataOutcome {
     /// False when the kernel carried the connection (kernel data path): the byte counts are
     /// then zero because ftpgate does not know them, and logs say "unknown".
     pub bytes_known: bool,
+    /// Whether the client's and the server's data connection spoke TLS.
+    pub tls: (bool, bool),
     pub result: Result<(), DataError>,
 }
 
@@ -251,6 +258,7 @@ pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOu
         stolen_attempts: refused,
         handed_over,
         bytes_known: true,
+        tls: (cx.tls.client.is_some(), cx.tls.server.is_some()),
         result,
     };
     let (client, server) = match establish(plan, &cx, &mut refused).await {
@@ -270,7 +278,15 @@ pub async fn run(plan: DataPlan, cx: ChannelContext, carrier: Carrier) -> DataOu
         to_server_bytes.inc_by(n);
         live.add(Direction::ToServer, n);
     };
-    let r = relay(client, server, cx.timeouts.idle, &to_server, &to_client, carrier).await;
+    let r = if cx.tls.is_plain() {
+        relay(client, server, cx.timeouts.idle, &to_server, &to_client, carrier).await
+    } else {
+        let (c, s) = match super::relay::tls::handshake(client, server, &cx.tls, cx.timeouts.connect).await {
+            Ok(pair) => pair,
+            Err(e) => return outcome(0, 0, Err(DataError::Tls(e)), refused, false),
+        };
+        super::relay::tls::relay(c, s, cx.timeouts.idle, [&to_server, &to_client], carrier).await
+    };
     outcome(r.b_to_a, r.a_to_b, r.result.map_err(DataError::Relay), refused, false)
 }
 
@@ -286,6 +302,7 @@ mod tests {
             tags: SocketTags::default(),
             metrics: Arc::new(Metrics::new().unwrap()),
             bytes: Arc::default(),
+            tls: crate::tls::DataTls::default(),
         }
     }
 

@@ -28,6 +28,7 @@
 //! other direction is silent.
 
 pub(crate) mod pump;
+pub(crate) mod tls;
 
 use pump::{pump, Dir, Phase, Progress};
 use socket2::SockRef;
@@ -119,7 +120,7 @@ pub(crate) async fn relay_with(
 }
 
 /// Whether the relay is done: both ways are, or the way that carries the transfer is.
-fn finished(done: [bool; 2], moved: [u64; 2], carrier: Option<Way>) -> bool {
+pub(super) fn finished(done: [bool; 2], moved: [u64; 2], carrier: Option<Way>) -> bool {
     match carrier {
         Some(Way::AToB) => done[0],
         Some(Way::BToA) => done[1],

@@ -2,7 +2,7 @@
 //! the connection to it; then the driver runs the session's control core.
 
 use super::data::Endpoints;
-use super::driver::Driver;
+use super::driver::{Driver, SessionTls};
 use super::login::{connect_target, take_login};
 use super::registry::Registered;
 use super::Shared;
@@ -10,7 +10,8 @@ use crate::addr::{canonical, ClientAddr, LocalAddr, UpstreamAddr};
 use crate::data::sockets::{connect, from_ip};
 use crate::labels::Reason;
 use crate::protocol::reply::reply_line;
-use crate::session::{ControlCore, CoreTimeouts, LoginMode, Outcome};
+use crate::session::{ControlCore, CoreTimeouts, LoginMode, Outcome, TlsPolicy, UpstreamTls};
+use crate::tls::{Conn, TlsInfo, Upgrade};
 use socket2::SockRef;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,10 +124,9 @@ async fn run(
         Err(e) => return refuse(client, 421, &format!("Gateway error: {e}")).await,
     };
     shared.metrics.upstream_connected(connect_started.elapsed());
-    info!(connect_ms = connect_started.elapsed().as_millis() as u64, %server_side, "session start");
     let ep = Endpoints { client: client_addr, client_side: local, original, upstream, server_side };
     let core = ControlCore::new(client_addr, upstream, cfg.session.clone(), core_timeouts(shared), Instant::now());
-    drive(shared, ep, core, client, server, registered).await
+    drive(shared, ep, core, (client, server), registered, connect_started.elapsed()).await
 }
 
 fn core_timeouts(shared: &Shared) -> CoreTimeouts {
@@ -141,19 +141,91 @@ fn core_timeouts(shared: &Shared) -> CoreTimeouts {
     }
 }
 
+/// Runs a session whose server is connected: implicit FTPS first (TLS from the first byte,
+/// toward the server first), then the driver.
 async fn drive(
     shared: &Shared,
     ep: Endpoints,
     mut core: ControlCore,
-    mut client: TcpStream,
-    mut server: TcpStream,
+    (client, server): (TcpStream, TcpStream),
     registered: Registered,
+    connect_time: Duration,
 ) -> (Outcome, u64, u64) {
+    let cfg = &shared.cfg.live;
     // Telnet Synch: urgent data must stay in band or the byte it marks would vanish from lines.
     let _ = SockRef::from(&client).set_out_of_band_inline(true);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+
+    // Implicit FTPS: TLS from the first byte, toward the server first, so that a client never
+    // talks TLS to the gateway for a server that failed verification.
+    let policy = cfg.session.tls;
+    let implicit_client = implicit(shared, ep.client_side, ep.original.map(|o| o.0));
+    if implicit_client && policy.refuses() {
+        // TLS from the first byte: nothing the gateway could read, and no reply the client
+        // could read either.
+        warn!(reason = "policy", "implicit FTPS (port 990) refused: tls is refuse");
+        shared.metrics.reject(Reason::Policy);
+        return (Outcome::Refused, 0, 0);
+    }
+    let implicit_server = match policy {
+        TlsPolicy::Terminate { upstream } => upstream == UpstreamTls::Implicit,
+        TlsPolicy::Inspect => implicit_client,
+        TlsPolicy::Refuse => false,
+    };
+    let mut tls = SessionTls { for_client: None, for_server: shared.tls.for_server(ep.upstream) };
+    let mut server = Conn::Plain(server);
+    let mut server_info: Option<TlsInfo> = None;
+    if let (true, Some((c, name))) = (implicit_server, tls.for_server.clone()) {
+        match server.upgrade(Upgrade::Connect(c, name), cfg.timeouts.connect).await {
+            Ok(i) => server_info = Some(i),
+            Err(e) => {
+                let reason = crate::tls::failure_reason(&e);
+                warn!(reason = "tls", side = "server", tls_failure = reason, error = %e, "TLS with the server failed");
+                shared.metrics.tls_handshake_failed("server", reason);
+                shared.metrics.reject(Reason::Tls);
+                if !implicit_client {
+                    refuse(client, 421, &format!("TLS with the server failed ({reason}), closing")).await;
+                }
+                return (Outcome::TlsFailed, 0, 0);
+            }
+        }
+    }
+    let mut client = Conn::Plain(client);
+    let mut client_info: Option<TlsInfo> = None;
+    if implicit_client {
+        let cfg_for_client = match shared.tls.for_clients(ep.upstream) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(reason = "tls", side = "client", error = %e, "no certificate for this client");
+                return (Outcome::TlsFailed, 0, 0);
+            }
+        };
+        tls.for_client = Some(cfg_for_client.clone());
+        match client.upgrade(Upgrade::Accept(cfg_for_client), cfg.timeouts.connect).await {
+            Ok(i) => client_info = Some(i),
+            Err(e) => {
+                let reason = crate::tls::failure_reason(&e);
+                warn!(reason = "tls", side = "client", tls_failure = reason, error = %e, "TLS with the client failed");
+                shared.metrics.tls_handshake_failed("client", reason);
+                shared.metrics.reject(Reason::Tls);
+                return (Outcome::TlsFailed, 0, 0);
+            }
+        }
+    }
+    let shown = |i: &Option<TlsInfo>| i.as_ref().map_or("plain".to_owned(), |i| format!("{} {}", i.version, i.cipher));
+    info!(
+        connect_ms = connect_time.as_millis() as u64,
+        server_side = %ep.server_side,
+        tls_policy = ?policy,
+        client_tls = %shown(&client_info),
+        server_tls = %shown(&server_info),
+        "session start"
+    );
+
+    core.started_in_tls(client.is_tls(), server.is_tls());
     let mut driver = Driver::new(shared, ep, registered);
+    driver.tls = tls;
     let outcome = driver.run(&mut core, &mut client, &mut server).await;
     (outcome, driver.up, driver.down)
 }
@@ -173,7 +245,7 @@ async fn run_login(
         ControlCore::with_login(client_addr, mode, cfg.session.clone(), core_timeouts(shared), Instant::now());
     // Bounded: a refused target costs the client a login line, which the malformed-input and
     // login deadlines bound, and an unreachable one ends the session.
-    let (server, upstream, target) = loop {
+    let (server, upstream, target, connect_time) = loop {
         let target = match take_login(shared, &mut core, &mut client).await {
             Ok(t) => t,
             Err(outcome) => return (outcome, 0, 0),
@@ -183,7 +255,7 @@ async fn run_login(
             Ok((server, upstream)) => {
                 shared.metrics.upstream_connected(connect_started.elapsed());
                 core.handle_upstream_connected(upstream, Instant::now());
-                break (server, upstream, target);
+                break (server, upstream, target, connect_started.elapsed());
             }
             Err(failure) => core.handle_upstream_failed(failure, Instant::now()),
         }
@@ -197,7 +269,18 @@ async fn run_login(
     };
     tracing::Span::current().record("upstream", tracing::field::display(upstream));
     registered.entry.route(None, upstream);
-    info!(%server_side, %target, user = core.user().unwrap_or("-"), "session start");
+    info!(%target, user = core.user().unwrap_or("-"), "login: server selected");
     let ep = Endpoints { client: client_addr, client_side: local, original: None, upstream, server_side };
-    drive(shared, ep, core, client, server, registered).await
+    drive(shared, ep, core, (client, server), registered, connect_time).await
+}
+
+/// Implicit FTPS: the client came to port 990 (as diverted), or to a listener configured for it.
+fn implicit(shared: &Shared, local: LocalAddr, original: Option<SocketAddr>) -> bool {
+    if original.is_some_and(|o| o.port() == 990) {
+        return true;
+    }
+    shared
+        .implicit
+        .iter()
+        .any(|l| l.port() == local.0.port() && (l.ip().is_unspecified() || canonical(*l).ip() == local.ip()))
 }

@@ -8,6 +8,7 @@ use crate::data::channel::{self, CarriesTx, ChannelBytes, ChannelContext, DataOu
 use crate::data::sockets::{from_ip, listen_in_range, Source};
 use crate::labels::{DataMode, Family};
 use crate::metrics::Active;
+use crate::tls::DataTls;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -52,13 +53,14 @@ impl Drop for DataTask {
     }
 }
 
-fn context(shared: &Shared, bytes: Arc<ChannelBytes>) -> ChannelContext {
+fn context(shared: &Shared, bytes: Arc<ChannelBytes>, tls: DataTls) -> ChannelContext {
     let t = &shared.cfg.live.timeouts;
     ChannelContext {
         timeouts: DataTimeouts { accept: t.data_accept, connect: t.connect, idle: t.data_idle },
         tags: shared.cfg.live.data_tags,
         metrics: shared.metrics.clone(),
         bytes,
+        tls,
     }
 }
 
@@ -118,7 +120,12 @@ fn resolve_named(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> (SocketA
 }
 
 /// Binds the client-facing listener; returns the address to advertise and the running channel.
-pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
+pub fn open_passive(
+    shared: &Shared,
+    ep: &Endpoints,
+    server_data: SocketAddr,
+    tls: DataTls,
+) -> io::Result<(SocketAddr, DataTask)> {
     let permit = data_permit(shared)?;
     let (listener, advertise) = client_listener(shared, ep)?;
     let names = [advertise.ip(), ep.original.map_or(ep.client_side.ip(), |o| o.ip())];
@@ -132,30 +139,35 @@ pub fn open_passive(shared: &Shared, ep: &Endpoints, server_data: SocketAddr) ->
         source: from_ip(Some(ep.server_side.ip())),
         handed_over: Some(handed_over),
     };
-    let mut task = spawn(plan, shared, permit, ep);
+    let mut task = spawn(plan, shared, permit, ep, tls);
     task._registration = Some(registration);
     Ok((advertise, task))
 }
 
 /// Binds the server-facing listener; returns its address (for PORT/EPRT) and the channel.
-pub fn open_active(shared: &Shared, ep: &Endpoints, client_data: SocketAddr) -> io::Result<(SocketAddr, DataTask)> {
+pub fn open_active(
+    shared: &Shared,
+    ep: &Endpoints,
+    client_data: SocketAddr,
+    tls: DataTls,
+) -> io::Result<(SocketAddr, DataTask)> {
     let permit = data_permit(shared)?;
     let listener = server_listener(shared, ep)?;
     let at = listener.local_addr()?;
     let (client_data, source) = resolve_named(shared, ep, client_data);
     let plan = DataPlan::Active { listener, server_ip: ep.upstream.ip(), client_data, source };
-    Ok((at, spawn(plan, shared, permit, ep)))
+    Ok((at, spawn(plan, shared, permit, ep, tls)))
 }
 
 /// Client passive, server active: binds both listeners; returns what the client is told, where
 /// the server is sent, and the channel.
-pub fn open_listeners(shared: &Shared, ep: &Endpoints) -> io::Result<(SocketAddr, SocketAddr, DataTask)> {
+pub fn open_listeners(shared: &Shared, ep: &Endpoints, tls: DataTls) -> io::Result<(SocketAddr, SocketAddr, DataTask)> {
     let permit = data_permit(shared)?;
     let (client, advertise) = client_listener(shared, ep)?;
     let server = server_listener(shared, ep)?;
     let at = server.local_addr()?;
     let plan = DataPlan::Listeners { client, client_ip: ep.client.ip(), server, server_ip: ep.upstream.ip() };
-    Ok((advertise, at, spawn(plan, shared, permit, ep)))
+    Ok((advertise, at, spawn(plan, shared, permit, ep, tls)))
 }
 
 /// Client active, server passive: starts connecting to both.
@@ -164,6 +176,7 @@ pub fn start_connect(
     ep: &Endpoints,
     server_data: SocketAddr,
     client_data: SocketAddr,
+    tls: DataTls,
 ) -> io::Result<DataTask> {
     let permit = data_permit(shared)?;
     let (client_data, client_source) = resolve_named(shared, ep, client_data);
@@ -173,7 +186,7 @@ pub fn start_connect(
         client_data,
         client_source,
     };
-    Ok(spawn(plan, shared, permit, ep))
+    Ok(spawn(plan, shared, permit, ep, tls))
 }
 
 /// One of `limits.max_data_channels`, held for as long as the channel's task lives.
@@ -186,11 +199,19 @@ pub(super) fn data_permit(shared: &Shared) -> io::Result<OwnedSemaphorePermit> {
     })
 }
 
-fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &Endpoints) -> DataTask {
+fn spawn(plan: DataPlan, shared: &Shared, permit: OwnedSemaphorePermit, ep: &Endpoints, tls: DataTls) -> DataTask {
     let mode = plan.mode();
     let (carries, carrier) = channel::carries();
     let bytes = Arc::new(ChannelBytes::default());
-    spawn_channel(mode, channel::run(plan, context(shared, bytes.clone()), carrier), carries, bytes, shared, permit, ep)
+    spawn_channel(
+        mode,
+        channel::run(plan, context(shared, bytes.clone(), tls), carrier),
+        carries,
+        bytes,
+        shared,
+        permit,
+        ep,
+    )
 }
 
 /// Runs a data channel's task (relayed, or a kernel pinhole's watch) as a [`DataTask`].

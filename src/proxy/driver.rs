@@ -10,8 +10,14 @@ use super::Shared;
 use crate::data::{DataError, DataOutcome};
 use crate::labels::{DataMode, Reason, ReplyClass, TransferOutcome, TransferVerb};
 use crate::metrics::Metrics;
-use crate::session::{Action, ControlCore, DataId, DataReady, DataRequest, Note, Outcome, PhaseName, TransferInfo};
+use crate::session::{
+    Action, ControlCore, DataId, DataReady, DataRequest, Note, Outcome, PhaseName, Side, TransferInfo,
+};
+use crate::tls::{DataTls, Upgrade};
+use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::ServerName;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
@@ -32,11 +38,22 @@ struct Published {
     phase: PhaseName,
     user: Option<String>,
     transfer: Option<DataId>,
+    tls: (bool, bool),
+}
+
+/// A session's TLS configurations: toward its clients (made when first needed: under
+/// inspection it is a certificate issued for this server) and toward its server (with the
+/// session's own resumption store, shared by its data connections).
+#[derive(Default)]
+pub(super) struct SessionTls {
+    pub for_client: Option<Arc<ServerConfig>>,
+    pub for_server: Option<(Arc<ClientConfig>, ServerName<'static>)>,
 }
 
 pub(super) struct Driver<'a> {
     pub shared: &'a Shared,
     pub ep: Endpoints,
+    pub tls: SessionTls,
     data: Option<(DataId, DataTask)>,
     /// Data bytes relayed toward the server and toward the client.
     pub up: u64,
@@ -73,10 +90,17 @@ async fn timed(limit: Duration, f: impl std::future::Future<Output = io::Result<
     }
 }
 
+/// Writes and flushes: a TLS stream may keep records of a write it accepted until the next
+/// write or flush, and a reply must not wait for the client's next command.
+async fn write_flushed<W: ControlStream>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
 impl<'a> Driver<'a> {
     pub fn new(shared: &'a Shared, ep: Endpoints, registered: Registered) -> Self {
-        let published = Published { phase: PhaseName::Greeting, user: None, transfer: None };
-        Self { shared, ep, data: None, up: 0, down: 0, registered, published }
+        let published = Published { phase: PhaseName::Greeting, user: None, transfer: None, tls: (false, false) };
+        Self { shared, ep, tls: SessionTls::default(), data: None, up: 0, down: 0, registered, published }
     }
 
     /// Tells the registry what changed since the last event: phase, user, the transfer under
@@ -87,6 +111,11 @@ impl<'a> Driver<'a> {
         if phase != seen.phase {
             entry.set_phase(phase);
             seen.phase = phase;
+        }
+        let tls = core.tls_sides();
+        if tls != seen.tls {
+            entry.set_tls(super::registry::TlsState::of(tls.0, tls.1));
+            seen.tls = tls;
         }
         if core.user() != seen.user.as_deref() {
             entry.set_user(core.user());
@@ -174,13 +203,17 @@ impl<'a> Driver<'a> {
         while let Some(action) = core.poll_action() {
             let written = match action {
                 Action::ToClient { bytes, .. } | Action::ToClientOutOfBand(bytes) => {
-                    timed(t.idle, client.write_all(&bytes)).await
+                    timed(t.idle, write_flushed(client, &bytes)).await
                 }
-                Action::ToServer(bytes) => timed(t.reply, server.write_all(&bytes)).await,
+                Action::ToServer(bytes) => timed(t.reply, write_flushed(server, &bytes)).await,
                 Action::ToServerUrgent(bytes) => self.write_urgent(server, &bytes).await,
+                Action::StartTls(side) => {
+                    self.start_tls(core, client, server, side).await;
+                    Ok(())
+                }
                 Action::OpenData { id, request } => {
                     let now = Instant::now();
-                    match self.open(id, request).await {
+                    match self.open(id, request, core.protection()).await {
                         Ok(ready) => core.handle_data_ready(id, ready, now),
                         Err(e) => {
                             self.data_failed(request.mode(), &e);
@@ -227,6 +260,49 @@ impl<'a> Driver<'a> {
         None
     }
 
+    /// The configuration a client's TLS is served with, made on first use.
+    fn client_config(&mut self) -> Result<Arc<ServerConfig>, String> {
+        if let Some(c) = &self.tls.for_client {
+            return Ok(c.clone());
+        }
+        let c = self.shared.tls.for_clients(self.ep.upstream)?;
+        self.tls.for_client = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Switches one side's control connection to TLS and tells the core how it went.
+    async fn start_tls<C: ControlStream, S: ControlStream>(
+        &mut self,
+        core: &mut ControlCore,
+        client: &mut C,
+        server: &mut S,
+        side: Side,
+    ) {
+        let limit = self.shared.cfg.live.timeouts.reply;
+        let r = match side {
+            Side::Client => match self.client_config() {
+                Ok(cfg) => client.start_tls(Upgrade::Accept(cfg), limit).await,
+                Err(e) => Err(io::Error::other(e)),
+            },
+            Side::Server => match self.tls.for_server.clone() {
+                Some((cfg, name)) => server.start_tls(Upgrade::Connect(cfg, name), limit).await,
+                None => Err(io::Error::other("no TLS configuration toward servers")),
+            },
+        };
+        let now = Instant::now();
+        match r {
+            Ok(i) => {
+                info!(side = side.label(), tls_version = %i.version, cipher = %i.cipher, resumed = i.resumed, "TLS established");
+                core.handle_tls_ready(side, now);
+            }
+            Err(e) => {
+                let reason = crate::tls::failure_reason(&e);
+                self.shared.metrics.tls_handshake_failed(side.label(), reason);
+                core.handle_tls_failed(side, &format!("{e} ({reason})"), now);
+            }
+        }
+    }
+
     /// RFC 959 abort: Telnet IP, then the Synch (DM as urgent data), then the command.
     async fn write_urgent<S: ControlStream>(&self, server: &mut S, bytes: &[u8]) -> io::Result<()> {
         let wait = self.shared.cfg.live.timeouts.reply;
@@ -234,33 +310,42 @@ impl<'a> Driver<'a> {
         if let Err(e) = server.send_urgent(DM) {
             debug!(error = %e, "urgent data not sent; ABOR goes in band");
         }
-        timed(wait, server.write_all(bytes)).await
+        timed(wait, write_flushed(server, bytes)).await
     }
 
-    async fn open(&mut self, id: DataId, request: DataRequest) -> io::Result<DataReady> {
+    async fn open(
+        &mut self,
+        id: DataId,
+        request: DataRequest,
+        prot: crate::session::Protection,
+    ) -> io::Result<DataReady> {
+        let tls = DataTls {
+            client: if prot.client { Some(self.client_config().map_err(io::Error::other)?) } else { None },
+            server: if prot.server { self.tls.for_server.clone() } else { None },
+        };
         let (shared, ep) = (self.shared, &self.ep);
         let (ready, task) = match (&shared.pinholes, request) {
             (Some(pinholes), request) => super::kernel_data::open(shared, pinholes, ep, request).await?,
-            (None, request) => self.open_relay(request)?,
+            (None, request) => self.open_relay(request, tls)?,
         };
         debug!(mode = request.mode().label(), channel = %id, ready = ?ready, "data channel open");
         self.data = Some((id, task));
         Ok(ready)
     }
 
-    fn open_relay(&self, request: DataRequest) -> io::Result<(DataReady, DataTask)> {
+    fn open_relay(&self, request: DataRequest, tls: DataTls) -> io::Result<(DataReady, DataTask)> {
         let (shared, ep) = (self.shared, &self.ep);
         Ok(match request {
             DataRequest::Passive { server_data } => {
-                open_passive(shared, ep, server_data).map(|(at, task)| (DataReady::Listening(at), task))?
+                open_passive(shared, ep, server_data, tls).map(|(at, task)| (DataReady::Listening(at), task))?
             }
             DataRequest::Active { client_data } => {
-                open_active(shared, ep, client_data).map(|(at, task)| (DataReady::Listening(at), task))?
+                open_active(shared, ep, client_data, tls).map(|(at, task)| (DataReady::Listening(at), task))?
             }
-            DataRequest::Listeners => open_listeners(shared, ep)
+            DataRequest::Listeners => open_listeners(shared, ep, tls)
                 .map(|(advertise, listen, task)| (DataReady::Listeners { advertise, listen }, task))?,
             DataRequest::Connect { server_data, client_data } => {
-                (DataReady::Connecting, start_connect(shared, ep, server_data, client_data)?)
+                (DataReady::Connecting, start_connect(shared, ep, server_data, client_data, tls)?)
             }
         })
     }
@@ -291,6 +376,9 @@ impl<'a> Driver<'a> {
         };
         self.up += o.to_server;
         self.down += o.to_client;
+        if !nobody_came_of(&o) {
+            m.tls_transfer(o.tls.0, o.tls.1);
+        }
         let ms = o.duration.as_millis() as u64;
         // The kernel path forwards without counting: no figure rather than a made-up one.
         let bytes = |n: u64| if o.bytes_known { n.to_string() } else { "unknown".to_owned() };
@@ -377,6 +465,10 @@ impl<'a> Driver<'a> {
             complete,
         });
     }
+}
+
+fn nobody_came_of(o: &DataOutcome) -> bool {
+    matches!(o.result, Err(DataError::AcceptTimeout { .. }))
 }
 
 /// Logs and counts what the core noted.

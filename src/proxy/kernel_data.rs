@@ -161,6 +161,7 @@ async fn watch(mut armed: Armed, mode: DataMode, wait: Duration, reserved: Optio
         stolen_attempts: Vec::new(),
         handed_over: false,
         bytes_known: false,
+        tls: (false, false),
         result,
     }
 }

@@ -52,6 +52,8 @@ pub enum StartError {
     KernelPath(#[from] crate::pinhole::PinholeError),
     #[error("metric definitions are inconsistent: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("FTPS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Tries what the live options need privilege for, before serving and again before a reload
@@ -131,6 +133,10 @@ pub struct Shared {
     pub sessions: Arc<registry::Registry>,
     /// The kernel data path's connection to the pinhole sets (`data_path: kernel`).
     pub pinholes: Option<Arc<crate::pinhole::Pinholes>>,
+    /// Certificates and keys of this generation: a reload reads the files again.
+    pub tls: Arc<crate::tls::TlsContext>,
+    /// Listeners whose clients speak TLS from their first byte.
+    pub implicit: Vec<SocketAddr>,
 }
 
 /// A session's place in the per-client count; released when the session ends.
@@ -158,7 +164,10 @@ impl Shared {
     fn reloaded(&self, new: Config) -> Result<(Shared, Vec<&'static str>), StartError> {
         let (cfg, needs_restart) = self.cfg.reloaded(new);
         probe_privileges(&cfg)?;
+        let tls = Arc::new(crate::tls::TlsContext::load(&cfg.live)?);
         let next = Shared {
+            tls,
+            implicit: self.implicit.clone(),
             cfg,
             interceptor: self.interceptor.clone(),
             listening: self.listening.clone(),
@@ -208,6 +217,8 @@ impl Gateway {
     /// Binds every listener; fails before anything is served if one cannot be bound.
     pub fn bind(cfg: Config) -> Result<Self, StartError> {
         probe_privileges(&cfg)?;
+        // Before any socket is bound: a missing or bad certificate fails the start.
+        let tls = Arc::new(crate::tls::TlsContext::load(&cfg.live)?);
         let startup = &cfg.startup;
         // Read before any socket is bound: a missing or weak token file stops the start.
         let tokens = match &startup.admin_token_file {
@@ -221,7 +232,7 @@ impl Gateway {
         let interceptor = intercept::for_mode(startup.intercept)?;
         let transparent = interceptor.transparent_listeners();
         let mut listeners = Vec::new();
-        for &addr in &startup.listen {
+        for &addr in startup.listen.iter().chain(&startup.implicit_listen) {
             let l = sockets::listen_std(addr, transparent, 1024).map_err(|source| {
                 let hint = match source.kind() {
                     io::ErrorKind::AddrInUse => " (another process holds this port)",
@@ -274,7 +285,10 @@ impl Gateway {
             DataPath::Kernel => Some(Arc::new(crate::pinhole::Pinholes::open()?)),
             DataPath::Relay => None,
         };
-        let listening = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
+        let listening: Vec<SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
+        // `listen`, then `ftps.implicit_listen`, then `forward.listen`.
+        let first_implicit = startup.listen.len();
+        let implicit = listening[first_implicit..first_implicit + startup.implicit_listen.len()].to_vec();
         let data_permits = Arc::new(Semaphore::new(startup.max_data_channels));
         let shared = Shared {
             cfg,
@@ -288,6 +302,8 @@ impl Gateway {
             local_addrs: Arc::default(),
             sessions: Arc::default(),
             pinholes,
+            tls,
+            implicit,
         };
         Ok(Self { shared: Arc::new(shared), listeners, metrics_listener, admin_listener, tokens })
     }

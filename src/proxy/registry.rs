@@ -21,12 +21,38 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-/// The control connection's protection. FTPS fills in the other states.
+/// The control connections' protection: which sides speak TLS now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsState {
     /// Clear text on both sides.
     Plain,
+    /// TLS with the client only (terminated toward a plain server).
+    Client,
+    /// TLS with the server only (the gateway secures its own connection).
+    Server,
+    /// TLS on both sides.
+    Both,
+}
+
+impl TlsState {
+    pub fn of(client: bool, server: bool) -> Self {
+        match (client, server) {
+            (false, false) => TlsState::Plain,
+            (true, false) => TlsState::Client,
+            (false, true) => TlsState::Server,
+            (true, true) => TlsState::Both,
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            TlsState::Plain => "plain",
+            TlsState::Client => "client",
+            TlsState::Server => "server",
+            TlsState::Both => "both",
+        }
+    }
 }
 
 /// Who ended a session through the admin API.
@@ -145,6 +171,10 @@ impl Entry {
 
     pub fn set_phase(&self, phase: PhaseName) {
         lock(&self.state).phase = phase;
+    }
+
+    pub fn set_tls(&self, tls: TlsState) {
+        lock(&self.state).tls = tls;
     }
 
     pub fn set_user(&self, user: Option<&str>) {

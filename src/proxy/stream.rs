@@ -2,8 +2,12 @@
 //! for the Telnet Synch. A stream that has none (TLS) keeps the defaults, and ABOR then goes in
 //! band, which servers accept too.
 
+use crate::tls::{Conn, TlsInfo, Upgrade};
 use socket2::SockRef;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -18,6 +22,41 @@ pub trait ControlStream: AsyncRead + AsyncWrite + Unpin + Send {
     fn read_past_urgent_mark(&self, buf: &mut [u8]) -> Option<usize> {
         let _ = buf;
         None
+    }
+
+    /// Switches the connection to TLS in place, within `limit`.
+    fn start_tls(
+        &mut self,
+        how: Upgrade,
+        limit: Duration,
+    ) -> Pin<Box<dyn Future<Output = io::Result<TlsInfo>> + Send + '_>> {
+        let _ = (how, limit);
+        Box::pin(async { Err(io::Error::new(io::ErrorKind::Unsupported, "this stream cannot switch to TLS")) })
+    }
+}
+
+/// Urgent data exists only in clear text: inside TLS, ABOR goes in band.
+impl ControlStream for Conn {
+    fn send_urgent(&self, byte: u8) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.send_urgent(byte),
+            _ => Err(io::Error::new(io::ErrorKind::Unsupported, "no urgent data inside TLS")),
+        }
+    }
+
+    fn read_past_urgent_mark(&self, buf: &mut [u8]) -> Option<usize> {
+        match self {
+            Conn::Plain(s) => s.read_past_urgent_mark(buf),
+            _ => None,
+        }
+    }
+
+    fn start_tls(
+        &mut self,
+        how: Upgrade,
+        limit: Duration,
+    ) -> Pin<Box<dyn Future<Output = io::Result<TlsInfo>> + Send + '_>> {
+        Box::pin(self.upgrade(how, limit))
     }
 }
 

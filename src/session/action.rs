@@ -1,6 +1,7 @@
 //! What the control core asks of its driver, and what the driver reports back about data
 //! channels.
 
+use super::tls::Side;
 use super::Refusal;
 use crate::labels::{DataMode, Direction};
 use std::net::SocketAddr;
@@ -119,6 +120,10 @@ pub enum Action {
     },
     /// Close this data channel now (pending or running).
     DropData(DataId),
+    /// Switch `side`'s control connection to TLS now: everything before this action has been
+    /// handed out, and nothing the side sent after its `AUTH` exchange is kept. Answer with
+    /// `handle_tls_ready` or `handle_tls_failed`; input waits meanwhile.
+    StartTls(Side),
     Note(Note),
     /// Connect to the server of the login phase; answer with `handle_upstream_connected` or
     /// `handle_upstream_failed`. Client input waits meanwhile.

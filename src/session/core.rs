@@ -10,6 +10,7 @@
 use super::action::{Action, DataId, DataReady, Note, Outcome, TransferInfo};
 use super::login::{ConnectFailure, LoginMode, LoginStep};
 use super::machine::Session;
+use super::tls::{Protection, Side};
 use super::{PhaseName, Refusal, SessionPolicy};
 use crate::addr::{ClientAddr, UpstreamAddr};
 use crate::protocol::{Frame, LineFramer, TelnetEvent, TelnetFilter};
@@ -176,6 +177,33 @@ impl ControlCore {
         self.settle(now);
     }
 
+    /// Which side of the next data channel speaks TLS: the side that asked `PROT P`.
+    pub fn protection(&self) -> Protection {
+        self.session.protection()
+    }
+
+    /// Which control connections speak TLS now (client, server).
+    pub fn tls_sides(&self) -> (bool, bool) {
+        self.session.tls_sides()
+    }
+
+    /// Before any bytes: the driver began these sides in TLS (implicit FTPS).
+    pub fn started_in_tls(&mut self, client: bool, server: bool) {
+        self.session.started_in_tls(client, server);
+    }
+
+    /// The handshake [`Action::StartTls`] asked for succeeded.
+    pub fn handle_tls_ready(&mut self, side: Side, now: Instant) {
+        self.session.on_tls_ready(side);
+        self.pump(now);
+    }
+
+    /// The handshake [`Action::StartTls`] asked for failed; the session closes.
+    pub fn handle_tls_failed(&mut self, side: Side, why: &str, now: Instant) {
+        self.session.on_tls_failed(side, why);
+        self.settle(now);
+    }
+
     pub fn handle_client_bytes(&mut self, bytes: &[u8], now: Instant) {
         if self.is_closed() {
             return;
@@ -337,7 +365,34 @@ impl ControlCore {
                 break;
             }
         }
+        if let Some(side) = self.session.securing() {
+            self.discard_clear_text(side);
+        }
         self.settle(now);
+    }
+
+    /// A side is being switched to TLS: what it sent in clear text behind the exchange that
+    /// switches it is no command of the TLS session (CVE-2011-0411), so it goes, counted.
+    fn discard_clear_text(&mut self, side: Side) {
+        let bytes = match side {
+            Side::Client => {
+                let n = self.cbuf.len();
+                self.cbuf.clear();
+                self.cframer = LineFramer::new(self.cframer.max());
+                self.telnet = TelnetFilter::new();
+                self.interrupt_at = None;
+                n
+            }
+            Side::Server => {
+                let n = self.sbuf.len();
+                self.sbuf.clear();
+                self.sframer = LineFramer::new(MAX_REPLY_LINE);
+                n
+            }
+        };
+        if bytes > 0 {
+            self.session.note(Note::Refused(Refusal::ClearTextAfterAuth { side, bytes }));
+        }
     }
 
     fn settle(&mut self, now: Instant) {

@@ -3,7 +3,10 @@
 //! (or gives up, when it insists on TLS); one told of a command the policy denies uses it and
 //! fails.
 
-use super::SessionPolicy;
+use super::{SessionPolicy, TlsPolicy};
+
+/// What a terminating gateway offers itself, in place of the server's TLS features.
+pub(super) const OWN_TLS_FEATURES: &[u8] = b" AUTH TLS\r\n PBSZ\r\n PROT\r\n";
 
 /// The security extensions of RFC 2228 and RFC 4217, all refused with TLS.
 const TLS_FEATURES: [&str; 5] = ["AUTH", "PBSZ", "PROT", "CCC", "ADAT"];
@@ -22,7 +25,12 @@ fn feature_name(line: &[u8], code: u16) -> String {
 /// feature named like a command the policy denies by name.
 pub(super) fn hidden(policy: &SessionPolicy, line: &[u8], code: u16) -> Option<String> {
     let name = feature_name(line, code);
-    let tls = policy.refuse_tls && TLS_FEATURES.contains(&name.as_str());
+    // Refused: none of them. Terminated: the gateway's own take their place (the server's
+    // speak of the server's TLS). Inspected: the server's, except CCC, which is refused.
+    let tls = match policy.tls {
+        TlsPolicy::Refuse | TlsPolicy::Terminate { .. } => TLS_FEATURES.contains(&name.as_str()),
+        TlsPolicy::Inspect => name == "CCC",
+    };
     let denied = policy.commands.deny.contains(&name);
     (tls || denied).then_some(name)
 }
@@ -45,11 +53,13 @@ mod tests {
     #[test]
     fn tls_features_are_hidden_only_while_tls_is_refused() {
         let refuse = SessionPolicy::default();
-        let allow = SessionPolicy { refuse_tls: false, ..SessionPolicy::default() };
-        for line in [&b" AUTH TLS"[..], b" AUTH SSL", b" PBSZ", b" PROT", b" CCC", b" ADAT"] {
+        let allow = SessionPolicy { tls: crate::session::TlsPolicy::Inspect, ..SessionPolicy::default() };
+        for line in [&b" AUTH TLS"[..], b" AUTH SSL", b" PBSZ", b" PROT", b" ADAT"] {
             assert!(hidden(&refuse, line, 211).is_some(), "{:?}", String::from_utf8_lossy(line));
             assert_eq!(hidden(&allow, line, 211), None);
         }
+        // CCC is refused whatever the policy.
+        assert!(hidden(&allow, b" CCC", 211).is_some());
         for line in [&b" EPSV"[..], b" AUTHX", b" REST STREAM", b" MLST type*;size*;", b""] {
             assert_eq!(hidden(&refuse, line, 211), None, "{:?}", String::from_utf8_lossy(line));
         }

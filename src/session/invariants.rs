@@ -20,6 +20,9 @@ pub struct Checker {
     open_lines: BTreeSet<u64>,
     opened: BTreeSet<u64>,
     dropped: BTreeSet<u64>,
+    /// After the client's control connection switched to TLS, replies start at this slot:
+    /// nothing more of a slot answered in clear text goes out inside TLS.
+    tls_floor: Option<u64>,
     closed: bool,
 }
 
@@ -34,6 +37,7 @@ impl Checker {
             open_lines: BTreeSet::new(),
             opened: BTreeSet::new(),
             dropped: BTreeSet::new(),
+            tls_floor: None,
             closed: false,
         }
     }
@@ -108,6 +112,14 @@ impl Checker {
                     return Err(format!("an aborted transfer on a channel that is not open: {a:?}"));
                 }
             }
+            Action::StartTls(super::Side::Client) => {
+                // The switch comes at the end of a line: the 234 went out whole.
+                if !self.open_lines.is_empty() {
+                    return Err(format!("TLS starts inside a reply line: {a:?}"));
+                }
+                self.tls_floor = Some(self.last_slot.map_or(0, |s| s + 1));
+            }
+            Action::StartTls(super::Side::Server) => {}
             Action::Note(_) => {}
             Action::Connect(_) => {
                 if self.upstream.is_some() || self.connect_pending {
@@ -133,6 +145,9 @@ impl Checker {
         }
         if bytes.is_empty() {
             return Err(format!("empty reply for slot {slot}"));
+        }
+        if self.tls_floor.is_some_and(|floor| slot < floor) {
+            return Err(format!("reply for slot {slot}, answered in clear text, after the switch to TLS"));
         }
         self.last_slot = Some(slot);
         if bytes.ends_with(b"\n") {

@@ -185,7 +185,9 @@ impl Session {
                 self.close_gracefully(Outcome::ClientQuit, None);
             }
             Verb::Other if cmd.name() == "NOOP" => self.answer(200, "NOOP ok"),
-            Verb::Auth if self.policy.refuse_tls => self.refuse(Refusal::TlsRefused),
+            // The login phase runs before the driver that could switch the connection to TLS:
+            // AUTH is refused here under every policy (a client that requires TLS stops).
+            Verb::Auth => self.refuse(Refusal::TlsRefused),
             _ => self.refuse(Refusal::LoginFirst(cmd.name().to_owned())),
         }
     }

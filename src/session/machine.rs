@@ -5,6 +5,7 @@ use super::action::{Action, DataId, Note, Outcome, TransferInfo};
 use super::login::{Login, LoginMode, LoginStep};
 use super::policy::SessionPolicy;
 use super::replies::{Overflow, ReplyQueue};
+use super::tls::{Side, TlsState, UpstreamStep};
 use super::Refusal;
 use crate::addr::{ClientAddr, UpstreamAddr};
 use crate::labels::Direction;
@@ -71,6 +72,14 @@ pub(super) enum Expect {
     /// FEAT: feature lines of what the policy refuses are left out.
     Feat,
     Quit,
+    /// A client's `AUTH` relayed to the server (inspect): its 234 is answered once the
+    /// server-side handshake succeeded.
+    Auth,
+    /// The gateway's own `AUTH TLS`, `PBSZ 0` or `PROT P` toward the server: consumed, never
+    /// relayed.
+    Upstream(UpstreamStep),
+    /// `PBSZ` (`None`) or `PROT P`/`PROT C` relayed (inspect): takes effect when accepted.
+    Protection(Option<bool>),
 }
 
 #[derive(Debug)]
@@ -127,6 +136,16 @@ pub(super) enum Phase {
         outcome: Outcome,
         farewell: Option<&'static str>,
     },
+    /// The driver is switching `side` to TLS; nothing is read until it reports back. On an
+    /// inspected session the server's side comes first, and `client_slot` is the client's
+    /// `AUTH`, answered 234 once the server is verified.
+    Securing {
+        side: Side,
+        client_slot: Option<u64>,
+    },
+    /// The gateway secures the server on its own account (`AUTH TLS`, `PBSZ 0`, `PROT P`)
+    /// before any client command goes to it.
+    SecuringUpstream,
     Closed,
 }
 
@@ -161,6 +180,7 @@ pub struct Session {
     binary: bool,
     /// The slot of the client command being handled.
     pub(super) slot: u64,
+    pub(super) tls: TlsState,
 }
 
 impl Session {
@@ -185,6 +205,7 @@ impl Session {
             login: None,
             binary: false,
             slot: greeting,
+            tls: TlsState::default(),
         }
     }
 
@@ -209,11 +230,12 @@ impl Session {
     pub fn accepts_commands(&self) -> bool {
         matches!(self.phase, Phase::Ready | Phase::Login(LoginStep::User | LoginStep::Pass))
             && self.expect.len() < MAX_IN_FLIGHT
+            && !self.auth_pending()
     }
 
     /// True unless the session waits for the driver (or has ended): input waits meanwhile.
     pub fn processes_input(&self) -> bool {
-        !matches!(self.phase, Phase::SettingUp { .. } | Phase::Closed)
+        !matches!(self.phase, Phase::SettingUp { .. } | Phase::Securing { .. } | Phase::Closed)
     }
 
     pub fn greeted(&self) -> bool {
@@ -416,7 +438,12 @@ impl Session {
             Verb::Pasv | Verb::Epsv => self.on_passive_command(&cmd),
             Verb::Port | Verb::Eprt => self.on_active_command(&cmd),
             Verb::Lprt | Verb::Lpsv | Verb::Spsv => self.refuse(Refusal::NotSupported(cmd.name().to_owned())),
-            Verb::Auth if self.policy.refuse_tls => self.refuse(Refusal::TlsRefused),
+            Verb::Auth => self.on_auth(&cmd),
+            Verb::Other if cmd.name() == "PBSZ" || cmd.name() == "PROT" => self.on_protection(&cmd),
+            // Clear text after TLS would hide the commands from whoever relies on the TLS.
+            Verb::Other if cmd.name() == "CCC" => {
+                self.answer(502, "CCC not allowed through this gateway: the control connection stays protected")
+            }
             Verb::Quit => self.forward(&cmd, Expect::Quit),
             Verb::Abor => self.on_abort(&cmd, interrupted),
             v if v.uses_data_channel() => {

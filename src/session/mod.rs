@@ -30,6 +30,9 @@ mod tests_feat;
 mod tests_login;
 #[cfg(test)]
 mod tests_telnet;
+#[cfg(test)]
+mod tests_tls;
+mod tls;
 mod view;
 
 pub use action::{Action, DataId, DataReady, DataRequest, Note, Outcome, TransferInfo};
@@ -39,4 +42,5 @@ pub use machine::{PassiveForm, Session, MAX_IN_FLIGHT};
 pub use policy::{CommandPolicy, FxpRule, ServerDataMode, ServerDataPolicy, SessionPolicy, UserPolicy};
 pub use refusal::{Fault, Refusal};
 pub use routes::{Route, Routed, Routes, UserMatch};
+pub use tls::{Protection, Side, TlsPolicy, UpstreamTls};
 pub use view::PhaseName;

@@ -71,7 +71,8 @@ pub struct SessionPolicy {
     pub commands: CommandPolicy,
     /// Empty: FXP off, PORT/EPRT must name the client's own address.
     pub fxp: Vec<FxpRule>,
-    pub refuse_tls: bool,
+    /// FTPS: refused, terminated or inspected.
+    pub tls: super::TlsPolicy,
     /// Consecutive malformed or overlong lines tolerated before the session is closed.
     pub max_malformed: u32,
     /// Bound on a buffered multi-line reply to PASV/EPSV (the only replies that are buffered).
@@ -93,7 +94,7 @@ impl Default for SessionPolicy {
             users: UserPolicy::default(),
             commands: CommandPolicy::default(),
             fxp: Vec::new(),
-            refuse_tls: true,
+            tls: super::TlsPolicy::Refuse,
             max_malformed: 8,
             max_passive_reply: 4096,
             max_line: 512,

@@ -1,6 +1,7 @@
 //! Why the session refused something: each reason names who was at fault and maps to a reply, a
 //! log reason and a metric label.
 
+use super::tls::Side;
 use crate::labels::Reason;
 use crate::protocol::{AddressError, CommandError};
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,12 @@ pub enum Refusal {
     BadForwardTarget(String),
     #[error("this session is connected to another server than {0}; log in again on a new connection")]
     ServerChange(String),
+    #[error("{bytes} byte(s) the {} sent in clear text behind its AUTH exchange discarded", side.label())]
+    ClearTextAfterAuth { side: Side, bytes: usize },
+    #[error("server answered {command} with {code}")]
+    ServerRefusedTls { command: &'static str, code: u16 },
+    #[error("TLS handshake with the {} failed: {why}", side.label())]
+    TlsHandshake { side: Side, why: String },
 }
 
 impl Refusal {
@@ -73,7 +80,10 @@ impl Refusal {
             Refusal::BadPassiveReply { .. }
             | Refusal::ServerDataElsewhere { .. }
             | Refusal::ServerPrivilegedPort(_)
-            | Refusal::MalformedReply => Fault::Server,
+            | Refusal::MalformedReply
+            | Refusal::ServerRefusedTls { .. }
+            | Refusal::ClearTextAfterAuth { side: Side::Server, .. }
+            | Refusal::TlsHandshake { side: Side::Server, .. } => Fault::Server,
             Refusal::TlsRefused | Refusal::NotSupported(_) | Refusal::UserRefused(_) | Refusal::CommandRefused(_) => {
                 Fault::Local
             }
@@ -95,6 +105,8 @@ impl Refusal {
             | Refusal::BadForwardTarget(_) => Reason::Malformed,
             Refusal::Bounce { .. } | Refusal::PrivilegedPort { .. } => Reason::Bounce,
             Refusal::ServerDataElsewhere { .. } | Refusal::ServerPrivilegedPort(_) => Reason::ServerDataAddress,
+            Refusal::ClearTextAfterAuth { .. } => Reason::Injection,
+            Refusal::ServerRefusedTls { .. } | Refusal::TlsHandshake { .. } => Reason::Tls,
             Refusal::NotSupported(_)
             | Refusal::TlsRefused
             | Refusal::AfterEpsvAll
@@ -124,6 +136,8 @@ impl Refusal {
             | Refusal::ServerDataElsewhere { .. }
             | Refusal::ServerPrivilegedPort(_)
             | Refusal::MalformedReply => 425,
+            Refusal::ClearTextAfterAuth { .. } => 500,
+            Refusal::ServerRefusedTls { .. } | Refusal::TlsHandshake { .. } => 421,
         }
     }
 }

@@ -48,9 +48,31 @@ impl Session {
             // The server's greeting and its answer to a replayed USER are the gateway's to
             // read; the client had ftpgate's greeting and its 331 already.
             Expect::LoginGreeting | Expect::LoginUser if !rl.kind.is_final() || rl.is_preliminary() => return,
+            // The gateway's own TLS commands and a client's AUTH under inspection: only the
+            // final reply means anything, and it is not relayed as such.
+            Expect::Upstream(step) => {
+                let step = *step;
+                if rl.kind.is_final() {
+                    self.expect.pop_front();
+                    self.on_upstream_reply(slot, step, &rl);
+                }
+                return;
+            }
+            Expect::Auth => {
+                if rl.kind.is_final() {
+                    self.expect.pop_front();
+                    self.on_auth_reply(slot, &rl);
+                }
+                return;
+            }
             Expect::Feat if rl.kind == ReplyLineKind::Middle => {
                 if let Some(name) = super::feat::hidden(&self.policy, rl.text(), rl.code) {
                     return self.note(Note::FeatureHidden(name));
+                }
+            }
+            Expect::Feat if rl.kind == ReplyLineKind::Last && rl.code == 211 => {
+                if matches!(self.policy.tls, super::TlsPolicy::Terminate { .. }) {
+                    self.reply(slot, super::feat::OWN_TLS_FEATURES, false);
                 }
             }
             Expect::ConvertedPortAck { .. } if !rl.kind.is_final() => {
@@ -93,7 +115,13 @@ impl Session {
         let Some(Pending { expect, .. }) = self.expect.pop_front() else { return };
         match expect {
             Expect::Greeting => {
-                self.phase = Phase::Ready;
+                self.reply(slot, &rl.raw, true);
+                self.after_greeting(rl.code / 100 == 2);
+            }
+            Expect::Protection(level) => {
+                if rl.code / 100 == 2 {
+                    self.protection_granted(level);
+                }
                 self.reply(slot, &rl.raw, true);
             }
             Expect::LoginGreeting => self.on_login_greeting(slot, &rl),

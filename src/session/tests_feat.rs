@@ -52,16 +52,29 @@ fn feature_lines_are_matched_by_name_whatever_their_spelling() {
 }
 
 #[test]
-fn feat_is_untouched_when_tls_is_not_refused() {
-    let mut t = T::with(CLIENT, SERVER, SessionPolicy { refuse_tls: false, ..SessionPolicy::default() });
+fn feat_is_the_servers_under_inspection_without_ccc() {
+    let mut t = T::with(CLIENT, SERVER, SessionPolicy { tls: TlsPolicy::Inspect, ..SessionPolicy::default() });
     let got = feat(&mut t, &VSFTPD_TLS_FEAT);
-    assert_eq!(got, VSFTPD_TLS_FEAT.map(|l| format!("{l}\r\n")).concat());
+    let kept: String = VSFTPD_TLS_FEAT.iter().filter(|l| **l != " CCC").map(|l| format!("{l}\r\n")).collect();
+    assert_eq!(got, kept);
+}
+
+#[test]
+fn a_terminating_gateway_offers_its_own_tls_in_place_of_the_servers() {
+    let terminate =
+        SessionPolicy { tls: TlsPolicy::Terminate { upstream: UpstreamTls::None }, ..SessionPolicy::default() };
+    let mut t = T::with(CLIENT, SERVER, terminate);
+    // A plain server offers no TLS; the gateway does, toward its clients.
+    let got = feat(&mut t, &["211-Features:", " EPSV", " PBSZ", "211 End"]);
+    assert_eq!(got, "211-Features:\r\n EPSV\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n211 End\r\n");
+    assert_eq!(feat(&mut t, &["500 FEAT not understood"]), "500 FEAT not understood\r\n");
 }
 
 #[test]
 fn feat_does_not_advertise_commands_the_policy_denies() {
     let commands = CommandPolicy { deny: vec!["MDTM".into(), "EPRT".into()], ..CommandPolicy::default() };
-    let mut t = T::with(CLIENT, SERVER, SessionPolicy { commands, refuse_tls: false, ..SessionPolicy::default() });
+    let mut t =
+        T::with(CLIENT, SERVER, SessionPolicy { commands, tls: TlsPolicy::Inspect, ..SessionPolicy::default() });
     let got = feat(&mut t, &["211-Features:", " MDTM", " EPRT", " SIZE", "211 End"]);
     assert_eq!(got, "211-Features:\r\n SIZE\r\n211 End\r\n");
 }

@@ -17,6 +17,8 @@ pub enum PhaseName {
     Transfer,
     /// A data channel is being set up.
     DataSetup,
+    /// A TLS handshake is under way (AUTH, or the gateway securing its server connection).
+    Securing,
     /// ABOR sent; waiting for the server to be in step again.
     Aborting,
     /// Ending: replies still owed go out, then the connections close.
@@ -32,6 +34,7 @@ impl PhaseName {
             PhaseName::Ready => "ready",
             PhaseName::Transfer => "transfer",
             PhaseName::DataSetup => "data_setup",
+            PhaseName::Securing => "securing",
             PhaseName::Aborting => "aborting",
             PhaseName::Closing => "closing",
             PhaseName::Closed => "closed",
@@ -44,6 +47,7 @@ impl Session {
         match self.phase {
             Phase::Login(_) => PhaseName::Login,
             Phase::Greeting => PhaseName::Greeting,
+            Phase::Securing { .. } | Phase::SecuringUpstream => PhaseName::Securing,
             Phase::Ready if self.transfer().is_some() || self.transfer_running() => PhaseName::Transfer,
             Phase::Ready => PhaseName::Ready,
             Phase::SettingUp { .. } => PhaseName::DataSetup,

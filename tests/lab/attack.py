@@ -16,10 +16,15 @@ Steps (arguments):
   once:SRCIP:FILE:SHA        PASV; a stranger from SRCIP is shut out, the real transfer
                              arrives intact, then a second connection of the client to the same
                              data port is shut out too (both data paths: relay and kernel)
+  starttls:CAFILE[:INJECT]   AUTH TLS (followed in the same write by INJECT, clear text a man
+                             in the middle appended), 234, then the TLS handshake verifying the
+                             gateway against CAFILE; every later step runs inside TLS
+  protp                      PBSZ 0 and PROT P: data connections are TLS from then on
 """
 import hashlib
 import re
 import socket
+import ssl
 import sys
 
 TIMEOUT = 30
@@ -34,6 +39,20 @@ class Conn:
         self.host = host
         self.s = socket.create_connection((host, port), timeout=TIMEOUT)
         self.buf = b""
+        self.ctx = None
+        self.prot_p = False
+
+    def starttls(self, cafile):
+        """Switches the control connection to TLS; what was buffered in clear text is dropped."""
+        self.ctx = ssl.create_default_context(cafile=cafile)
+        self.s = self.ctx.wrap_socket(self.s, server_hostname=self.host)
+        self.buf = b""
+
+    def data(self, sock):
+        """A data connection, in TLS when PROT P is in force (resuming the control session)."""
+        if self.prot_p:
+            return self.ctx.wrap_socket(sock, server_hostname=self.host, session=self.s.session)
+        return sock
 
     def _fill(self):
         chunk = self.s.recv(65536)
@@ -66,7 +85,7 @@ class Conn:
         return out
 
     def send(self, data, urgent=False):
-        if urgent:
+        if urgent and self.ctx is None:
             self.s.send(data, socket.MSG_OOB)
         else:
             self.s.sendall(data)
@@ -134,7 +153,7 @@ def fetch(c, port, name, want, stranger=None):
             raise AssertionError("stranger was served data")
         print("stranger shut out")
         st.close()
-    d = socket.create_connection((c.host, port), timeout=TIMEOUT)
+    d = c.data(socket.create_connection((c.host, port), timeout=TIMEOUT))
     c.send(("RETR %s\r\n" % name).encode())
     expect(c, "1")
     h = hashlib.sha256()
@@ -199,6 +218,18 @@ def main():
                     s.bind((arg, 0))
                     s.connect((host, port))
                     c.s = s
+            elif kind == "starttls":
+                cafile, _, inject = arg.partition(":")
+                c.send(b"AUTH TLS\r\n" + unescape(inject))
+                expect(c, "234")
+                c.starttls(cafile)
+                print("TLS", c.s.version())
+            elif kind == "protp":
+                c.send(b"PBSZ 0\r\n")
+                expect(c, "200")
+                c.send(b"PROT P\r\n")
+                expect(c, "200")
+                c.prot_p = True
             elif kind == "retr":
                 mode, name, sha = arg.split(":")
                 fetch(c, passive(c, mode), name, sha)

@@ -16,6 +16,7 @@ mod files;
 mod firewall;
 mod helpers;
 mod namespaces;
+pub mod pki;
 mod processes;
 pub mod servers;
 mod skip;

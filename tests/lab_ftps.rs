@@ -1,0 +1,280 @@
+//! FTPS through ftpgate with real servers and clients: terminate (reverse) toward an FTPS and
+//! a plain server, inspect (transparent) toward an FTPS server, implicit FTPS, and servers the
+//! gateway must refuse. vsftpd runs with TLS forced for logins and data and
+//! `require_ssl_reuse=YES`, so every server-side data connection must resume the control
+//! connection's TLS session. The test CA is made at test time.
+
+mod lab;
+
+use lab::pki::{vsftpd_tls, Pki};
+use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
+use lab::{sha256_file, Family, Lab, LabPath, Tree, FW_C4, SERVER4, SERVER6};
+use std::path::{Path, PathBuf};
+
+const FTPS_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftps_client.py");
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn start_vsftpd(lab: &mut Lab, edit: &dyn Fn(String) -> String) -> Tree {
+    let tree = Tree::create(lab.dir.path());
+    lab.start_server_at(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", edit);
+    tree
+}
+
+/// curl with the test CA, TLS required for control and data.
+fn curl(lab: &Lab, pki: &Pki, url: &str, extra: &[&str]) -> (bool, String) {
+    let mut argv = vec!["curl", "-sS", "-v", "--fail", "--max-time", "120", "--ssl-reqd", "--cacert", p(&pki.ca)];
+    argv.extend_from_slice(extra);
+    argv.push(url);
+    lab.client_run(&argv)
+}
+
+/// The Python FTP_TLS client (PROT P) with the test CA.
+fn python(lab: &Lab, pki: &Pki, host: &str, port: u16, args: &[&str]) -> (bool, String) {
+    let port = port.to_string();
+    let mut argv = vec!["python3", FTPS_CLIENT, host, &port, "--cafile", p(&pki.ca)];
+    argv.extend_from_slice(args);
+    let (ok, out) = lab.client_run(&argv);
+    (ok && out.lines().any(|l| l == "OK"), out)
+}
+
+fn url_host(family: Family, host: &str) -> String {
+    match family {
+        Family::V4 => host.to_owned(),
+        Family::V6 => format!("[{host}]"),
+    }
+}
+
+/// RETR (large file), STOR and LIST through `lab` with curl, Python and lftp, in the four data
+/// modes and both families, every file checked.
+fn transfers(lab: &Lab, tree: &Tree, pki: &Pki) {
+    let out = lab.dir.path().join("got.bin");
+    // curl: RETR in PASV over IPv4, STOR with EPSV over IPv6 (curl 7.88 does not start TLS on
+    // an active-mode data connection; Python covers PORT and EPRT).
+    let h4 = url_host(Family::V4, lab.dial_host(Family::V4));
+    let (ok, t) = curl(lab, pki, &format!("ftp://{h4}/large.bin"), &["--disable-epsv", "-o", p(&out)]);
+    assert!(ok, "curl RETR PASV v4: {t}{}", lab.logs());
+    assert!(t.contains("> PASV"), "{t}");
+    assert_eq!(sha256_file(&out), tree.large_sha);
+    let h6 = url_host(Family::V6, lab.dial_host(Family::V6));
+    let url = format!("ftp://{LAB_USER}:{LAB_PASS}@{h6}/up-curl.bin");
+    let (ok, t) = curl(lab, pki, &url, &["-T", p(&tree.upload_file)]);
+    assert!(ok, "curl STOR EPSV v6: {t}{}", lab.logs());
+    assert!(t.contains("> EPSV"), "{t}");
+    assert_eq!(sha256_file(&tree.upload.join("up-curl.bin")), tree.upload_sha);
+    // Python FTP_TLS: RETR with PORT over IPv4, LIST with EPRT over IPv6.
+    let (ok, t) = python(
+        lab,
+        pki,
+        lab.dial_host(Family::V4),
+        21,
+        &["--mode", "port", "--op", "retr", "--remote", "small.bin", "--local", p(&out)],
+    );
+    assert!(ok && t.contains("MODE PORT"), "python RETR PORT v4: {t}{}", lab.logs());
+    assert_eq!(sha256_file(&out), tree.small_sha);
+    let (ok, t) = python(lab, pki, lab.dial_host(Family::V6), 21, &["--mode", "eprt", "--op", "list"]);
+    assert!(ok && t.contains("MODE EPRT"), "python LIST EPRT v6: {t}{}", lab.logs());
+    assert!(t.lines().any(|l| l.starts_with("LIST ") && l.contains("large.bin")), "{t}");
+    // Python FTP_TLS: STOR with EPRT over IPv4 (its TLS end waits for the gateway's close_notify).
+    let (ok, t) = python(
+        lab,
+        pki,
+        lab.dial_host(Family::V4),
+        21,
+        &[
+            "--user",
+            LAB_USER,
+            "--password",
+            LAB_PASS,
+            "--mode",
+            "eprt",
+            "--op",
+            "stor",
+            "--remote",
+            "up-py.bin",
+            "--local",
+            p(&tree.upload_file),
+        ],
+    );
+    assert!(ok && t.contains("MODE EPRT"), "python STOR EPRT v4: {t}{}", lab.logs());
+    assert_eq!(sha256_file(&tree.upload.join("up-py.bin")), tree.upload_sha);
+    // lftp with TLS forced: RETR over IPv4 (its own choice of EPSV/PASV).
+    let script = format!(
+        "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:ca-file {}; \
+         set ssl:verify-certificate true; set net:max-retries 1; set net:timeout 30; \
+         open ftp://{h4}; user anonymous lab@; get small.bin -o {}; bye",
+        p(&pki.ca),
+        p(&out)
+    );
+    let _ = std::fs::remove_file(&out);
+    let (ok, t) = lab.client_run(&["lftp", "-c", &script]);
+    assert!(ok, "lftp RETR v4: {t}{}", lab.logs());
+    assert_eq!(sha256_file(&out), tree.small_sha);
+}
+
+fn config(lab: &Lab, name: &str, yaml: &str) -> String {
+    p(&lab.write(name, yaml)).to_owned()
+}
+
+#[test]
+fn terminate_toward_an_ftps_server_that_requires_session_reuse() {
+    if !lab::gate("ftps terminate explicit", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Reverse);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
+            p(&pki.gateway.0),
+            p(&pki.gateway.1),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    transfers(&lab, &tree, &pki);
+    let log = lab.log_of("ftpgate-v4");
+    assert!(log.contains("TLS established") && log.contains("side=\"server\""), "{log}");
+    assert!(log.contains("resumed=true"), "data connections resumed the control connection's session:\n{log}");
+    lab.finish();
+}
+
+#[test]
+fn terminate_toward_a_plain_server() {
+    if !lab::gate("ftps terminate plain", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Reverse);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_vsftpd(&mut lab, &|c| c);
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!("tls: terminate\nftps:\n  certificate: {}\n  key: {}\n", p(&pki.gateway.0), p(&pki.gateway.1)),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    transfers(&lab, &tree, &pki);
+    lab.finish();
+}
+
+#[test]
+fn inspect_toward_an_ftps_server() {
+    if !lab::gate("ftps inspect", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Redirect);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
+            p(&pki.ca),
+            p(&pki.ca_key),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    transfers(&lab, &tree, &pki);
+    lab.finish();
+}
+
+#[test]
+fn implicit_ftps_on_both_sides() {
+    if !lab::gate("ftps implicit", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Reverse);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, true));
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "listen: [\"{FW_C4}:21\"]\nupstream: \"{SERVER4}:21\"\ntls: terminate\nupstream_tls: implicit\n\
+             ftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n  implicit_listen: [\"{FW_C4}:990\"]\n",
+            p(&pki.gateway.0),
+            p(&pki.gateway.1),
+            p(&pki.ca)
+        ),
+    );
+    let bin = lab.bin.to_str().unwrap().to_owned();
+    let fw = lab.fw_ns.clone();
+    lab.spawn("ftpgate", &fw, &[bin, "--log-level".into(), "debug".into(), "--config".into(), cfg]);
+    lab.wait_listening(&fw, FW_C4, 990);
+    let out = lab.dir.path().join("got.bin");
+    let (ok, t) = curl(&lab, &pki, &format!("ftps://{FW_C4}:990/large.bin"), &["-o", p(&out)]);
+    assert!(ok, "curl implicit RETR: {t}{}", lab.logs());
+    assert_eq!(sha256_file(&out), tree.large_sha);
+    let (ok, t) = python(
+        &lab,
+        &pki,
+        FW_C4,
+        990,
+        &["--implicit", "--user", LAB_USER, "--password", LAB_PASS, "--mode", "pasv", "--op", "stor"]
+            .into_iter()
+            .chain(["--remote", "up-implicit.bin", "--local", p(&tree.upload_file)])
+            .collect::<Vec<_>>(),
+    );
+    assert!(ok, "python implicit STOR: {t}{}", lab.logs());
+    assert_eq!(sha256_file(&tree.upload.join("up-implicit.bin")), tree.upload_sha);
+    // The explicit listener of the same instance still answers AUTH TLS.
+    let (ok, t) = curl(&lab, &pki, &format!("ftp://{FW_C4}/small.bin"), &["-o", p(&out)]);
+    assert!(ok, "curl explicit RETR: {t}{}", lab.logs());
+    assert_eq!(sha256_file(&out), tree.small_sha);
+    lab.finish();
+}
+
+/// A client of a server whose certificate fails verification gets 421, and the log says why.
+fn refused_server(test: &str, path: LabPath, cert: fn(&Pki) -> &(PathBuf, PathBuf), extra: &str, why: &[&str]) {
+    if !lab::gate(test, Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(path);
+    let pki = Pki::new(lab.dir.path());
+    start_vsftpd(&mut lab, &vsftpd_tls(cert(&pki), false));
+    let yaml = match path {
+        LabPath::Reverse => format!(
+            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n{extra}",
+            p(&pki.gateway.0),
+            p(&pki.gateway.1),
+            p(&pki.ca)
+        ),
+        _ => format!(
+            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n{extra}",
+            p(&pki.ca),
+            p(&pki.ca_key),
+            p(&pki.ca)
+        ),
+    };
+    let cfg = config(&lab, "ftps.yaml", &yaml);
+    lab.start_ftpgate(&["--config", &cfg]);
+    let (ok, t) = python(&lab, &pki, lab.dial_host(Family::V4), 21, &["--op", "login"]);
+    assert!(!ok, "{test}: the client got through: {t}");
+    assert!(t.lines().any(|l| l.starts_with("ERROR 421")), "{test}: no 421 for the client: {t}");
+    let log = lab.logs();
+    assert!(why.iter().all(|w| log.contains(w)), "{test}: the log does not say {why:?}:\n{log}");
+    lab.finish();
+}
+
+#[test]
+fn a_server_certificate_from_an_unknown_ca_is_refused_under_inspection() {
+    refused_server("ftps unknown CA", LabPath::Redirect, |k| &k.rogue, "", &["certificate_unknown_ca"]);
+}
+
+#[test]
+fn a_server_certificate_for_another_name_is_refused() {
+    refused_server(
+        "ftps wrong name",
+        LabPath::Reverse,
+        |k| &k.server,
+        "  server_name: ftp.elsewhere.example\n",
+        &["certificate_name"],
+    );
+}
