@@ -353,7 +353,12 @@ fn step(client: IpAddr, upstream: IpAddr) -> impl Strategy<Value = Vec<Event>> {
             Event::Client(b"PROT P\r\n".to_vec()),
         ]
     });
-    prop_oneof![4 => passive, 3 => active, 2 => transfer, 2 => abort, 3 => simple, 4 => single, 1 => tls]
+    // FEAT answered with features a policy may leave out (AUTH, PBSZ under `tls: refuse`).
+    let feat = Just(vec![
+        Event::Client(b"FEAT\r\n".to_vec()),
+        Event::Server(b"211-Features:\r\n AUTH TLS\r\n EPSV\r\n PBSZ\r\n MDTM\r\n211 End\r\n".to_vec()),
+    ]);
+    prop_oneof![4 => passive, 3 => active, 2 => transfer, 2 => abort, 3 => simple, 4 => single, 1 => tls, 1 => feat]
 }
 
 /// What a client of the login phase says first (forward proxy and routes alike).
