@@ -6,7 +6,7 @@
 
 mod lab;
 
-use lab::pki::{vsftpd_tls, Pki};
+use lab::pki::{proftpd_tls, vsftpd_tls, Pki};
 use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
 use lab::{sha256_file, Family, Lab, LabPath, Tree, FW_C4, SERVER4, SERVER6};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,12 @@ fn p(path: &Path) -> &str {
 fn start_vsftpd(lab: &mut Lab, edit: &dyn Fn(String) -> String) -> Tree {
     let tree = Tree::create(lab.dir.path());
     lab.start_server_at(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", edit);
+    tree
+}
+
+fn start_proftpd(lab: &mut Lab, pki: &Pki) -> Tree {
+    let tree = Tree::create(lab.dir.path());
+    lab.start_server_at(ServerKind::Proftpd, &tree, &[SERVER4, SERVER6], "proftpd", &proftpd_tls(&pki.server));
     tree
 }
 
@@ -141,6 +147,54 @@ fn terminate_toward_an_ftps_server_that_requires_session_reuse() {
     let log = lab.log_of("ftpgate-v4");
     assert!(log.contains("TLS established") && log.contains("side=\"server\""), "{log}");
     assert!(log.contains("resumed=true"), "data connections resumed the control connection's session:\n{log}");
+    lab.finish();
+}
+
+#[test]
+fn terminate_toward_proftpd_with_mod_tls() {
+    if !lab::gate("ftps terminate proftpd", Some(ServerKind::Proftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Reverse);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_proftpd(&mut lab, &pki);
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
+            p(&pki.gateway.0),
+            p(&pki.gateway.1),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    transfers(&lab, &tree, &pki);
+    let log = lab.log_of("ftpgate-v4");
+    assert!(log.contains("resumed=true"), "data connections resumed the control connection's session:\n{log}");
+    lab.finish();
+}
+
+#[test]
+fn inspect_toward_proftpd_with_mod_tls() {
+    if !lab::gate("ftps inspect proftpd", Some(ServerKind::Proftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Redirect);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_proftpd(&mut lab, &pki);
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
+            p(&pki.ca),
+            p(&pki.ca_key),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    transfers(&lab, &tree, &pki);
     lab.finish();
 }
 
