@@ -285,6 +285,69 @@ fn implicit_ftps_on_both_sides() {
     lab.finish();
 }
 
+/// Implicit FTPS to a server's port 990, diverted by the shipped rules (`path`) into an
+/// inspecting ftpgate: TLS from the first byte on both sides, and the client sees the
+/// certificate ftpgate issued for the server's address (short-lived), not the server's own
+/// (rcgen's default validity, until 4096).
+fn implicit_diverted(test: &str, path: LabPath) {
+    if !lab::gate(test, Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(path);
+    let pki = Pki::new(lab.dir.path());
+    let tree = Tree::create(lab.dir.path());
+    let tls = vsftpd_tls(&pki.server, true);
+    let edit = |c: String| tls(c).replace("listen_port=21\n", "listen_port=990\n");
+    lab.start_server_on(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", 990, &edit);
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
+            p(&pki.ca),
+            p(&pki.ca_key),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    let out = lab.dir.path().join("got.bin");
+    for family in [Family::V4, Family::V6] {
+        let host = url_host(family, lab.dial_host(family));
+        let (ok, t) = curl(&lab, &pki, &format!("ftps://{host}:990/large.bin"), &["-o", p(&out)]);
+        assert!(ok, "{test}: curl implicit RETR {family:?}: {t}{}", lab.logs());
+        assert_eq!(sha256_file(&out), tree.large_sha, "{test} {family:?}");
+        let server_ip = lab.dial_host(family);
+        assert!(t.contains(&format!("subject: CN={server_ip}")), "{test}: the certificate names the server: {t}");
+        let expiry = t.lines().find(|l| l.contains("expire date:")).unwrap_or_default();
+        assert!(!expiry.is_empty() && !expiry.contains("4096"), "{test}: not the issued certificate: {t}");
+        let url = format!("ftps://{LAB_USER}:{LAB_PASS}@{host}:990/up-{}.bin", family.name());
+        let (ok, t) = curl(&lab, &pki, &url, &["-T", p(&tree.upload_file)]);
+        assert!(ok, "{test}: curl implicit STOR {family:?}: {t}{}", lab.logs());
+        assert_eq!(sha256_file(&tree.upload.join(format!("up-{}.bin", family.name()))), tree.upload_sha);
+    }
+    // Both sides in TLS from the first byte, toward the original destination's port 990.
+    let log = lab.log_of("ftpgate");
+    let starts: Vec<&str> = log.lines().filter(|l| l.contains("session start")).collect();
+    assert_eq!(starts.len(), 4, "{test}: {log}");
+    assert!(
+        starts
+            .iter()
+            .all(|l| l.contains(":990 upstream=") && l.contains("client_tls=TLS") && l.contains("server_tls=TLS")),
+        "{test}: {log}"
+    );
+    lab.finish();
+}
+
+#[test]
+fn implicit_ftps_to_port_990_diverted_by_redirect() {
+    implicit_diverted("ftps implicit redirect", LabPath::Redirect);
+}
+
+#[test]
+fn implicit_ftps_to_port_990_diverted_by_tproxy() {
+    implicit_diverted("ftps implicit tproxy", LabPath::Tproxy);
+}
+
 /// A client of a server whose certificate fails verification gets 421, and the log says why.
 fn refused_server(test: &str, path: LabPath, cert: fn(&Pki) -> &(PathBuf, PathBuf), extra: &str, why: &[&str]) {
     if !lab::gate(test, Some(ServerKind::Vsftpd)) {
