@@ -198,6 +198,41 @@ fn inspect_toward_proftpd_with_mod_tls() {
     lab.finish();
 }
 
+/// ABOR inside TLS in the middle of a PROT P RETR through a terminating ftpgate, toward an
+/// FTPS server: NOOP behind it gets its reply and the session goes on with a checked RETR.
+#[test]
+fn abor_mid_transfer_inside_tls() {
+    if !lab::gate("ftps abor", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Reverse);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
+            p(&pki.gateway.0),
+            p(&pki.gateway.1),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    let out = lab.dir.path().join("got.bin");
+    for (family, mode) in [(Family::V4, "pasv"), (Family::V6, "eprt")] {
+        let args = ["--mode", mode, "--op", "abor", "--remote", "small.bin", "--local", p(&out)];
+        let (ok, t) = python(&lab, &pki, lab.dial_host(family), 21, &args);
+        assert!(ok, "ABOR {family:?} {mode}: {t}{}", lab.logs());
+        let read = t.lines().find_map(|l| l.strip_prefix("READ ")).and_then(|n| n.parse::<usize>().ok());
+        assert!(read.is_some_and(|n| n >= 1 << 20), "the transfer was under way: {t}");
+        assert!(t.lines().any(|l| l.starts_with("ABORTED ")), "{t}");
+        assert_eq!(sha256_file(&out), tree.small_sha, "RETR after ABOR {family:?} {mode}");
+        std::fs::remove_file(&out).unwrap();
+    }
+    lab.finish();
+}
+
 #[test]
 fn terminate_toward_a_plain_server() {
     if !lab::gate("ftps terminate plain", Some(ServerKind::Vsftpd)) {
