@@ -1,12 +1,13 @@
 //! FTPS through ftpgate with real servers and clients: terminate (reverse) toward an FTPS and
 //! a plain server, inspect (transparent) toward an FTPS server, implicit FTPS, and servers the
-//! gateway must refuse. vsftpd runs with TLS forced for logins and data and
-//! `require_ssl_reuse=YES`, so every server-side data connection must resume the control
-//! connection's TLS session. The test CA is made at test time.
+//! gateway must refuse, implicit FTPS to port 990 diverted by the shipped rules, and ABOR inside
+//! TLS. vsftpd runs with TLS forced for logins and data and `require_ssl_reuse=YES`, ProFTPD with
+//! mod_tls and `TLSRequired on` (session reuse required by default), so every server-side data
+//! connection must resume the control connection's TLS session. The test CA is made at test time.
 
 mod lab;
 
-use lab::pki::{vsftpd_tls, Pki};
+use lab::pki::{proftpd_tls, vsftpd_tls, Pki};
 use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
 use lab::{sha256_file, Family, Lab, LabPath, Tree, FW_C4, SERVER4, SERVER6};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,12 @@ fn p(path: &Path) -> &str {
 fn start_vsftpd(lab: &mut Lab, edit: &dyn Fn(String) -> String) -> Tree {
     let tree = Tree::create(lab.dir.path());
     lab.start_server_at(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", edit);
+    tree
+}
+
+fn start_proftpd(lab: &mut Lab, pki: &Pki) -> Tree {
+    let tree = Tree::create(lab.dir.path());
+    lab.start_server_at(ServerKind::Proftpd, &tree, &[SERVER4, SERVER6], "proftpd", &proftpd_tls(&pki.server));
     tree
 }
 
@@ -145,6 +152,95 @@ fn terminate_toward_an_ftps_server_that_requires_session_reuse() {
 }
 
 #[test]
+fn terminate_toward_proftpd_with_mod_tls() {
+    if !lab::gate("ftps terminate proftpd", Some(ServerKind::Proftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Reverse);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_proftpd(&mut lab, &pki);
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
+            p(&pki.gateway.0),
+            p(&pki.gateway.1),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    transfers(&lab, &tree, &pki);
+    // mod_tls refuses a data connection that does not resume the control connection's session.
+    let log = lab.log_of("ftpgate-v4");
+    let server_data: Vec<&str> =
+        log.lines().filter(|l| l.contains("data connection in TLS") && l.contains("side=\"server\"")).collect();
+    assert!(
+        !server_data.is_empty() && server_data.iter().all(|l| l.contains("resumed=true")),
+        "data connections toward ProFTPD resumed the control connection's session:\n{log}"
+    );
+    lab.finish();
+}
+
+#[test]
+fn inspect_toward_proftpd_with_mod_tls() {
+    if !lab::gate("ftps inspect proftpd", Some(ServerKind::Proftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Redirect);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_proftpd(&mut lab, &pki);
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
+            p(&pki.ca),
+            p(&pki.ca_key),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    transfers(&lab, &tree, &pki);
+    lab.finish();
+}
+
+/// ABOR inside TLS in the middle of a PROT P RETR through a terminating ftpgate, toward an
+/// FTPS server: NOOP behind it gets its reply and the session goes on with a checked RETR.
+#[test]
+fn abor_mid_transfer_inside_tls() {
+    if !lab::gate("ftps abor", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(LabPath::Reverse);
+    let pki = Pki::new(lab.dir.path());
+    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
+            p(&pki.gateway.0),
+            p(&pki.gateway.1),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    let out = lab.dir.path().join("got.bin");
+    for (family, mode) in [(Family::V4, "pasv"), (Family::V6, "eprt")] {
+        let args = ["--mode", mode, "--op", "abor", "--remote", "small.bin", "--local", p(&out)];
+        let (ok, t) = python(&lab, &pki, lab.dial_host(family), 21, &args);
+        assert!(ok, "ABOR {family:?} {mode}: {t}{}", lab.logs());
+        let read = t.lines().find_map(|l| l.strip_prefix("READ ")).and_then(|n| n.parse::<usize>().ok());
+        assert!(read.is_some_and(|n| n >= 1 << 20), "the transfer was under way: {t}");
+        assert!(t.lines().any(|l| l.starts_with("ABORTED ")), "{t}");
+        assert_eq!(sha256_file(&out), tree.small_sha, "RETR after ABOR {family:?} {mode}");
+        std::fs::remove_file(&out).unwrap();
+    }
+    lab.finish();
+}
+
+#[test]
 fn terminate_toward_a_plain_server() {
     if !lab::gate("ftps terminate plain", Some(ServerKind::Vsftpd)) {
         return;
@@ -229,6 +325,69 @@ fn implicit_ftps_on_both_sides() {
     assert!(ok, "curl explicit RETR: {t}{}", lab.logs());
     assert_eq!(sha256_file(&out), tree.small_sha);
     lab.finish();
+}
+
+/// Implicit FTPS to a server's port 990, diverted by the shipped rules (`path`) into an
+/// inspecting ftpgate: TLS from the first byte on both sides, and the client sees the
+/// certificate ftpgate issued for the server's address (short-lived), not the server's own
+/// (rcgen's default validity, until 4096).
+fn implicit_diverted(test: &str, path: LabPath) {
+    if !lab::gate(test, Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    let mut lab = Lab::new(path);
+    let pki = Pki::new(lab.dir.path());
+    let tree = Tree::create(lab.dir.path());
+    let tls = vsftpd_tls(&pki.server, true);
+    let edit = |c: String| tls(c).replace("listen_port=21\n", "listen_port=990\n");
+    lab.start_server_on(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", 990, &edit);
+    let cfg = config(
+        &lab,
+        "ftps.yaml",
+        &format!(
+            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
+            p(&pki.ca),
+            p(&pki.ca_key),
+            p(&pki.ca)
+        ),
+    );
+    lab.start_ftpgate(&["--config", &cfg]);
+    let out = lab.dir.path().join("got.bin");
+    for family in [Family::V4, Family::V6] {
+        let host = url_host(family, lab.dial_host(family));
+        let (ok, t) = curl(&lab, &pki, &format!("ftps://{host}:990/large.bin"), &["-o", p(&out)]);
+        assert!(ok, "{test}: curl implicit RETR {family:?}: {t}{}", lab.logs());
+        assert_eq!(sha256_file(&out), tree.large_sha, "{test} {family:?}");
+        let server_ip = lab.dial_host(family);
+        assert!(t.contains(&format!("subject: CN={server_ip}")), "{test}: the certificate names the server: {t}");
+        let expiry = t.lines().find(|l| l.contains("expire date:")).unwrap_or_default();
+        assert!(!expiry.is_empty() && !expiry.contains("4096"), "{test}: not the issued certificate: {t}");
+        let url = format!("ftps://{LAB_USER}:{LAB_PASS}@{host}:990/up-{}.bin", family.name());
+        let (ok, t) = curl(&lab, &pki, &url, &["-T", p(&tree.upload_file)]);
+        assert!(ok, "{test}: curl implicit STOR {family:?}: {t}{}", lab.logs());
+        assert_eq!(sha256_file(&tree.upload.join(format!("up-{}.bin", family.name()))), tree.upload_sha);
+    }
+    // Both sides in TLS from the first byte, toward the original destination's port 990.
+    let log = lab.log_of("ftpgate");
+    let starts: Vec<&str> = log.lines().filter(|l| l.contains("session start")).collect();
+    assert_eq!(starts.len(), 4, "{test}: {log}");
+    assert!(
+        starts
+            .iter()
+            .all(|l| l.contains(":990 upstream=") && l.contains("client_tls=TLS") && l.contains("server_tls=TLS")),
+        "{test}: {log}"
+    );
+    lab.finish();
+}
+
+#[test]
+fn implicit_ftps_to_port_990_diverted_by_redirect() {
+    implicit_diverted("ftps implicit redirect", LabPath::Redirect);
+}
+
+#[test]
+fn implicit_ftps_to_port_990_diverted_by_tproxy() {
+    implicit_diverted("ftps implicit tproxy", LabPath::Tproxy);
 }
 
 /// A client of a server whose certificate fails verification gets 421, and the log says why.

@@ -3,6 +3,10 @@
 a chosen data mode. Prints every reply the server gave to the control commands it sent
 (`REPLY <text>`) and `MODE <verb>` for each data-setup command, so tests can check both.
 Exit 0 on success; on an FTP error prints `ERROR <reply>` and exits 1.
+
+`--op abor`: starts `RETR large.bin` (PROT P), reads 1 MiB, sends ABOR inside TLS (no urgent
+data there, as FTP_TLS.abort does) and NOOP as a marker, then RETRs `--remote` into `--local`:
+the session must stay usable.
 """
 import argparse
 import ftplib
@@ -57,13 +61,44 @@ class ImplicitFTPS(LabFTPS):
         return self.welcome
 
 
+def abort_then_more(ftp, remote, local):
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("RETR large.bin")
+    got = 0
+    while got < (1 << 20):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        got += len(chunk)
+    print("READ", got, flush=True)
+    # Replies up to NOOP's belong to the aborted RETR and to ABOR; their number and wording
+    # vary by server. Bounded: a session that never answers NOOP fails here.
+    ftp.sock.sendall(b"ABOR\r\n")
+    ftp.putcmd("NOOP")
+    replies = []
+    while len(replies) < 8:
+        replies.append(ftp.getmultiline())
+        print("REPLY", replies[-1], flush=True)
+        if replies[-1].startswith("200"):
+            break
+    conn.close()
+    if not replies[-1].startswith("200"):
+        raise ftplib.error_proto("no NOOP reply after ABOR: %r" % replies)
+    if not any(r[:3] in ("225", "226", "426", "451") for r in replies):
+        raise ftplib.error_proto("ABOR not answered: %r" % replies)
+    print("ABORTED", " | ".join(r.splitlines()[-1] for r in replies), flush=True)
+    ftp.voidcmd("NOOP")
+    with open(local, "wb") as f:
+        ftp.retrbinary("RETR " + remote, f.write)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--cafile", required=True)
     p.add_argument("--mode", choices=["pasv", "epsv", "port", "eprt"], default="pasv")
-    p.add_argument("--op", choices=["retr", "stor", "list", "login"], default="retr")
+    p.add_argument("--op", choices=["retr", "stor", "list", "login", "abor"], default="retr")
     p.add_argument("--remote", default="")
     p.add_argument("--local", default="")
     p.add_argument("--user", default="anonymous")
@@ -87,6 +122,8 @@ def main():
         elif a.op == "stor":
             with open(a.local, "rb") as f:
                 ftp.storbinary("STOR " + a.remote, f)
+        elif a.op == "abor":
+            abort_then_more(ftp, a.remote, a.local)
         elif a.op == "list":
             lines = []
             ftp.retrlines("LIST", lines.append)

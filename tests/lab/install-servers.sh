@@ -6,9 +6,11 @@
 #
 #   * vsftpd:    installed normally with apt-get (/usr/sbin/vsftpd).
 #   * proftpd:   proftpd-core (or proftpd-basic on releases where that package
-#                holds the binary) is fetched with `apt-get download` and
-#                unpacked with `dpkg -x` into DESTDIR/proftpd
-#                (binary: DESTDIR/proftpd/usr/sbin/proftpd).
+#                holds the binary) and proftpd-mod-crypto (mod_tls.so, for the
+#                FTPS lab) are fetched with `apt-get download` and unpacked
+#                with `dpkg -x` into DESTDIR/proftpd
+#                (binary: DESTDIR/proftpd/usr/sbin/proftpd,
+#                 mod_tls: DESTDIR/proftpd/usr/lib/proftpd/mod_tls.so).
 #   * pure-ftpd: pure-ftpd is fetched and unpacked into DESTDIR/pure-ftpd
 #                (binary: DESTDIR/pure-ftpd/usr/sbin/pure-ftpd).
 #   proftpd and pure-ftpd conflict with vsftpd as Debian packages (they all
@@ -134,9 +136,10 @@ unpack() {
 }
 
 proftpd_debs=()
-for pkg in proftpd-core proftpd-basic; do
+for pkg in proftpd-core proftpd-basic proftpd-mod-crypto; do
     # bookworm: proftpd-core holds the binary, proftpd-basic is a metapackage;
     # older releases: proftpd-basic holds the binary and there is no -core.
+    # proftpd-mod-crypto holds mod_tls.so (loaded only by the FTPS lab tests).
     if [[ -n "$(candidate "$pkg")" ]]; then
         proftpd_debs+=("$(fetch "$pkg")")
     fi
@@ -169,8 +172,15 @@ for bin in "$PROFTPD" "$PUREFTPD"; do
         die "$bin has unresolved shared libraries"
     fi
 done
-# proftpd: the lab config loads no DSO module (everything it needs is compiled
-# in), so modules with unresolved libraries only deserve a warning.
+# proftpd: the plain lab config loads no DSO module (everything it needs is
+# compiled in); the FTPS lab loads mod_tls.so, which must resolve. Other modules
+# with unresolved libraries only deserve a warning.
+TLS_SO="$DESTDIR/proftpd/usr/lib/proftpd/mod_tls.so"
+[[ -e $TLS_SO ]] || die "$TLS_SO missing after unpacking ${proftpd_debs[*]}"
+if ldd "$TLS_SO" | grep -q 'not found'; then
+    ldd "$TLS_SO" | grep 'not found' >&2
+    die "$TLS_SO has unresolved shared libraries"
+fi
 for so in "$DESTDIR"/proftpd/usr/lib/proftpd/*.so; do
     [[ -e $so ]] || continue
     if ldd "$so" 2>/dev/null | grep -q 'not found'; then

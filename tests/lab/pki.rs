@@ -76,3 +76,23 @@ pub fn vsftpd_tls(cert: &(PathBuf, PathBuf), implicit: bool) -> impl Fn(String) 
         c
     }
 }
+
+/// ProFTPD's lab configuration with mod_tls (a DSO from proftpd-mod-crypto, loaded from the
+/// unpacked tree): TLS required for logins and data. Data connections must resume the control
+/// connection's TLS session (mod_tls's default; `NoSessionReuseRequired` is not set).
+pub fn proftpd_tls(cert: &(PathBuf, PathBuf)) -> impl Fn(String) -> String + '_ {
+    move |conf: String| {
+        let modules = super::servers_dir().join("proftpd/usr/lib/proftpd");
+        // rcgen's keys are ECDSA P-256: mod_tls takes them as its EC certificate.
+        format!(
+            "ModulePath {}\nLoadModule mod_tls.c\n{conf}\n<IfModule mod_tls.c>\n  TLSEngine on\n  \
+             TLSRequired on\n  TLSProtocol TLSv1.2 TLSv1.3\n  TLSECCertificateFile {}\n  \
+             TLSECCertificateKeyFile {}\n  TLSVerifyClient off\n  TLSRenegotiate none\n  \
+             TLSLog {}\n</IfModule>\n",
+            modules.display(),
+            cert.0.display(),
+            cert.1.display(),
+            cert.0.with_file_name("proftpd-tls.log").display(),
+        )
+    }
+}

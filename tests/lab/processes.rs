@@ -115,6 +115,20 @@ impl Lab {
         run: &str,
         edit: &dyn Fn(String) -> String,
     ) {
+        self.start_server_on(server, tree, addrs, run, 21, edit);
+    }
+
+    /// As `start_server_at`, for a server that `edit` moves to listen on `port` (implicit FTPS
+    /// on 990, say): waits for that port instead of 21.
+    pub fn start_server_on(
+        &mut self,
+        server: ServerKind,
+        tree: &Tree,
+        addrs: &[&str],
+        run: &str,
+        port: u16,
+        edit: &dyn Fn(String) -> String,
+    ) {
         let run_dir = self.dir.path().join(format!("run-{run}"));
         fs::create_dir_all(&run_dir).unwrap();
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
@@ -134,7 +148,7 @@ impl Lab {
             self.spawn(&format!("{run}-{i}"), &ns, argv);
         }
         for a in addrs {
-            self.wait_listening(&ns, a, 21);
+            self.wait_listening(&ns, a, port);
         }
     }
 
