@@ -125,6 +125,27 @@ fn config(lab: &Lab, name: &str, yaml: &str) -> String {
     p(&lab.write(name, yaml)).to_owned()
 }
 
+/// `tls: terminate` with the gateway's certificate, toward an explicit FTPS server verified
+/// against the test CA.
+fn terminate_explicit(pki: &Pki) -> String {
+    format!(
+        "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
+        p(&pki.gateway.0),
+        p(&pki.gateway.1),
+        p(&pki.ca)
+    )
+}
+
+/// `tls: inspect`: certificates issued by the test CA, the server verified against it.
+fn inspect(pki: &Pki) -> String {
+    format!(
+        "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
+        p(&pki.ca),
+        p(&pki.ca_key),
+        p(&pki.ca)
+    )
+}
+
 #[test]
 fn terminate_toward_an_ftps_server_that_requires_session_reuse() {
     if !lab::gate("ftps terminate explicit", Some(ServerKind::Vsftpd)) {
@@ -133,16 +154,7 @@ fn terminate_toward_an_ftps_server_that_requires_session_reuse() {
     let mut lab = Lab::new(LabPath::Reverse);
     let pki = Pki::new(lab.dir.path());
     let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
-    let cfg = config(
-        &lab,
-        "ftps.yaml",
-        &format!(
-            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
-            p(&pki.gateway.0),
-            p(&pki.gateway.1),
-            p(&pki.ca)
-        ),
-    );
+    let cfg = config(&lab, "ftps.yaml", &terminate_explicit(&pki));
     lab.start_ftpgate(&["--config", &cfg]);
     transfers(&lab, &tree, &pki);
     let log = lab.log_of("ftpgate-v4");
@@ -159,16 +171,7 @@ fn terminate_toward_proftpd_with_mod_tls() {
     let mut lab = Lab::new(LabPath::Reverse);
     let pki = Pki::new(lab.dir.path());
     let tree = start_proftpd(&mut lab, &pki);
-    let cfg = config(
-        &lab,
-        "ftps.yaml",
-        &format!(
-            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
-            p(&pki.gateway.0),
-            p(&pki.gateway.1),
-            p(&pki.ca)
-        ),
-    );
+    let cfg = config(&lab, "ftps.yaml", &terminate_explicit(&pki));
     lab.start_ftpgate(&["--config", &cfg]);
     transfers(&lab, &tree, &pki);
     // mod_tls refuses a data connection that does not resume the control connection's session.
@@ -190,16 +193,7 @@ fn inspect_toward_proftpd_with_mod_tls() {
     let mut lab = Lab::new(LabPath::Redirect);
     let pki = Pki::new(lab.dir.path());
     let tree = start_proftpd(&mut lab, &pki);
-    let cfg = config(
-        &lab,
-        "ftps.yaml",
-        &format!(
-            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
-            p(&pki.ca),
-            p(&pki.ca_key),
-            p(&pki.ca)
-        ),
-    );
+    let cfg = config(&lab, "ftps.yaml", &inspect(&pki));
     lab.start_ftpgate(&["--config", &cfg]);
     transfers(&lab, &tree, &pki);
     lab.finish();
@@ -215,16 +209,7 @@ fn abor_mid_transfer_inside_tls() {
     let mut lab = Lab::new(LabPath::Reverse);
     let pki = Pki::new(lab.dir.path());
     let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
-    let cfg = config(
-        &lab,
-        "ftps.yaml",
-        &format!(
-            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n",
-            p(&pki.gateway.0),
-            p(&pki.gateway.1),
-            p(&pki.ca)
-        ),
-    );
+    let cfg = config(&lab, "ftps.yaml", &terminate_explicit(&pki));
     lab.start_ftpgate(&["--config", &cfg]);
     let out = lab.dir.path().join("got.bin");
     for (family, mode) in [(Family::V4, "pasv"), (Family::V6, "eprt")] {
@@ -266,16 +251,7 @@ fn inspect_toward_an_ftps_server() {
     let mut lab = Lab::new(LabPath::Redirect);
     let pki = Pki::new(lab.dir.path());
     let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
-    let cfg = config(
-        &lab,
-        "ftps.yaml",
-        &format!(
-            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
-            p(&pki.ca),
-            p(&pki.ca_key),
-            p(&pki.ca)
-        ),
-    );
+    let cfg = config(&lab, "ftps.yaml", &inspect(&pki));
     lab.start_ftpgate(&["--config", &cfg]);
     transfers(&lab, &tree, &pki);
     lab.finish();
@@ -341,16 +317,7 @@ fn implicit_diverted(test: &str, path: LabPath) {
     let tls = vsftpd_tls(&pki.server, true);
     let edit = |c: String| tls(c).replace("listen_port=21\n", "listen_port=990\n");
     lab.start_server_on(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", 990, &edit);
-    let cfg = config(
-        &lab,
-        "ftps.yaml",
-        &format!(
-            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n",
-            p(&pki.ca),
-            p(&pki.ca_key),
-            p(&pki.ca)
-        ),
-    );
+    let cfg = config(&lab, "ftps.yaml", &inspect(&pki));
     lab.start_ftpgate(&["--config", &cfg]);
     let out = lab.dir.path().join("got.bin");
     for family in [Family::V4, Family::V6] {
@@ -399,18 +366,8 @@ fn refused_server(test: &str, path: LabPath, cert: fn(&Pki) -> &(PathBuf, PathBu
     let pki = Pki::new(lab.dir.path());
     start_vsftpd(&mut lab, &vsftpd_tls(cert(&pki), false));
     let yaml = match path {
-        LabPath::Reverse => format!(
-            "tls: terminate\nupstream_tls: explicit\nftps:\n  certificate: {}\n  key: {}\n  server_ca: {}\n{extra}",
-            p(&pki.gateway.0),
-            p(&pki.gateway.1),
-            p(&pki.ca)
-        ),
-        _ => format!(
-            "tls: inspect\nftps:\n  ca_certificate: {}\n  ca_key: {}\n  server_ca: {}\n{extra}",
-            p(&pki.ca),
-            p(&pki.ca_key),
-            p(&pki.ca)
-        ),
+        LabPath::Reverse => format!("{}{extra}", terminate_explicit(&pki)),
+        _ => format!("{}{extra}", inspect(&pki)),
     };
     let cfg = config(&lab, "ftps.yaml", &yaml);
     lab.start_ftpgate(&["--config", &cfg]);

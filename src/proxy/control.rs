@@ -180,10 +180,7 @@ async fn drive(
         match server.upgrade(Upgrade::Connect(c, name), cfg.timeouts.connect).await {
             Ok(i) => server_info = Some(i),
             Err(e) => {
-                let reason = crate::tls::failure_reason(&e);
-                warn!(reason = "tls", side = "server", tls_failure = reason, error = %e, "TLS with the server failed");
-                shared.metrics.tls_handshake_failed("server", reason);
-                shared.metrics.reject(Reason::Tls);
+                let reason = handshake_failed(shared, "server", &e);
                 if !implicit_client {
                     refuse(client, 421, &format!("TLS with the server failed ({reason}), closing")).await;
                 }
@@ -205,10 +202,7 @@ async fn drive(
         match client.upgrade(Upgrade::Accept(cfg_for_client), cfg.timeouts.connect).await {
             Ok(i) => client_info = Some(i),
             Err(e) => {
-                let reason = crate::tls::failure_reason(&e);
-                warn!(reason = "tls", side = "client", tls_failure = reason, error = %e, "TLS with the client failed");
-                shared.metrics.tls_handshake_failed("client", reason);
-                shared.metrics.reject(Reason::Tls);
+                handshake_failed(shared, "client", &e);
                 return (Outcome::TlsFailed, 0, 0);
             }
         }
@@ -272,6 +266,15 @@ async fn run_login(
     info!(%target, user = core.user().unwrap_or("-"), "login: server selected");
     let ep = Endpoints { client: client_addr, client_side: local, original: None, upstream, server_side };
     drive(shared, ep, core, (client, server), registered, connect_time).await
+}
+
+/// An implicit FTPS handshake failed: logged and counted by side and reason, which it returns.
+fn handshake_failed(shared: &Shared, side: &'static str, e: &std::io::Error) -> &'static str {
+    let reason = crate::tls::failure_reason(e);
+    warn!(reason = "tls", side, tls_failure = reason, error = %e, "TLS with the {side} failed");
+    shared.metrics.tls_handshake_failed(side, reason);
+    shared.metrics.reject(Reason::Tls);
+    reason
 }
 
 /// Implicit FTPS: the client came to port 990 (as diverted), or to a listener configured for it.
