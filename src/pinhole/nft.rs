@@ -17,12 +17,24 @@ use std::time::Duration;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
 /// Every set the table must have, by family: the one-shot gate, the destination translation,
-/// the source translation without and with a fixed port.
-pub const SETS: [&str; 10] =
-    ["once4", "dnat4", "snat4", "snat4_port", "guard4", "once6", "dnat6", "snat6", "snat6_port", "guard6"];
+/// the source translation without and with a fixed port, the guard, the connections cut.
+pub const SETS: [&str; 12] = [
+    "once4",
+    "dnat4",
+    "snat4",
+    "snat4_port",
+    "guard4",
+    "kill4",
+    "once6",
+    "dnat6",
+    "snat6",
+    "snat6_port",
+    "guard6",
+    "kill6",
+];
 
 /// One element of one set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Element {
     pub set: &'static str,
     pub key: Vec<u8>,
@@ -92,6 +104,12 @@ pub fn guard(p: &Pinhole) -> Element {
 pub fn gate(p: &Pinhole) -> Element {
     let [gate, ..] = elements(p);
     gate
+}
+
+/// The connection that used a pinhole, to be cut: keyed like the gate, matched against the
+/// connection's original tuple, so packets of both directions are reset.
+pub fn kill(p: &Pinhole) -> Element {
+    Element { set: if p.peer.is_ipv6() { "kill6" } else { "kill4" }, key: key(p.peer, p.dialled), data: None }
 }
 
 fn header() -> NetfilterHeader {
@@ -233,6 +251,14 @@ mod tests {
         assert_eq!(g.set, "guard4");
         assert_eq!(g.key, [198, 51, 100, 2, 0x75, 0x31, 0, 0]);
         assert!(SETS.contains(&g.set) && SETS.contains(&"guard6"));
+    }
+
+    #[test]
+    fn a_cut_is_keyed_like_the_gate() {
+        let p = passive4();
+        let k = kill(&p);
+        assert_eq!((k.set, &k.key, k.data), ("kill4", &gate(&p).key, None));
+        assert!(SETS.contains(&"kill4") && SETS.contains(&"kill6"));
     }
 
     #[test]
