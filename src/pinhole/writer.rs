@@ -27,6 +27,7 @@ enum Request {
     Armed { gate: Element, done: oneshot::Sender<io::Result<bool>> },
     Remove { elements: [Element; 3] },
     Cut { kill: Element, timeout: Duration },
+    Counters { done: oneshot::Sender<io::Result<[u64; 2]>> },
 }
 
 /// Connections cut and remembered at most (their kill elements expire in the kernel anyway).
@@ -126,6 +127,13 @@ impl Pinholes {
         if let Err(e) = self.submit(Request::Cut { kill: nft::kill(&p), timeout }) {
             tracing::warn!(error = %e, "data connection not cut");
         }
+    }
+
+    /// The packet counts of the table's counters `used` and `refused`.
+    pub async fn counters(&self) -> Result<[u64; 2], PinholeError> {
+        let (done, rx) = oneshot::channel();
+        self.submit(Request::Counters { done })?;
+        rx.await.map_err(|_| PinholeError::Gone("the pinhole writer stopped"))?.map_err(PinholeError::Install)
     }
 
     /// Takes a pinhole away (its data channel was dropped); what is already gone is no error.
@@ -295,6 +303,40 @@ impl Conn {
         }
     }
 
+    fn counter(&mut self, name: &str) -> io::Result<u64> {
+        let seq = self.next_seq();
+        self.send(&nft::serialize(&[nft::get_counter(name, seq)]))?;
+        let mut packets = None;
+        let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+        // The object, then the acknowledgement: a few datagrams at most.
+        for _ in 0..4 {
+            buf.clear();
+            self.sock.recv(&mut buf, 0)?;
+            let mut at = 0;
+            while at < buf.len() {
+                let msg = NetlinkBuffer::new_checked(&buf[at..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = (msg.length() as usize).max(16);
+                if msg.sequence_number() == seq {
+                    if msg.message_type() == NLMSG_ERROR {
+                        let p = msg.payload();
+                        let code = i32::from_ne_bytes(p.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                        return packets
+                            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no counter in the reply"));
+                    }
+                    if msg.message_type() != NLMSG_DONE {
+                        packets = packets.or(nft::counter_packets(msg.payload()));
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer the counter request"))
+    }
+
     /// Writes a kill element (or renews one already there).
     fn cut(&mut self, kill: Element, timeout: Duration) {
         let (first, seq, last) = (self.next_seq(), self.next_seq(), self.next_seq());
@@ -339,6 +381,10 @@ impl Conn {
                     Request::Cut { kill, timeout } => {
                         self.install_all(std::mem::take(&mut installs));
                         self.cut(kill, timeout)
+                    }
+                    Request::Counters { done } => {
+                        let [used, refused] = nft::COUNTERS;
+                        let _ = done.send(self.counter(used).and_then(|u| Ok([u, self.counter(refused)?])));
                     }
                 }
                 if installs.len() < MAX_BATCH {
