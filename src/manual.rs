@@ -88,7 +88,9 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  CAP_NET_ADMIN (deploy/ftpgate.service.d/kernel-path.conf under systemd). The \
                  server sees the firewall, the client sees the server (ftpgate in reverse mode); \
                  a stranger's or a second connection is dropped; an unused pinhole goes at \
-                 timeouts.data_accept. Byte counts of these transfers are unknown to ftpgate \
+                 timeouts.data_accept; on ABOR the kernel resets the transfer's connection \
+                 (set kill4/kill6). The rules' counters used and refused are read every 5 s \
+                 into ftpgate_kernel_path_packets_total{counter}. Byte counts of these transfers are unknown to ftpgate \
                  and logged as such. Passive/active conversion is refused with 425. Not \
                  available on the BSDs.",
             ),

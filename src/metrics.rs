@@ -24,6 +24,8 @@ pub struct Metrics {
     sessions: [IntCounter; SessionOutcome::ALL.len()],
     session_duration: Histogram,
     upstream_connect_failures: IntCounter,
+    /// The kernel path's rule counters, as last read, and the series that follow them.
+    kernel_path: [(IntCounter, std::sync::atomic::AtomicU64); 2],
     upstream_connect_duration: Histogram,
     data_channels_active: PerMode<IntGauge>,
     data_channels: PerMode<IntCounter>,
@@ -134,10 +136,19 @@ impl Metrics {
                 tls_transfers.with_label_values(&[tls_label(a), tls_label(b)]);
             }
         }
+        let kernel_path: IntCounterVec = register_int_counter_vec_with_registry!(
+            "ftpgate_kernel_path_packets_total",
+            "Kernel data path: packets counted by the pinhole rules' counters (used: a connection \
+             let through; refused: a packet of a stranger's or second connection dropped)",
+            &["counter"],
+            r
+        )?;
+        let follow = |name: &str| (kernel_path.with_label_values(&[name]), std::sync::atomic::AtomicU64::new(0));
         Ok(Self {
             tls_sessions,
             tls_transfers,
             tls_handshake_failures,
+            kernel_path: [follow("used"), follow("refused")],
             sessions_active: register_int_gauge_with_registry!("ftpgate_sessions_active", "Control sessions open", r)?,
             sessions: SessionOutcome::ALL.map(|o| sessions.with_label_values(&[o.label()])),
             session_duration: register_histogram_with_registry!(
@@ -232,6 +243,15 @@ impl Metrics {
 
     pub fn server_reply(&self, class: ReplyClass) {
         self.server_replies[class.index()].inc();
+    }
+
+    /// Follows the kernel path's counters `used` and `refused` as the kernel reports them; a
+    /// count lower than the last (the table was reloaded) starts again from zero.
+    pub fn kernel_path_counters(&self, now: [u64; 2]) {
+        for ((series, last), now) in self.kernel_path.iter().zip(now) {
+            let before = last.swap(now, std::sync::atomic::Ordering::Relaxed);
+            series.inc_by(if now >= before { now - before } else { now });
+        }
     }
 
     /// The text exposition format.

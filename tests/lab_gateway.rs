@@ -89,15 +89,10 @@ fn hundred_concurrent_sessions_all_intact() {
 
 #[test]
 fn abort_mid_transfer_then_more_transfers_in_the_same_session() {
-    // On the kernel data path ftpgate cannot close a running data connection (the kernel carries
-    // it end to end): it sends ABOR as urgent data and the server must end the transfer itself,
-    // as on a routed path. The client here stops reading before ABOR; none of the lab's servers
-    // (vsftpd without async_abor_enable, proftpd, pure-ftpd) ends a transfer blocked on it, so
-    // the session would wait for its timeouts. A known limitation of the kernel path.
-    if lab::DataPath::from_env() == lab::DataPath::Kernel {
-        eprintln!("abort mid-transfer: not run on the kernel data path (ftpgate cannot end the data connection)");
-        return;
-    }
+    // On the kernel data path the kernel carries the data connection end to end; the client
+    // here stops reading before ABOR, and none of the lab's servers (vsftpd without
+    // async_abor_enable, proftpd, pure-ftpd) ends a transfer blocked on it by itself: ftpgate
+    // has the kernel reset that connection, so the server answers the ABOR at once.
     for server in lab::servers::ALL_SERVERS {
         if !gate(&format!("abort/{}", server.name()), Some(server)) {
             return;

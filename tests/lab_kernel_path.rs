@@ -34,6 +34,14 @@ fn refused(lab: &Lab) -> u64 {
     lab.counter(&lab.fw_ns, "ftpgate_kernel_path", "refused")
 }
 
+/// `ftpgate_kernel_path_packets_total{counter}` as ftpgate's metrics endpoint shows it.
+fn counter_metric(lab: &Lab, counter: &str) -> u64 {
+    let url = format!("http://{METRICS}/metrics");
+    let text = lab.exec(&lab.fw_ns, &["curl", "-sS", "--max-time", "10", &url]).unwrap_or_default();
+    let series = format!("ftpgate_kernel_path_packets_total{{counter=\"{counter}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 #[test]
 fn a_pinhole_admits_its_peer_once_and_no_stranger() {
     let Some((lab, tree)) = kernel_lab("kernel path one-shot", LabPath::Redirect, &[], "") else { return };
@@ -45,6 +53,10 @@ fn a_pinhole_admits_its_peer_once_and_no_stranger() {
     let [from_client, ..] = lab.watch();
     assert_eq!(from_client, 0, "a connection reached the server untranslated");
     assert!(lab.log_of("ftpgate").contains("data connection handed to the kernel"), "{}", lab.logs());
+    // The refusals are visible in ftpgate's metrics (read from the kernel every few seconds).
+    let dropped = refused(&lab);
+    eventually(Duration::from_secs(20), "the refused metric", || counter_metric(&lab, "refused") >= dropped);
+    assert!(counter_metric(&lab, "used") >= 1, "the used pinhole must be counted");
     lab.finish();
 }
 

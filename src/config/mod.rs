@@ -91,7 +91,6 @@ pub fn validate(raw: &RawConfig) -> Result<Config, ConfigError> {
     let session = SessionPolicy {
         max_malformed: limits.max_malformed,
         max_line: limits.max_line,
-        urgent_abort: data_path == DataPath::Kernel,
         tls,
         ..policy::session_policy(raw)?
     };

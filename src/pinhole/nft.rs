@@ -4,7 +4,7 @@
 //! keys (each field padded to 32 bits, as nf_tables registers are).
 
 use super::{Pinhole, TABLE};
-use netlink_packet_core::{NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_core::{DefaultNla, NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetAttribute, SetElementAttribute, SetElementList,
     SetElementMessage, SetMessage,
@@ -17,12 +17,24 @@ use std::time::Duration;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
 /// Every set the table must have, by family: the one-shot gate, the destination translation,
-/// the source translation without and with a fixed port.
-pub const SETS: [&str; 10] =
-    ["once4", "dnat4", "snat4", "snat4_port", "guard4", "once6", "dnat6", "snat6", "snat6_port", "guard6"];
+/// the source translation without and with a fixed port, the guard, the connections cut.
+pub const SETS: [&str; 12] = [
+    "once4",
+    "dnat4",
+    "snat4",
+    "snat4_port",
+    "guard4",
+    "kill4",
+    "once6",
+    "dnat6",
+    "snat6",
+    "snat6_port",
+    "guard6",
+    "kill6",
+];
 
 /// One element of one set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Element {
     pub set: &'static str,
     pub key: Vec<u8>,
@@ -94,6 +106,12 @@ pub fn gate(p: &Pinhole) -> Element {
     gate
 }
 
+/// The connection that used a pinhole, to be cut: keyed like the gate, matched against the
+/// connection's original tuple, so packets of both directions are reset.
+pub fn kill(p: &Pinhole) -> Element {
+    Element { set: if p.peer.is_ipv6() { "kill6" } else { "kill4" }, key: key(p.peer, p.dialled), data: None }
+}
+
 fn header() -> NetfilterHeader {
     NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0)
 }
@@ -152,6 +170,51 @@ pub fn delete(e: &Element, seq: u32) -> NetlinkMessage<NetfilterMessage> {
 /// Asks for one element: answered with the element, or ENOENT once it is gone.
 pub fn get(e: &Element, seq: u32) -> NetlinkMessage<NetfilterMessage> {
     message(NfTablesMessage::GetSetElement(element_message(e, None)), NLM_F_REQUEST | NLM_F_ACK, seq)
+}
+
+/// The table's named counters: pinholes used, connections the pinhole rules dropped.
+pub const COUNTERS: [&str; 2] = ["used", "refused"];
+
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFT_OBJECT_COUNTER: u32 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+
+fn c_string(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// Asks for one named counter of the table.
+pub fn get_counter(name: &str, seq: u32) -> NetlinkMessage<NetfilterMessage> {
+    let attrs = vec![
+        DefaultNla::new(NFTA_OBJ_TABLE, c_string(TABLE)),
+        DefaultNla::new(NFTA_OBJ_NAME, c_string(name)),
+        DefaultNla::new(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER.to_be_bytes().to_vec()),
+    ];
+    message(NfTablesMessage::GetObject(attrs), NLM_F_REQUEST | NLM_F_ACK, seq)
+}
+
+/// Walks netlink attributes: (type without flags, value) pairs; a malformed tail ends it.
+fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(b.get(2..4)?.try_into().ok()?) & 0x3fff;
+        let value = b.get(4..len)?;
+        b = b.get((len + 3) & !3..).unwrap_or(&[]);
+        Some((kind, value))
+    })
+}
+
+/// The packet count in a counter object's reply (the payload after the netlink header).
+pub fn counter_packets(payload: &[u8]) -> Option<u64> {
+    // After the 4-byte nfgenmsg: the object's attributes; its data nests the counter's.
+    let (_, data) = attributes(payload.get(4..)?).find(|(k, _)| *k == NFTA_OBJ_DATA)?;
+    let (_, packets) = attributes(data).find(|(k, _)| *k == NFTA_COUNTER_PACKETS)?;
+    Some(u64::from_be_bytes(packets.try_into().ok()?))
 }
 
 /// Asks whether a set of the table exists (the start-up probe).
@@ -233,6 +296,30 @@ mod tests {
         assert_eq!(g.set, "guard4");
         assert_eq!(g.key, [198, 51, 100, 2, 0x75, 0x31, 0, 0]);
         assert!(SETS.contains(&g.set) && SETS.contains(&"guard6"));
+    }
+
+    #[test]
+    fn a_counter_reply_gives_its_packets() {
+        // nfgenmsg, then NFTA_OBJ_NAME "used", NFTA_OBJ_DATA { BYTES 640, PACKETS 7 }.
+        let mut p = vec![1, 0, 0, 0];
+        p.extend_from_slice(&[9, 0, 2, 0, b'u', b's', b'e', b'd', 0, 0, 0, 0]);
+        p.extend_from_slice(&[28, 0, 4, 0x80]);
+        p.extend_from_slice(&[12, 0, 1, 0]);
+        p.extend_from_slice(&640u64.to_be_bytes());
+        p.extend_from_slice(&[12, 0, 2, 0]);
+        p.extend_from_slice(&7u64.to_be_bytes());
+        assert_eq!(counter_packets(&p), Some(7));
+        assert_eq!(counter_packets(&p[..20]), None);
+        let m = get_counter("refused", 9);
+        assert!(serialize(&[m]).windows(8).any(|w| w == b"refused\0"));
+    }
+
+    #[test]
+    fn a_cut_is_keyed_like_the_gate() {
+        let p = passive4();
+        let k = kill(&p);
+        assert_eq!((k.set, &k.key, k.data), ("kill4", &gate(&p).key, None));
+        assert!(SETS.contains(&"kill4") && SETS.contains(&"kill6"));
     }
 
     #[test]

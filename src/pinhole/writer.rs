@@ -10,7 +10,7 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NlAddr};
 use std::collections::HashMap;
 use std::io;
 use std::sync::{mpsc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const NLMSG_ERROR: u16 = 2;
@@ -26,7 +26,12 @@ enum Request {
     Install(Install),
     Armed { gate: Element, done: oneshot::Sender<io::Result<bool>> },
     Remove { elements: [Element; 3] },
+    Cut { kill: Element, timeout: Duration },
+    Counters { done: oneshot::Sender<io::Result<[u64; 2]>> },
 }
+
+/// Connections cut and remembered at most (their kill elements expire in the kernel anyway).
+const MAX_CUTS: usize = 4096;
 
 /// The handle sessions share; dropping the last one ends the writer thread.
 pub struct Pinholes {
@@ -50,7 +55,7 @@ impl Pinholes {
         )
         .map_err(|e| io::Error::from_raw_os_error(e as i32))
         .map_err(setup("cannot set the netlink reply timeout", ""))?;
-        let mut conn = Conn { sock, seq: 1 };
+        let mut conn = Conn { sock, seq: 1, cuts: HashMap::new() };
         for set in nft::SETS {
             let seq = conn.next_seq();
             conn.send(&nft::serialize(&[nft::get_set(set, seq)]))
@@ -116,6 +121,21 @@ impl Pinholes {
         rx.await.map_err(|_| PinholeError::Gone("the pinhole writer stopped"))?.map_err(PinholeError::Install)
     }
 
+    /// Cuts the connection that used pinhole `p`: for `timeout`, each packet of it, either way,
+    /// is answered with a TCP reset. A later pinhole with the same key takes the cut away.
+    pub fn cut(&self, p: Pinhole, timeout: Duration) {
+        if let Err(e) = self.submit(Request::Cut { kill: nft::kill(&p), timeout }) {
+            tracing::warn!(error = %e, "data connection not cut");
+        }
+    }
+
+    /// The packet counts of the table's counters `used` and `refused`.
+    pub async fn counters(&self) -> Result<[u64; 2], PinholeError> {
+        let (done, rx) = oneshot::channel();
+        self.submit(Request::Counters { done })?;
+        rx.await.map_err(|_| PinholeError::Gone("the pinhole writer stopped"))?.map_err(PinholeError::Install)
+    }
+
     /// Takes a pinhole away (its data channel was dropped); what is already gone is no error.
     pub fn remove(&self, p: Pinhole) {
         if let Err(e) = self.submit(Request::Remove { elements: nft::elements(&p) }) {
@@ -137,6 +157,9 @@ struct Install {
 struct Conn {
     sock: Socket,
     seq: u32,
+    /// Kill elements written and when they expire: a new pinhole with the same key (a port
+    /// handed out again) must not be reset.
+    cuts: HashMap<Element, Instant>,
 }
 
 impl Conn {
@@ -199,6 +222,14 @@ impl Conn {
     /// them. Such an installation replaces them, once; while the old gate is still armed, the
     /// key is taken and the installation fails.
     fn install_all(&mut self, mut pending: Vec<Install>) {
+        let now = Instant::now();
+        self.cuts.retain(|_, until| *until > now);
+        for inst in &pending {
+            let kill = Element { set: kill_set(inst.elements[0].set), ..inst.elements[0].clone() };
+            if self.cuts.remove(&kill).is_some() {
+                self.delete_one(&kill);
+            }
+        }
         while !pending.is_empty() {
             let first = self.next_seq();
             let mut msgs = Vec::new();
@@ -258,12 +289,65 @@ impl Conn {
     /// deletion of the others.
     fn remove(&mut self, elements: &[Element; 3]) {
         for e in elements {
-            let (first, seq, last) = (self.next_seq(), self.next_seq(), self.next_seq());
-            let r = self.send(&nft::batch(vec![nft::delete(e, seq)], first, last)).and_then(|()| self.replies(&[seq]));
-            match r.map(|mut m| m.remove(&seq)) {
-                Ok(Some(Err(e))) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Ok(Some(Err(e))) | Err(e) => tracing::warn!(error = %e, "removing a pinhole element failed"),
-                Ok(_) => {}
+            self.delete_one(e);
+        }
+    }
+
+    fn delete_one(&mut self, e: &Element) {
+        let (first, seq, last) = (self.next_seq(), self.next_seq(), self.next_seq());
+        let r = self.send(&nft::batch(vec![nft::delete(e, seq)], first, last)).and_then(|()| self.replies(&[seq]));
+        match r.map(|mut m| m.remove(&seq)) {
+            Ok(Some(Err(e))) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Ok(Some(Err(e))) | Err(e) => tracing::warn!(error = %e, "removing a pinhole element failed"),
+            Ok(_) => {}
+        }
+    }
+
+    fn counter(&mut self, name: &str) -> io::Result<u64> {
+        let seq = self.next_seq();
+        self.send(&nft::serialize(&[nft::get_counter(name, seq)]))?;
+        let mut packets = None;
+        let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+        // The object, then the acknowledgement: a few datagrams at most.
+        for _ in 0..4 {
+            buf.clear();
+            self.sock.recv(&mut buf, 0)?;
+            let mut at = 0;
+            while at < buf.len() {
+                let msg = NetlinkBuffer::new_checked(&buf[at..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = (msg.length() as usize).max(16);
+                if msg.sequence_number() == seq {
+                    if msg.message_type() == NLMSG_ERROR {
+                        let p = msg.payload();
+                        let code = i32::from_ne_bytes(p.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                        return packets
+                            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no counter in the reply"));
+                    }
+                    if msg.message_type() != NLMSG_DONE {
+                        packets = packets.or(nft::counter_packets(msg.payload()));
+                    }
+                }
+                at += (len + 3) & !3;
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer the counter request"))
+    }
+
+    /// Writes a kill element (or renews one already there).
+    fn cut(&mut self, kill: Element, timeout: Duration) {
+        let (first, seq, last) = (self.next_seq(), self.next_seq(), self.next_seq());
+        let msg = nft::add_shared(&kill, timeout, seq);
+        let r = self.send(&nft::batch(vec![msg], first, last)).and_then(|()| self.replies(&[seq]));
+        match r.map(|mut m| m.remove(&seq)) {
+            Ok(Some(Err(e))) | Err(e) => tracing::warn!(error = %e, "cutting a kernel data connection failed"),
+            Ok(_) => {
+                if self.cuts.len() < MAX_CUTS {
+                    self.cuts.insert(kill, Instant::now() + timeout);
+                }
             }
         }
     }
@@ -294,6 +378,14 @@ impl Conn {
                         self.install_all(std::mem::take(&mut installs));
                         self.remove(&elements)
                     }
+                    Request::Cut { kill, timeout } => {
+                        self.install_all(std::mem::take(&mut installs));
+                        self.cut(kill, timeout)
+                    }
+                    Request::Counters { done } => {
+                        let [used, refused] = nft::COUNTERS;
+                        let _ = done.send(self.counter(used).and_then(|u| Ok([u, self.counter(refused)?])));
+                    }
                 }
                 if installs.len() < MAX_BATCH {
                     next = rx.try_recv().ok();
@@ -301,5 +393,14 @@ impl Conn {
             }
             self.install_all(installs);
         }
+    }
+}
+
+/// The kill set of a gate's family.
+fn kill_set(gate_set: &str) -> &'static str {
+    if gate_set.ends_with('6') {
+        "kill6"
+    } else {
+        "kill4"
     }
 }

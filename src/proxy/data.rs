@@ -40,6 +40,9 @@ pub struct DataTask {
     pub mode: DataMode,
     /// Its bytes so far (the admin API's view of a running transfer).
     pub bytes: Arc<ChannelBytes>,
+    /// On the kernel path: the pinhole, whose connection ftpgate cuts when the transfer is
+    /// aborted.
+    pub flow: Option<crate::pinhole::Pinhole>,
     _permit: OwnedSemaphorePermit,
     /// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
     _active: Active,
@@ -234,6 +237,7 @@ pub(super) fn spawn_channel(
         started: Instant::now(),
         mode,
         bytes,
+        flow: None,
         _permit: permit,
         _active: active,
         _registration: None,

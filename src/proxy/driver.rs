@@ -55,6 +55,8 @@ pub(super) struct Driver<'a> {
     pub ep: Endpoints,
     pub tls: SessionTls,
     data: Option<(DataId, DataTask)>,
+    /// The kernel path's last connection handed to the kernel: an ABOR cuts it.
+    kernel_flow: Option<crate::pinhole::Pinhole>,
     /// Data bytes relayed toward the server and toward the client.
     pub up: u64,
     pub down: u64,
@@ -100,7 +102,17 @@ async fn write_flushed<W: ControlStream>(w: &mut W, bytes: &[u8]) -> io::Result<
 impl<'a> Driver<'a> {
     pub fn new(shared: &'a Shared, ep: Endpoints, registered: Registered) -> Self {
         let published = Published { phase: PhaseName::Greeting, user: None, transfer: None, tls: (false, false) };
-        Self { shared, ep, tls: SessionTls::default(), data: None, up: 0, down: 0, registered, published }
+        Self {
+            shared,
+            ep,
+            tls: SessionTls::default(),
+            data: None,
+            kernel_flow: None,
+            up: 0,
+            down: 0,
+            registered,
+            published,
+        }
     }
 
     /// Tells the registry what changed since the last event: phase, user, the transfer under
@@ -176,6 +188,9 @@ impl<'a> Driver<'a> {
                 Event::DataDone(r) => {
                     if let Some((id, task)) = self.data.take() {
                         self.channel_gone(&task);
+                        if r.as_ref().is_ok_and(|o| o.result.is_ok()) {
+                            self.kernel_flow = task.flow;
+                        }
                         let delivered = r.as_ref().is_ok_and(|o| o.handed_over || o.result.is_ok());
                         let transfer = core.handle_data_finished(id, delivered, now);
                         self.finish_data(r, transfer.flatten(), core.user());
@@ -232,8 +247,20 @@ impl<'a> Driver<'a> {
                     if self.data.as_ref().is_some_and(|(d, _)| *d == id) {
                         if let Some((_, task)) = self.data.take() {
                             self.channel_gone(&task);
+                            // Its pinhole may have been used a moment ago, unseen yet.
+                            if let Some(flow) = task.flow {
+                                self.cut(flow);
+                            }
                             debug!(after_ms = task.started.elapsed().as_millis() as u64, "data channel closed");
                         }
+                    }
+                    Ok(())
+                }
+                // The kernel's connection ends first, so a server blocked on a client that
+                // stopped reading gets to the ABOR.
+                Action::Note(Note::Aborting) => {
+                    if let Some(flow) = self.kernel_flow.take() {
+                        self.cut(flow);
                     }
                     Ok(())
                 }
@@ -313,6 +340,14 @@ impl<'a> Driver<'a> {
         timed(wait, write_flushed(server, bytes)).await
     }
 
+    /// Has the kernel reset the connection that used `flow` (see `kernel_data`).
+    fn cut(&self, flow: crate::pinhole::Pinhole) {
+        if let Some(pinholes) = &self.shared.pinholes {
+            debug!(?flow, "cutting the kernel data connection");
+            pinholes.cut(flow, super::kernel_data::CUT_FOR);
+        }
+    }
+
     async fn open(
         &mut self,
         id: DataId,
@@ -323,6 +358,8 @@ impl<'a> Driver<'a> {
             client: if prot.client { Some(self.client_config().map_err(io::Error::other)?) } else { None },
             server: if prot.server { self.tls.for_server.clone() } else { None },
         };
+        // A new channel: the connection before it finished with its transfer.
+        self.kernel_flow = None;
         let (shared, ep) = (self.shared, &self.ep);
         let (ready, task) = match (&shared.pinholes, request) {
             (Some(pinholes), request) => super::kernel_data::open(shared, pinholes, ep, request).await?,
@@ -495,6 +532,6 @@ pub(super) fn note(m: &Metrics, n: Note) {
         }
         Note::StaleData { id, event } => debug!(channel = %id, event, "report about a data channel that is gone"),
         // Handled by the driver itself, which has the channel's counts.
-        Note::TransferAborted { .. } => {}
+        Note::TransferAborted { .. } | Note::Aborting => {}
     }
 }

@@ -13,6 +13,11 @@
 //! the final reply need not wait for its last byte. Unused, it ends when the pinhole expires
 //! (the data accept timeout). The kernel keeps no per-element byte count that survives the
 //! one-shot deletion, so a kernel channel's byte counts are unknown and logged as such.
+//!
+//! ftpgate cannot close such a connection, but it can have the kernel cut it: when a transfer
+//! is aborted (ABOR, its channel dropped) the driver asks for the pinhole's connection to be
+//! reset ([`Pinholes::cut`]), so a server blocked on a client that stopped reading learns at
+//! once that the transfer is over and answers the ABOR.
 
 use super::data::{data_permit, spawn_channel, DataTask, Endpoints};
 use super::Shared;
@@ -29,6 +34,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+/// How long a cut connection's packets are answered with resets: long enough for each end to
+/// send one more (a sender facing a closed window probes it with backoff), short enough that
+/// the kernel forgets it soon.
+pub const CUT_FOR: Duration = Duration::from_secs(60);
 
 /// Takes the pinhole away if its channel is dropped (ABOR, a new PASV, the session's end)
 /// while it still waits; a used pinhole is left to its timeout, during which its entries
@@ -128,7 +137,9 @@ pub async fn open(
     let (carries_tx, _carrier) = carries();
     let mode = request.mode();
     let task = watch(armed, mode, wait, reserved);
-    Ok((ready, spawn_channel(mode, task, carries_tx, Arc::default(), shared, permit, ep)))
+    let mut channel = spawn_channel(mode, task, carries_tx, Arc::default(), shared, permit, ep);
+    channel.flow = Some(pinhole);
+    Ok((ready, channel))
 }
 
 /// Polls the gate element until the kernel used it or the accept timeout passed.

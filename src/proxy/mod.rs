@@ -384,6 +384,22 @@ impl Gateway {
         let admin_bounds = admin::bounds(cfg.startup.admin_max_connections);
         let what = "serving the admin API (/sessions)";
         let _admin_task = http::spawn(admin_listener, metrics, admin_bounds, admin_handler, what);
+        let _counters_task = self.shared.pinholes.clone().map(|p| {
+            let metrics = self.shared.metrics.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(KERNEL_COUNTERS_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = every.tick() => match p.counters().await {
+                            Ok(now) => metrics.kernel_path_counters(now),
+                            Err(e) => warn!(error = %e, "cannot read the kernel path's counters"),
+                        },
+                    }
+                }
+            })
+        });
         let mut accepting = Vec::new();
         for (l, kind) in std::mem::take(&mut self.listeners) {
             let l = match TcpListener::from_std(l) {
@@ -481,6 +497,9 @@ fn admit(
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(refusal.as_bytes())).await;
     });
 }
+
+/// How often the kernel path's rule counters are read into the metrics.
+const KERNEL_COUNTERS_EVERY: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -88,6 +88,10 @@ pub enum Note {
     /// Data channel `id` is dropped while it carries `transfer` (ABOR, the session's end): the
     /// transfer ends incomplete, and the driver logs it before the `DropData` that follows.
     TransferAborted { id: DataId, transfer: TransferInfo },
+    /// ABOR goes to the server: a data connection the gateway no longer holds (one the kernel
+    /// carries end to end) must end now, or a server blocked on a client that stopped reading
+    /// would never get to the ABOR.
+    Aborting,
 }
 
 /// What the driver must do, in the order the core hands them out.

@@ -481,6 +481,7 @@ impl Session {
                 i += 1;
             }
         }
+        self.note(Note::Aborting);
         self.drop_data();
         self.phase = Phase::Aborting(Abort { noop_sent: false, replies: 0 });
         self.expect.push_back(Pending { slot: self.slot, expect: Expect::Abort });

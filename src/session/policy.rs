@@ -79,10 +79,11 @@ pub struct SessionPolicy {
     pub max_passive_reply: usize,
     /// The control line bound, quoted in the 500 reply to an overlong line.
     pub max_line: usize,
-    /// ABOR always goes to the server as urgent data (Telnet IP, then the Synch). On the
-    /// kernel data path the gateway cannot close a running data connection, which is what
-    /// unblocks a server stuck writing to a client that stopped reading; only the server's
-    /// own reaction to the urgent signal can end the transfer then.
+    /// ABOR always goes to the server as urgent data (Telnet IP, then the Synch), also when
+    /// the client sent it in band. Off by default: the gateway ends the data connection
+    /// itself (the relay closes it; on the kernel path the kernel resets it on `Aborting`),
+    /// which is what unblocks a server stuck writing to a client that stopped reading, and
+    /// some servers (pure-ftpd) mistake the urgent sequence for a command.
     pub urgent_abort: bool,
 }
 

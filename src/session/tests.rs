@@ -208,7 +208,7 @@ fn abor_in_band_goes_urgent_when_the_policy_asks() {
     t.server("150 here");
     let a = t.bytes(b"ABOR\r\n");
     assert!(
-        matches!(a[..], [Action::Note(Note::TransferAborted { .. }), Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"),
+        matches!(a[..], [Action::Note(Note::Aborting), Action::Note(Note::TransferAborted { .. }), Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"),
         "{a:?}"
     );
 }
@@ -223,7 +223,7 @@ fn abor_drops_data_and_carries_the_urgent_flag() {
     t.server("150 here");
     let a = t.bytes(b"\xff\xf4\xff\xf2ABOR\r\nNOOP\r\n");
     assert!(
-        matches!(a[..], [Action::Note(Note::TransferAborted { .. }), Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"),
+        matches!(a[..], [Action::Note(Note::Aborting), Action::Note(Note::TransferAborted { .. }), Action::DropData(_), Action::ToServerUrgent(ref b)] if b == b"ABOR\r\n"),
         "{a:?}"
     );
     // The client's next command waits until ABOR is answered.
