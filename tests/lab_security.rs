@@ -404,6 +404,8 @@ fn attacks_inside_tls_sessions_are_refused_as_in_clear_text() {
         return;
     }
     let mut lab = Lab::new(LabPath::Redirect);
+    // TLS data channels are relayed: ftpgate refuses `tls: terminate` on the kernel data path.
+    lab.data_path = lab::DataPath::Relay;
     let tree = lab.start_server(ServerKind::Vsftpd);
     let pki = lab::pki::Pki::new(lab.dir.path());
     // A transparent gateway in front of servers the admin owns holds their certificate.
