@@ -32,6 +32,8 @@ pub(crate) mod tls;
 
 use pump::{pump, Dir, Phase, Progress};
 use socket2::SockRef;
+use std::future::Future;
+use std::io;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -131,6 +133,48 @@ pub(super) fn finished(done: [bool; 2], moved: [u64; 2], carrier: Option<Way>) -
     }
 }
 
+/// Runs both ways of a relay until it is finished (see [`finished`]), a way fails or `idle`
+/// passes without progress; also says which ways reached their end. Shared by the plain and
+/// the TLS relay, which differ only in how a way moves its bytes.
+async fn run_ways(
+    ab: impl Future<Output = io::Result<()>>,
+    ba: impl Future<Output = io::Result<()>>,
+    dirs: &[Dir<'_>; 2],
+    progress: &Progress,
+    idle: Duration,
+    carrier: &mut Carrier,
+) -> (io::Result<()>, [bool; 2]) {
+    tokio::pin!(ab, ba);
+    let mut done = [false; 2];
+    let mut told = true;
+    let result = loop {
+        let way = *carrier.borrow_and_update();
+        if finished(done, [dirs[0].total(), dirs[1].total()], way) {
+            break Ok(());
+        }
+        tokio::select! {
+            r = &mut ab, if !done[0] => match r {
+                Ok(()) => {
+                    done[0] = true;
+                    dirs[0].phase(Phase::Done);
+                }
+                Err(e) => break Err(e),
+            },
+            r = &mut ba, if !done[1] => match r {
+                Ok(()) => {
+                    done[1] = true;
+                    dirs[1].phase(Phase::Done);
+                }
+                Err(e) => break Err(e),
+            },
+            // A dropped sender tells nothing more; what it told stays.
+            r = carrier.changed(), if told => told = r.is_ok(),
+            e = progress.watch(idle) => break Err(e),
+        }
+    };
+    (result, done)
+}
+
 pub(crate) async fn relay_carrying(
     mut a: TcpStream,
     mut b: TcpStream,
@@ -147,34 +191,7 @@ pub(crate) async fn relay_carrying(
         let (mut br, mut bw) = b.split();
         let ab = pump(&mut ar, &mut bw, &dirs[0], mode);
         let ba = pump(&mut br, &mut aw, &dirs[1], mode);
-        tokio::pin!(ab, ba);
-        let mut done = [false; 2];
-        let mut told = true;
-        loop {
-            let way = *carrier.borrow_and_update();
-            if finished(done, [dirs[0].total(), dirs[1].total()], way) {
-                break Ok(());
-            }
-            tokio::select! {
-                r = &mut ab, if !done[0] => match r {
-                    Ok(()) => {
-                        done[0] = true;
-                        dirs[0].phase(Phase::Done);
-                    }
-                    Err(e) => break Err(e),
-                },
-                r = &mut ba, if !done[1] => match r {
-                    Ok(()) => {
-                        done[1] = true;
-                        dirs[1].phase(Phase::Done);
-                    }
-                    Err(e) => break Err(e),
-                },
-                // A dropped sender tells nothing more; what it told stays.
-                r = carrier.changed(), if told => told = r.is_ok(),
-                e = progress.watch(idle) => break Err(e),
-            }
-        }
+        run_ways(ab, ba, &dirs, &progress, idle, &mut carrier).await.0
     };
     if result.is_err() {
         for s in [&a, &b] {

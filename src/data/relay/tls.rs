@@ -9,7 +9,7 @@
 //! connection's final reply says whether the transfer was whole, as servers do by default).
 
 use super::pump::{Dir, Phase, Progress};
-use super::{finished, Carrier, OnBytes, RelayOutcome};
+use super::{run_ways, Carrier, OnBytes, RelayOutcome};
 use crate::tls::{Conn, DataTls, Upgrade};
 use socket2::SockRef;
 use std::io;
@@ -91,30 +91,10 @@ pub(crate) async fn relay(
     let dirs = [Dir::new(&progress, 0, on[0]), Dir::new(&progress, 1, on[1])];
     let (mut ar, mut aw) = split(a);
     let (mut br, mut bw) = split(b);
-    let mut done = [false; 2];
-    let result = {
+    let (result, done) = {
         let ab = buffered(&mut ar, &mut bw, &dirs[0]);
         let ba = buffered(&mut br, &mut aw, &dirs[1]);
-        tokio::pin!(ab, ba);
-        let mut told = true;
-        loop {
-            let way = *carrier.borrow_and_update();
-            if finished(done, [dirs[0].total(), dirs[1].total()], way) {
-                break Ok(());
-            }
-            tokio::select! {
-                r = &mut ab, if !done[0] => match r {
-                    Ok(()) => { done[0] = true; dirs[0].phase(Phase::Done); }
-                    Err(e) => break Err(e),
-                },
-                r = &mut ba, if !done[1] => match r {
-                    Ok(()) => { done[1] = true; dirs[1].phase(Phase::Done); }
-                    Err(e) => break Err(e),
-                },
-                r = carrier.changed(), if told => told = r.is_ok(),
-                e = progress.watch(idle) => break Err(e),
-            }
-        }
+        run_ways(ab, ba, &dirs, &progress, idle, &mut carrier).await
     };
     if result.is_ok() {
         // The transfer's way is done; the other way ends with a close_notify too, so that a
