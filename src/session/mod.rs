@@ -6,6 +6,7 @@
 //! lives, and one ordered queue keeps replies in command order whoever makes them.
 
 mod action;
+mod client;
 mod core;
 mod data;
 mod feat;
