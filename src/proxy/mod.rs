@@ -384,7 +384,7 @@ impl Gateway {
         let admin_bounds = admin::bounds(cfg.startup.admin_max_connections);
         let what = "serving the admin API (/sessions)";
         let _admin_task = http::spawn(admin_listener, metrics, admin_bounds, admin_handler, what);
-        let _counters_task = self.shared.pinholes.clone().map(|p| {
+        let _counters_task = self.shared.pinholes.clone().filter(|_| crate::pinhole::COUNTERS).map(|p| {
             let metrics = self.shared.metrics.clone();
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
