@@ -124,6 +124,15 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                transparent rule of ftpgate-redirect.nft and ftpgate-tproxy.nft marks them with \
                MARK, and the policy routing of ftpgate-tproxy-routing.sh add MARK delivers them \
                to ftpgate instead of forwarding them."),
+            P("With intercept pf on FreeBSD there is no transparent bind: as OpenBSD's \
+               ftp-proxy does, ftpgate loads a nat rule into an anchor ftpgate/<pid>.<n> for \
+               exactly its own connection (its port to the client's data address) that rewrites \
+               the source to the server's address (port 20 with active.source_port_20), with a \
+               pass out rule for it; the connection's state keeps the translation, the rules go \
+               once it is made. pf.conf needs nat-anchor and anchor \"ftpgate/*\" \
+               (pf-anchors/freebsd-pf.conf) and ftpgate root at start-up (/dev/pf is opened \
+               then; without the anchor it exits 3). Switching to original by a reload takes \
+               effect at a restart there; until then such transfers get 425."),
             P("active.source: auto (the default) is original in tproxy mode, which has both \
                already, and gateway (the firewall's own address) in redirect mode, which the \
                start-up log says once with how to change it. Reverse mode always connects from \

@@ -15,6 +15,7 @@ use super::{Pinhole, PinholeError};
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -135,6 +136,42 @@ impl Pinholes {
             n
         };
         self.expire_at(p, n, timeout);
+        Ok(())
+    }
+
+    /// Makes ftpgate's own connection from `local_port` to `to` leave the firewall from
+    /// `appear_as` (transparent active mode on the relay path), for `timeout`: long enough to
+    /// connect; the connection's state keeps the translation after the rule goes.
+    pub fn translate_source(
+        &self,
+        local_port: u16,
+        to: SocketAddr,
+        appear_as: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), PinholeError> {
+        let as_port = (appear_as.port() != 0).then_some(appear_as.port());
+        // Keyed like a pinhole for replacement and expiry; no `armed()` asks about it.
+        let any = if to.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
+        let key = Pinhole {
+            peer: any,
+            dialled: SocketAddr::new(any, local_port),
+            target: to,
+            source: appear_as.ip(),
+            source_port: as_port,
+        };
+        let rules = pf_rules::source_nat(local_port, to, appear_as.ip(), as_port);
+        let n = {
+            let mut st = self.inner.lock();
+            let n = st.next;
+            st.next += 1;
+            if let Some(old) = st.installed.remove(&key) {
+                self.inner.clear(old.n);
+            }
+            self.inner.load(n, &rules).map_err(PinholeError::Install)?;
+            st.installed.insert(key, Installed { n, filter_ticket: None });
+            n
+        };
+        self.expire_at(key, n, timeout);
         Ok(())
     }
 

@@ -174,6 +174,31 @@ pub fn cut(p: &Pinhole) -> Ruleset {
     }
 }
 
+/// Transparent active mode on the relay path, ftp-proxy's way: ftpgate's own connection from
+/// port `local_port` to the client's data address `to` leaves the firewall from `appear_as`
+/// (the original server; port 20 when set, else `local_port` kept), and passes out (filter
+/// rules see the translated source, which is not the firewall's own).
+pub fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Ruleset {
+    let any = if to.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
+    Ruleset {
+        rdr: Vec::new(),
+        nat: vec![Rule {
+            kind: Kind::Nat,
+            inbound: false,
+            from: Host { ip: any, port: Some(local_port) },
+            to: Host::at(to),
+            translation: Some(Translation { ip: appear_as, ports: as_port.map_or((0, 0), |p| (p, p)) }),
+        }],
+        filter: vec![Rule {
+            kind: Kind::PassOnce,
+            inbound: false,
+            from: Host { ip: appear_as, port: Some(as_port.unwrap_or(local_port)) },
+            to: Host::at(to),
+            translation: None,
+        }],
+    }
+}
+
 fn family(ip: IpAddr) -> u64 {
     if ip.is_ipv6() {
         AF_INET6
@@ -192,9 +217,14 @@ fn pf_addr(ip: IpAddr) -> Vec<u8> {
     b
 }
 
+/// A host's mask; the unspecified address stands for any address (mask 0).
 fn host_mask(ip: IpAddr) -> Vec<u8> {
     let mut b = vec![0u8; 16];
-    let n = if ip.is_ipv6() { 16 } else { 4 };
+    let n = match ip {
+        _ if ip.is_unspecified() => 0,
+        IpAddr::V6(_) => 16,
+        IpAddr::V4(_) => 4,
+    };
     b[..n].fill(0xff);
     b
 }

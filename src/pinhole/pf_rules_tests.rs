@@ -256,3 +256,30 @@ fn kills_name_both_legs() {
     assert_eq!(peer_leg.get("kill_match"), Some(&Value::Bool(false)));
     assert!(peer_leg.get_list("cmp").is_some());
 }
+
+#[test]
+fn ftpgates_own_active_connection_is_translated_to_the_server() {
+    let to: SocketAddr = "203.0.113.2:50123".parse().unwrap();
+    let server: IpAddr = "198.51.100.2".parse().unwrap();
+    let r = source_nat(41000, to, server, Some(20));
+    assert!(r.rdr.is_empty());
+    // From any address of the firewall, but only from the port ftpgate bound, to exactly the
+    // client's data address.
+    let nat = r.nat[0];
+    assert_eq!(nat.from, Host { ip: "0.0.0.0".parse().unwrap(), port: Some(41000) });
+    assert_eq!(nat.to, Host { ip: to.ip(), port: Some(50123) });
+    assert_eq!(nat.translation, Some(Translation { ip: server, ports: (20, 20) }));
+    let l = nat.to_nvlist();
+    assert_eq!(l.get_number("direction"), Some(2)); // PF_OUT
+    let src = l.get_list("src").unwrap();
+    let mask = src.get_list("addr").and_then(|w| w.get_list("mask")).and_then(|m| m.get("addr")).cloned();
+    assert_eq!(mask, Some(Value::Binary(vec![0; 16])), "any address: mask 0");
+    assert_eq!(src.get("port"), Some(&Value::NumberArray(vec![u64::from(41000u16.to_be()), 0])));
+    // The filter sees the translated source: the server's address and port 20.
+    assert_eq!(r.filter[0].from, Host { ip: server, port: Some(20) });
+    assert!(!r.filter[0].inbound);
+    // Without port 20 the bound port is kept (static-port).
+    let kept = source_nat(41000, to, server, None);
+    assert_eq!(kept.nat[0].translation, Some(Translation { ip: server, ports: (0, 0) }));
+    assert_eq!(kept.filter[0].from.port, Some(41000));
+}
