@@ -95,8 +95,8 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  FreeBSD (14 and later): each pinhole is an anchor ftpgate/<pid>.<n> with an \
                  rdr, a nat and pass (max 1) rules, loaded through /dev/pf in one transaction; \
                  pf.conf needs nat-anchor, rdr-anchor and anchor \"ftpgate/*\" \
-                 (pf-anchors/freebsd-pf.conf), and ftpgate runs as root. The rules go once the \
-                 connection is made or at timeouts.data_accept; pf keeps no counters for the \
+                 (pf-anchors/freebsd-pf.conf), and ftpgate runs as root. The rules go at \
+                 timeouts.data_accept, used or not (states outlive them); pf keeps no counters for the \
                  metric. Not available on OpenBSD.",
             ),
             P("nftables/ftpgate-filter.nft is for firewalls whose input and forward policies \
@@ -129,7 +129,7 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                exactly its own connection (its port to the client's data address) that rewrites \
                the source to the server's address (port 20 with active.source_port_20), with a \
                pass out rule for it; the connection's state keeps the translation, the rules go \
-               once it is made. pf.conf needs nat-anchor and anchor \"ftpgate/*\" \
+               after timeouts.data_accept plus timeouts.connect. pf.conf needs nat-anchor and anchor \"ftpgate/*\" \
                (pf-anchors/freebsd-pf.conf) and ftpgate root at start-up (/dev/pf is opened \
                then; without the anchor it exits 3). Switching to original by a reload takes \
                effect at a restart there; until then such transfers get 425."),

@@ -5,9 +5,12 @@
 //! Removing a pinhole commits its anchor empty.
 //!
 //! pf rules have no timeout of their own: a thread of this module removes each anchor at its
-//! deadline. A pinhole is used once its `pass in` rule has created a state (`states_tot`,
-//! read with `DIOCGETRULENV`); its rules are then taken away at once (the states pf made go
-//! on without them), so no second connection finds them.
+//! deadline (the states pf made go on without the rules). A pinhole is used once its
+//! `pass in` rule has created a state (`states_tot`, read with `DIOCGETRULENV`). Its rules
+//! stay until the deadline, as a used Linux pinhole's elements do: taking them away at once
+//! could catch the first packet between its inbound and outbound passes (the nat and the
+//! `pass out` are met on the way out), and while they stay, `max 1` turns a second
+//! connection away (the first's state lives on after it closes, for pf's TCP timeouts).
 
 use super::pf_ffi as ffi;
 use super::pf_rules::{self, Ruleset, PARENT};
@@ -16,7 +19,6 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +37,6 @@ struct Inner {
     dev: File,
     pid: u32,
     state: Mutex<State>,
-    used: AtomicU64,
 }
 
 #[derive(Default)]
@@ -48,7 +49,7 @@ struct State {
 struct Installed {
     n: u64,
     /// The filter ruleset's ticket the transaction committed (its rule queries need it);
-    /// `None` once the rules are gone (used, or cut).
+    /// `None` once nothing is to be asked: the pinhole was used, cut, or is a translation.
     filter_ticket: Option<u32>,
 }
 
@@ -107,8 +108,7 @@ impl Pinholes {
         ffi::begin(&dev, &probe, &Ruleset::default()).and_then(|t| ffi::rollback(&dev, &t)).map_err(|e| {
             PinholeError::Setup { what: "pf refuses ftpgate's anchors", source: e, hint: " (run as root)" }
         })?;
-        let inner =
-            Arc::new(Inner { dev, pid, state: Mutex::new(State { next: 1, ..State::default() }), used: 0.into() });
+        let inner = Arc::new(Inner { dev, pid, state: Mutex::new(State { next: 1, ..State::default() }) });
         let (tx, rx) = mpsc::channel();
         let reaper = inner.clone();
         std::thread::Builder::new().name("ftpgate-pf-expiry".into()).spawn(move || reaper.expire(rx)).map_err(
@@ -176,7 +176,7 @@ impl Pinholes {
     }
 
     /// Whether the pinhole still waits for its connection: false once its `pass in` rule
-    /// made a state (its rules are then removed) or the pinhole is gone.
+    /// made a state, or once the pinhole is gone.
     pub async fn armed(&self, p: Pinhole) -> Result<bool, PinholeError> {
         let mut st = self.inner.lock();
         let Some(Installed { n, filter_ticket: Some(ticket) }) = st.installed.get(&p).copied() else {
@@ -190,8 +190,6 @@ impl Pinholes {
         if made == 0 {
             return Ok(true);
         }
-        self.inner.used.fetch_add(1, Ordering::Relaxed);
-        self.inner.clear(n);
         if let Some(i) = st.installed.get_mut(&p) {
             i.filter_ticket = None;
         }
