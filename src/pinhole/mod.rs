@@ -15,7 +15,7 @@ mod writer;
 // The pf pieces are pure (and tested) everywhere; only the ioctls are FreeBSD's.
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod nvlist;
-#[cfg(target_os = "freebsd")]
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod pf_dev;
 #[cfg(target_os = "freebsd")]
 mod pf_ffi;
@@ -72,7 +72,7 @@ pub use writer::Pinholes;
 
 /// FreeBSD: pf anchors through /dev/pf.
 #[cfg(target_os = "freebsd")]
-pub use pf_dev::Pinholes;
+pub type Pinholes = pf_dev::PfPinholes<pf_ffi::Dev>;
 
 /// Whether the kernel counts what its pinholes let through and turned away (the
 /// `ftpgate_kernel_path_packets_total` metrics): nf_tables counters do; pf has no such count.

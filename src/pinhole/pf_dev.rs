@@ -12,29 +12,37 @@
 //! `pass out` are met on the way out), and while they stay, `max 1` turns a second
 //! connection away (the first's state lives on after it closes, for pf's TCP timeouts).
 
-use super::pf_ffi as ffi;
-use super::pf_rules::{self, Ruleset, PARENT};
+use super::nvlist::NvList;
+use super::pf_rules::{self, Ruleset};
 use super::{Pinhole, PinholeError};
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Anchors under `ftpgate` looked at when checking that it exists, at most.
-const MAX_ANCHORS_LISTED: u32 = 100_000;
-/// Room for `DIOCGETRULENV`'s answer (a rule packs to about 3 KiB).
-const ANSWER_ROOM: usize = 16 * 1024;
+/// What this module asks of pf: the ioctls (`pf_ffi` on FreeBSD; a recording fake in tests).
+pub trait Device: Send + Sync + 'static {
+    /// `DIOCXBEGIN` for the rdr, nat and filter rulesets of `anchor`: their tickets.
+    fn begin(&self, anchor: &str) -> io::Result<[u32; 3]>;
+    fn commit(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()>;
+    fn rollback(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()>;
+    /// `DIOCBEGINADDRS`: the pool ticket for the next rule.
+    fn begin_addrs(&self) -> io::Result<u32>;
+    fn add_addr(&self, pool: u32, ip: IpAddr) -> io::Result<()>;
+    fn add_rule(&self, request: &NvList) -> io::Result<()>;
+    fn get_rule(&self, request: &NvList) -> io::Result<NvList>;
+    fn kill_states(&self, request: &NvList) -> io::Result<()>;
+}
 
 /// The process's handle on pf's pinhole anchors.
-pub struct Pinholes {
-    inner: Arc<Inner>,
+pub struct PfPinholes<D: Device> {
+    inner: Arc<Inner<D>>,
     expiries: Mutex<mpsc::Sender<Expiry>>,
 }
 
-struct Inner {
-    dev: File,
+struct Inner<D> {
+    dev: D,
     pid: u32,
     state: Mutex<State>,
 }
@@ -61,7 +69,7 @@ struct Expiry {
     pinhole: PinholeKey,
 }
 
-/// `Pinhole` ordered for the heap (only `n` and `at` matter for the order).
+/// `Pinhole` in the heap: only `at` and `n` order it.
 #[derive(PartialEq, Eq)]
 struct PinholeKey(Pinhole);
 
@@ -77,37 +85,9 @@ impl Ord for PinholeKey {
     }
 }
 
-impl Pinholes {
-    /// Opens `/dev/pf`, checks that the main ruleset has the `ftpgate` anchor the pinholes'
-    /// anchors live under and that pf lets this process change it; then starts the thread
-    /// that removes anchors at their deadlines.
-    pub fn open() -> Result<Self, PinholeError> {
-        let dev = std::fs::OpenOptions::new().read(true).write(true).open(ffi::PF_DEV).map_err(|e| {
-            let hint = match e.kind() {
-                io::ErrorKind::NotFound => " (is pf loaded? `kldload pf`)",
-                io::ErrorKind::PermissionDenied => " (the kernel data path opens /dev/pf for writing: run as root)",
-                _ => "",
-            };
-            PinholeError::Setup { what: "cannot open /dev/pf", source: e, hint }
-        })?;
-        if !ffi::child_anchors(&dev, "", MAX_ANCHORS_LISTED)
-            .map_err(|source| PinholeError::Setup { what: "cannot list pf's anchors", source, hint: "" })?
-            .iter()
-            .any(|a| a == PARENT)
-        {
-            return Err(PinholeError::Setup {
-                what: "the main pf ruleset does not reference the anchor \"ftpgate\"",
-                source: io::Error::from(io::ErrorKind::NotFound),
-                hint: " (add nat-anchor \"ftpgate/*\", rdr-anchor \"ftpgate/*\" and anchor \"ftpgate/*\" to \
-                       /etc/pf.conf and reload it: see pf-anchors/freebsd-pf.conf)",
-            });
-        }
-        let pid = std::process::id();
-        // A transaction opened and rolled back: pf checks the right to change rules here.
-        let probe = pf_rules::anchor_path(pid, 0);
-        ffi::begin(&dev, &probe, &Ruleset::default()).and_then(|t| ffi::rollback(&dev, &t)).map_err(|e| {
-            PinholeError::Setup { what: "pf refuses ftpgate's anchors", source: e, hint: " (run as root)" }
-        })?;
+impl<D: Device> PfPinholes<D> {
+    /// Starts the thread that removes anchors at their deadlines; the device was checked.
+    pub(super) fn start(dev: D, pid: u32) -> Result<Self, PinholeError> {
         let inner = Arc::new(Inner { dev, pid, state: Mutex::new(State { next: 1, ..State::default() }) });
         let (tx, rx) = mpsc::channel();
         let reaper = inner.clone();
@@ -122,19 +102,7 @@ impl Pinholes {
         if !p.is_consistent() {
             return Err(PinholeError::MixedFamilies);
         }
-        let n = {
-            let mut st = self.inner.lock();
-            let n = st.next;
-            st.next += 1;
-            // A pinhole with the same key replaces the earlier one (its port was handed out
-            // again): that anchor goes first.
-            if let Some(old) = st.installed.remove(&p) {
-                self.inner.clear(old.n);
-            }
-            let ticket = self.inner.load(n, &pf_rules::pinhole(&p)).map_err(PinholeError::Install)?;
-            st.installed.insert(p, Installed { n, filter_ticket: Some(ticket) });
-            n
-        };
+        let n = self.inner.replace(p, &pf_rules::pinhole(&p), true)?;
         self.expire_at(p, n, timeout);
         Ok(())
     }
@@ -159,18 +127,7 @@ impl Pinholes {
             source: appear_as.ip(),
             source_port: as_port,
         };
-        let rules = pf_rules::source_nat(local_port, to, appear_as.ip(), as_port);
-        let n = {
-            let mut st = self.inner.lock();
-            let n = st.next;
-            st.next += 1;
-            if let Some(old) = st.installed.remove(&key) {
-                self.inner.clear(old.n);
-            }
-            self.inner.load(n, &rules).map_err(PinholeError::Install)?;
-            st.installed.insert(key, Installed { n, filter_ticket: None });
-            n
-        };
+        let n = self.inner.replace(key, &pf_rules::source_nat(local_port, to, appear_as.ip(), as_port), false)?;
         self.expire_at(key, n, timeout);
         Ok(())
     }
@@ -183,8 +140,7 @@ impl Pinholes {
             return Ok(false);
         };
         let anchor = pf_rules::anchor_path(self.inner.pid, n);
-        let answer = ffi::get_rule(&self.inner.dev, &pf_rules::get_rule(&anchor, ticket, 0), ANSWER_ROOM)
-            .map_err(PinholeError::Install)?;
+        let answer = self.inner.dev.get_rule(&pf_rules::get_rule(&anchor, ticket, 0)).map_err(PinholeError::Install)?;
         let made = pf_rules::states_created(&answer)
             .ok_or(PinholeError::Gone("pf's rule answer has no state count (states_tot)"))?;
         if made == 0 {
@@ -199,28 +155,21 @@ impl Pinholes {
     /// Cuts the connection that used pinhole `p`: its states go, and for `timeout` each
     /// further packet of it, either way, is answered with a reset.
     pub fn cut(&self, p: Pinhole, timeout: Duration) {
-        let n = {
-            let mut st = self.inner.lock();
-            let n = match st.installed.get(&p) {
-                Some(i) => i.n,
-                None => {
-                    let n = st.next;
-                    st.next += 1;
-                    n
-                }
-            };
-            if let Err(e) = self.inner.load(n, &pf_rules::cut(&p)) {
+        let n = match self.inner.replace(p, &pf_rules::cut(&p), false) {
+            Ok(n) => Some(n),
+            Err(e) => {
                 tracing::warn!(error = %e, ?p, "data connection not cut: pf refused the reset rules");
+                None
             }
-            for kill in pf_rules::kill_states(&p) {
-                if let Err(e) = ffi::kill_states(&self.inner.dev, &kill) {
-                    tracing::warn!(error = %e, ?p, "pf refused to remove the data connection's states");
-                }
-            }
-            st.installed.insert(p, Installed { n, filter_ticket: None });
-            n
         };
-        self.expire_at(p, n, timeout);
+        for kill in pf_rules::kill_states(&p) {
+            if let Err(e) = self.inner.dev.kill_states(&kill) {
+                tracing::warn!(error = %e, ?p, "pf refused to remove the data connection's states");
+            }
+        }
+        if let Some(n) = n {
+            self.expire_at(p, n, timeout);
+        }
     }
 
     /// pf keeps no count of connections its pinholes turned away, so the kernel path's
@@ -248,7 +197,7 @@ impl Pinholes {
     }
 }
 
-impl Drop for Pinholes {
+impl<D: Device> Drop for PfPinholes<D> {
     /// Leaves no anchor behind: the states of connections in progress go on without them.
     fn drop(&mut self) {
         let mut st = self.inner.lock();
@@ -258,33 +207,46 @@ impl Drop for Pinholes {
     }
 }
 
-impl Inner {
+impl<D: Device> Inner<D> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Loads `rules` for key `p` into a new anchor, then takes away the anchor `p` had (a
+    /// pinhole whose port was handed out again, or one being cut): its deadline, still in the
+    /// heap, then finds another number and does nothing. Returns the new anchor's number.
+    fn replace(&self, p: Pinhole, rules: &Ruleset, ask: bool) -> Result<u64, PinholeError> {
+        let mut st = self.lock();
+        let n = st.next;
+        st.next += 1;
+        let ticket = self.load(n, rules).map_err(PinholeError::Install)?;
+        if let Some(old) = st.installed.insert(p, Installed { n, filter_ticket: ask.then_some(ticket) }) {
+            self.clear(old.n);
+        }
+        Ok(n)
+    }
+
     /// Replaces anchor `n`'s rules with `rules` in one transaction; returns the filter
-    /// ruleset's ticket, which the committed rules carry.
+    /// ruleset's ticket, which the committed rules carry. Any refusal rolls it all back.
     fn load(&self, n: u64, rules: &Ruleset) -> io::Result<u32> {
         let anchor = pf_rules::anchor_path(self.pid, n);
-        let mut trans = ffi::begin(&self.dev, &anchor, rules)?;
+        let tickets = self.dev.begin(&anchor)?;
         let added = (|| {
             for (i, (_, part)) in rules.parts().iter().enumerate() {
-                let ticket = trans.ticket(i);
                 for rule in part.iter() {
-                    let pool = ffi::begin_addrs(&self.dev)?;
+                    let pool = self.dev.begin_addrs()?;
                     if let Some(ip) = rule.pool_address() {
-                        ffi::add_addr(&self.dev, pool, ip)?;
+                        self.dev.add_addr(pool, ip)?;
                     }
-                    ffi::add_rule(&self.dev, &pf_rules::add_rule(rule, &anchor, ticket, pool))?;
+                    self.dev.add_rule(&pf_rules::add_rule(rule, &anchor, tickets[i], pool))?;
                 }
             }
             Ok(())
         })();
-        match added.and_then(|()| ffi::commit(&self.dev, &mut trans)) {
-            Ok(()) => Ok(trans.ticket(2)),
+        match added.and_then(|()| self.dev.commit(&anchor, tickets)) {
+            Ok(()) => Ok(tickets[2]),
             Err(e) => {
-                if let Err(r) = ffi::rollback(&self.dev, &trans) {
+                if let Err(r) = self.dev.rollback(&anchor, tickets) {
                     tracing::warn!(error = %r, anchor, "pf transaction not rolled back");
                 }
                 Err(e)
@@ -327,3 +289,7 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pf_dev_tests.rs"]
+mod tests;

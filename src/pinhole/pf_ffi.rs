@@ -6,7 +6,9 @@
 //! This module holds the pinholes' `unsafe`: each ioctl call.
 
 use super::nvlist::NvList;
-use super::pf_rules::Ruleset;
+use super::pf_dev::{Device, PfPinholes};
+use super::pf_rules::{self, Ruleset, PARENT};
+use super::PinholeError;
 use std::fs::File;
 use std::io;
 use std::mem::{offset_of, size_of};
@@ -176,51 +178,34 @@ pub fn child_anchors(dev: &File, path: &str, max: u32) -> io::Result<Vec<String>
     Ok(names)
 }
 
-/// An open transaction over the rdr, nat and filter rulesets of one anchor (in
-/// [`Ruleset::parts`]'s order), with the tickets pf gave each.
-pub struct Trans {
-    elems: [PfiocTransE; 3],
-}
-
-impl Trans {
-    pub fn ticket(&self, i: usize) -> u32 {
-        self.elems[i].ticket
-    }
-
-    fn request(&mut self) -> PfiocTrans {
-        PfiocTrans {
-            size: self.elems.len() as libc::c_int,
-            esize: size_of::<PfiocTransE>() as libc::c_int,
-            array: self.elems.as_mut_ptr(),
-        }
-    }
-}
-
-/// `DIOCXBEGIN` for the three rulesets of `anchor`.
-pub fn begin(dev: &File, anchor: &str, rules: &Ruleset) -> io::Result<Trans> {
+/// The three rulesets of `anchor` a transaction covers, in [`Ruleset::parts`]'s order, with
+/// the tickets pf gave them (0 when asking for them).
+fn trans_elems(anchor: &str, tickets: [u32; 3]) -> io::Result<[PfiocTransE; 3]> {
     let path = path_field(anchor)?;
-    let parts = rules.parts();
-    let mut t = Trans { elems: parts.map(|(rs_num, _)| PfiocTransE { rs_num, anchor: path, ticket: 0 }) };
-    let mut req = t.request();
+    let parts = Ruleset::default().parts().map(|(rs_num, _)| rs_num);
+    Ok([0, 1, 2].map(|i| PfiocTransE { rs_num: parts[i], anchor: path, ticket: tickets[i] }))
+}
+
+fn trans_call(
+    what: &str,
+    dev: &File,
+    anchor: &str,
+    tickets: [u32; 3],
+    call: unsafe fn(libc::c_int, *mut PfiocTrans) -> nix::Result<libc::c_int>,
+) -> io::Result<[u32; 3]> {
+    let mut elems = trans_elems(anchor, tickets)?;
+    let mut req = PfiocTrans {
+        size: elems.len() as libc::c_int,
+        esize: size_of::<PfiocTransE>() as libc::c_int,
+        array: elems.as_mut_ptr(),
+    };
     // SAFETY: `dev` is an open /dev/pf descriptor; `req` is a `PfiocTrans` (size asserted)
-    // whose `array` points at `t.elems`, three initialised `PfiocTransE` (size asserted, and
+    // whose `array` points at `elems`, three initialised `PfiocTransE` (size asserted, and
     // `esize` says it) that stay alive and exclusively borrowed through the call; the kernel
-    // copies `size * esize` bytes in and the tickets back out, within that array.
-    unsafe { ioctls::xbegin(dev.as_raw_fd(), &mut req) }.map_err(|e| errno("DIOCXBEGIN", e))?;
-    Ok(t)
-}
-
-pub fn commit(dev: &File, t: &mut Trans) -> io::Result<()> {
-    let mut req = t.request();
-    // SAFETY: as in `begin`: `req.array` points at `t`'s three elements for the whole call.
-    unsafe { ioctls::xcommit(dev.as_raw_fd(), &mut req) }.map(drop).map_err(|e| errno("DIOCXCOMMIT", e))
-}
-
-pub fn rollback(dev: &File, t: &Trans) -> io::Result<()> {
-    let mut copy = Trans { elems: t.elems };
-    let mut req = copy.request();
-    // SAFETY: as in `begin`: `req.array` points at `copy`'s three elements for the whole call.
-    unsafe { ioctls::xrollback(dev.as_raw_fd(), &mut req) }.map(drop).map_err(|e| errno("DIOCXROLLBACK", e))
+    // copies `size * esize` bytes in and the tickets back out, within that array. `call` is
+    // one of the DIOCX* wrappers, all taking exactly these arguments.
+    unsafe { call(dev.as_raw_fd(), &mut req) }.map_err(|e| errno(what, e))?;
+    Ok(elems.map(|e| e.ticket))
 }
 
 fn pooladdr(ticket: u32, af: u8) -> PfiocPooladdr {
@@ -306,4 +291,86 @@ pub fn kill_states(dev: &File, request: &NvList) -> io::Result<()> {
     // SAFETY: as in `add_rule`; the answer (the number killed) fits in the request's buffer
     // of 4 KiB.
     nv_call("DIOCKILLSTATESNV", request, 4096, |nv| unsafe { ioctls::kill_states_nv(dev.as_raw_fd(), nv) }).map(drop)
+}
+
+/// `/dev/pf`, opened for writing.
+pub struct Dev(File);
+
+/// Room for `DIOCGETRULENV`'s answer (a rule packs to about 3 KiB).
+const ANSWER_ROOM: usize = 16 * 1024;
+/// Anchors of the main ruleset looked at when checking that `ftpgate` is one, at most.
+const MAX_ANCHORS_LISTED: u32 = 100_000;
+
+impl Device for Dev {
+    fn begin(&self, anchor: &str) -> io::Result<[u32; 3]> {
+        trans_call("DIOCXBEGIN", &self.0, anchor, [0; 3], ioctls::xbegin)
+    }
+
+    fn commit(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()> {
+        trans_call("DIOCXCOMMIT", &self.0, anchor, tickets, ioctls::xcommit).map(drop)
+    }
+
+    fn rollback(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()> {
+        trans_call("DIOCXROLLBACK", &self.0, anchor, tickets, ioctls::xrollback).map(drop)
+    }
+
+    fn begin_addrs(&self) -> io::Result<u32> {
+        begin_addrs(&self.0)
+    }
+
+    fn add_addr(&self, pool: u32, ip: IpAddr) -> io::Result<()> {
+        add_addr(&self.0, pool, ip)
+    }
+
+    fn add_rule(&self, request: &NvList) -> io::Result<()> {
+        add_rule(&self.0, request)
+    }
+
+    fn get_rule(&self, request: &NvList) -> io::Result<NvList> {
+        get_rule(&self.0, request, ANSWER_ROOM)
+    }
+
+    fn kill_states(&self, request: &NvList) -> io::Result<()> {
+        kill_states(&self.0, request)
+    }
+}
+
+impl PfPinholes<Dev> {
+    /// Opens `/dev/pf`, checks that the main ruleset has the `ftpgate` anchor the pinholes'
+    /// anchors live under and that pf lets this process change it.
+    pub fn open() -> Result<Self, PinholeError> {
+        let dev = std::fs::OpenOptions::new().read(true).write(true).open(PF_DEV).map_err(|e| {
+            let hint = match e.kind() {
+                io::ErrorKind::NotFound => " (is pf loaded? `kldload pf`)",
+                io::ErrorKind::PermissionDenied => {
+                    " (pf's anchors are changed through /dev/pf opened for writing: run as root)"
+                }
+                _ => "",
+            };
+            PinholeError::Setup { what: "cannot open /dev/pf", source: e, hint }
+        })?;
+        let anchors = child_anchors(&dev, "", MAX_ANCHORS_LISTED).map_err(|source| PinholeError::Setup {
+            what: "cannot list pf's anchors",
+            source,
+            hint: "",
+        })?;
+        if !anchors.iter().any(|a| a == PARENT) {
+            return Err(PinholeError::Setup {
+                what: "the main pf ruleset does not reference the anchor \"ftpgate\"",
+                source: io::Error::from(io::ErrorKind::NotFound),
+                hint: " (add nat-anchor \"ftpgate/*\", rdr-anchor \"ftpgate/*\" and anchor \"ftpgate/*\" to \
+                       /etc/pf.conf and reload it: see pf-anchors/freebsd-pf.conf)",
+            });
+        }
+        let dev = Dev(dev);
+        let pid = std::process::id();
+        // A transaction opened and rolled back: pf checks the right to change rules here.
+        let probe = pf_rules::anchor_path(pid, 0);
+        dev.begin(&probe).and_then(|t| dev.rollback(&probe, t)).map_err(|e| PinholeError::Setup {
+            what: "pf refuses ftpgate's anchors",
+            source: e,
+            hint: " (run as root)",
+        })?;
+        Self::start(dev, pid)
+    }
 }
