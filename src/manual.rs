@@ -248,7 +248,8 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                 "3",
                 "A start-up failure: a listen address in use, a missing capability, a user to \
                  switch to that does not exist, the kernel data path's table not loaded (Linux) or \
-                 its pf anchor not referenced or /dev/pf not writable (FreeBSD).",
+                 its pf anchor not referenced, /dev/pf not writable or the probe \
+                 pinhole's rules refused (FreeBSD).",
             ),
             Item(
                 "4",

@@ -207,6 +207,21 @@ impl<D: Device> Drop for PfPinholes<D> {
     }
 }
 
+/// Adds `rules` to the open transaction `tickets` of `anchor`: per rule its pool (the
+/// translation's address), then the rule.
+pub(super) fn add_all<D: Device>(dev: &D, anchor: &str, rules: &Ruleset, tickets: [u32; 3]) -> io::Result<()> {
+    for (i, (_, part)) in rules.parts().iter().enumerate() {
+        for rule in part.iter() {
+            let pool = dev.begin_addrs()?;
+            if let Some(ip) = rule.pool_address() {
+                dev.add_addr(pool, ip)?;
+            }
+            dev.add_rule(&pf_rules::add_rule(rule, anchor, tickets[i], pool))?;
+        }
+    }
+    Ok(())
+}
+
 impl<D: Device> Inner<D> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -231,19 +246,7 @@ impl<D: Device> Inner<D> {
     fn load(&self, n: u64, rules: &Ruleset) -> io::Result<u32> {
         let anchor = pf_rules::anchor_path(self.pid, n);
         let tickets = self.dev.begin(&anchor)?;
-        let added = (|| {
-            for (i, (_, part)) in rules.parts().iter().enumerate() {
-                for rule in part.iter() {
-                    let pool = self.dev.begin_addrs()?;
-                    if let Some(ip) = rule.pool_address() {
-                        self.dev.add_addr(pool, ip)?;
-                    }
-                    self.dev.add_rule(&pf_rules::add_rule(rule, &anchor, tickets[i], pool))?;
-                }
-            }
-            Ok(())
-        })();
-        match added.and_then(|()| self.dev.commit(&anchor, tickets)) {
+        match add_all(&self.dev, &anchor, rules, tickets).and_then(|()| self.dev.commit(&anchor, tickets)) {
             Ok(()) => Ok(tickets[2]),
             Err(e) => {
                 if let Err(r) = self.dev.rollback(&anchor, tickets) {

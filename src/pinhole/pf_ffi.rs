@@ -293,6 +293,15 @@ pub fn kill_states(dev: &File, request: &NvList) -> io::Result<()> {
     nv_call("DIOCKILLSTATESNV", request, 4096, |nv| unsafe { ioctls::kill_states_nv(dev.as_raw_fd(), nv) }).map(drop)
 }
 
+/// The pinhole the start-up probe adds and rolls back (documentation addresses).
+const PROBE: super::Pinhole = super::Pinhole {
+    peer: IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 2)),
+    dialled: std::net::SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 2)), 20021),
+    target: std::net::SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 2)), 20021),
+    source: IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1)),
+    source_port: Some(20),
+};
+
 /// `/dev/pf`, opened for writing.
 pub struct Dev(File);
 
@@ -364,12 +373,22 @@ impl PfPinholes<Dev> {
         }
         let dev = Dev(dev);
         let pid = std::process::id();
-        // A transaction opened and rolled back: pf checks the right to change rules here.
+        // A whole pinhole's rules added and rolled back: pf checks the right to change rules
+        // and reads every rule as ftpgate lays it out, before any transfer needs one.
         let probe = pf_rules::anchor_path(pid, 0);
-        dev.begin(&probe).and_then(|t| dev.rollback(&probe, t)).map_err(|e| PinholeError::Setup {
+        let tickets = dev.begin(&probe).map_err(|e| PinholeError::Setup {
             what: "pf refuses ftpgate's anchors",
             source: e,
             hint: " (run as root)",
+        })?;
+        let added = super::pf_dev::add_all(&dev, &probe, &pf_rules::pinhole(&PROBE), tickets);
+        if let Err(e) = dev.rollback(&probe, tickets) {
+            tracing::warn!(error = %e, anchor = probe, "pf transaction not rolled back");
+        }
+        added.map_err(|e| PinholeError::Setup {
+            what: "pf refuses ftpgate's pinhole rules",
+            source: e,
+            hint: " (the rule layout is FreeBSD 14's: an older pf answers E2BIG or EINVAL)",
         })?;
         Self::start(dev, pid)
     }
