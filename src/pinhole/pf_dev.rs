@@ -117,6 +117,9 @@ impl<D: Device> PfPinholes<D> {
         appear_as: SocketAddr,
         timeout: Duration,
     ) -> Result<(), PinholeError> {
+        if to.is_ipv6() != appear_as.is_ipv6() {
+            return Err(PinholeError::MixedFamilies);
+        }
         let as_port = (appear_as.port() != 0).then_some(appear_as.port());
         // Keyed like a pinhole for replacement and expiry; no `armed()` asks about it.
         let any = if to.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };

@@ -198,6 +198,9 @@ fn ftpgates_own_connection_gets_a_nat_anchor_until_its_deadline() {
     let rules = pf.anchors.lock().unwrap()["ftpgate/4242.1"].clone();
     assert_eq!(rules.iter().map(|r| r.get_number("action")).collect::<Vec<_>>(), [Some(4), Some(0)]);
     assert_eq!(pf.pools.lock().unwrap().as_slice(), [(7, server.ip())]);
+    let v6: SocketAddr = "[2001:db8:2::2]:20".parse().unwrap();
+    let err = pinholes.translate_source(20, to, v6, Duration::from_secs(60)).unwrap_err();
+    assert!(matches!(err, PinholeError::MixedFamilies), "{err}");
 }
 
 #[test]
