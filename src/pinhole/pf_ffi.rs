@@ -373,6 +373,26 @@ impl PfPinholes<Dev> {
         }
         let dev = Dev(dev);
         let pid = std::process::id();
+        // Pinholes a crashed ftpgate left behind would go on letting connections through.
+        // This process has loaded nothing yet: anchors under its pid are an earlier process's.
+        let alive = |p: u32| {
+            if p == pid {
+                return false;
+            }
+            // SAFETY: kill(2) with signal 0 sends nothing and touches no memory of ours; it
+            // only says whether the process exists (ESRCH when it does not).
+            let r = unsafe { libc::kill(p as libc::pid_t, 0) };
+            r == 0 || nix::errno::Errno::last() != nix::errno::Errno::ESRCH
+        };
+        for name in child_anchors(&dev.0, PARENT, MAX_ANCHORS_LISTED).unwrap_or_default() {
+            if pf_rules::stale(&name, alive) {
+                let anchor = format!("{PARENT}/{name}");
+                match dev.begin(&anchor).and_then(|t| dev.commit(&anchor, t)) {
+                    Ok(()) => tracing::info!(anchor, "removed a pinhole anchor a stopped ftpgate left behind"),
+                    Err(e) => tracing::warn!(error = %e, anchor, "a stopped ftpgate's pinhole anchor not removed"),
+                }
+            }
+        }
         // A whole pinhole's rules added and rolled back: pf checks the right to change rules
         // and reads every rule as ftpgate lays it out, before any transfer needs one.
         let probe = pf_rules::anchor_path(pid, 0);

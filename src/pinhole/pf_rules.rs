@@ -32,6 +32,15 @@ pub fn anchor_path(pid: u32, n: u64) -> String {
     format!("{PARENT}/{pid}.{n}")
 }
 
+/// Whether `name`, an anchor under [`PARENT`], is a pinhole of an ftpgate process that is
+/// gone (`<pid>.<n>` with `alive(pid)` false): left by a crash, its rules would still let
+/// connections through. Other names (an administrator's) are never touched.
+pub fn stale(name: &str, alive: impl Fn(u32) -> bool) -> bool {
+    let Some((pid, n)) = name.split_once('.') else { return false };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(pid) && digits(n) && pid.parse::<u32>().is_ok_and(|pid| !alive(pid))
+}
+
 // enum { PF_INOUT, PF_IN, PF_OUT }
 const PF_IN: u64 = 1;
 const PF_OUT: u64 = 2;

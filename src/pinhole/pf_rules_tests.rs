@@ -283,3 +283,13 @@ fn ftpgates_own_active_connection_is_translated_to_the_server() {
     assert_eq!(kept.nat[0].translation, Some(Translation { ip: server, ports: (0, 0) }));
     assert_eq!(kept.filter[0].from.port, Some(41000));
 }
+
+#[test]
+fn only_anchors_of_dead_ftpgate_processes_are_stale() {
+    let alive = |pid: u32| pid == 4242;
+    assert!(stale("17.3", alive));
+    assert!(!stale("4242.3", alive), "a live process's pinhole");
+    for other in ["custom", "17", "17.", ".3", "17.3x", "x17.3", "17.3.1", ""] {
+        assert!(!stale(other, alive), "{other:?} is not a pinhole's name");
+    }
+}
