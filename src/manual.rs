@@ -81,7 +81,7 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
             ),
             Item(
                 "data_path: kernel (--data-path kernel)",
-                "Linux: instead of relaying data connections, ftpgate writes an exact, one-shot \
+                "Linux and FreeBSD. Linux: instead of relaying data connections, ftpgate writes an exact, one-shot \
                  NAT pinhole per data connection into the sets of \
                  nftables/ftpgate-kernel-path.nft over netlink and the kernel forwards it. Load \
                  that file beside the interception rules (nft -f, no values). Needs \
@@ -91,8 +91,13 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  timeouts.data_accept; on ABOR the kernel resets the transfer's connection \
                  (set kill4/kill6). The rules' counters used and refused are read every 5 s \
                  into ftpgate_kernel_path_packets_total{counter}. Byte counts of these transfers are unknown to ftpgate \
-                 and logged as such. Passive/active conversion is refused with 425. Not \
-                 available on the BSDs.",
+                 and logged as such. Passive/active conversion is refused with 425. \
+                 FreeBSD (14 and later): each pinhole is an anchor ftpgate/<pid>.<n> with an \
+                 rdr, a nat and pass (max 1) rules, loaded through /dev/pf in one transaction; \
+                 pf.conf needs nat-anchor, rdr-anchor and anchor \"ftpgate/*\" \
+                 (pf-anchors/freebsd-pf.conf), and ftpgate runs as root. The rules go at \
+                 timeouts.data_accept, used or not (states outlive them); pf keeps no counters for the \
+                 metric. Not available on OpenBSD.",
             ),
             P("nftables/ftpgate-filter.nft is for firewalls whose input and forward policies \
                drop: it admits ftpgate's ports (with active.ports set to the same fixed range as \
@@ -119,6 +124,15 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                transparent rule of ftpgate-redirect.nft and ftpgate-tproxy.nft marks them with \
                MARK, and the policy routing of ftpgate-tproxy-routing.sh add MARK delivers them \
                to ftpgate instead of forwarding them."),
+            P("With intercept pf on FreeBSD there is no transparent bind: as OpenBSD's \
+               ftp-proxy does, ftpgate loads a nat rule into an anchor ftpgate/<pid>.<n> for \
+               exactly its own connection (its port to the client's data address) that rewrites \
+               the source to the server's address (port 20 with active.source_port_20), with a \
+               pass out rule for it; the connection's state keeps the translation, the rules go \
+               after timeouts.data_accept plus timeouts.connect. pf.conf needs nat-anchor and anchor \"ftpgate/*\" \
+               (pf-anchors/freebsd-pf.conf) and ftpgate root at start-up (/dev/pf is opened \
+               then; without the anchor it exits 3). Switching to original by a reload takes \
+               effect at a restart there; until then such transfers get 425."),
             P("active.source: auto (the default) is original in tproxy mode, which has both \
                already, and gateway (the firewall's own address) in redirect mode, which the \
                start-up log says once with how to change it. Reverse mode always connects from \
@@ -233,7 +247,9 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
             Item(
                 "3",
                 "A start-up failure: a listen address in use, a missing capability, a user to \
-                 switch to that does not exist, the kernel data path's table not loaded.",
+                 switch to that does not exist, the kernel data path's table not loaded (Linux) or \
+                 its pf anchor not referenced, /dev/pf not writable or the probe \
+                 pinhole's rules refused (FreeBSD).",
             ),
             Item(
                 "4",

@@ -277,3 +277,13 @@ fn the_containerfile_builds_a_release_and_runs_unprivileged() {
         assert!(text.contains(needed), "the Containerfile does not explain `{needed}`");
     }
 }
+
+#[test]
+fn the_freebsd_pf_file_references_the_pinhole_anchors() {
+    // The kernel data path loads each pinhole into ftpgate/<pid>.<n>: pf evaluates those
+    // anchors only where the main ruleset names them with a wildcard.
+    let text = read("pf-anchors/freebsd-pf.conf");
+    for line in [r#"nat-anchor "ftpgate/*""#, r#"rdr-anchor "ftpgate/*""#, r#"anchor "ftpgate/*""#] {
+        assert!(text.lines().any(|l| l.trim_start_matches('#').trim() == line), "{line} missing");
+    }
+}

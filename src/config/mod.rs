@@ -225,7 +225,12 @@ mod tests {
         assert!(!transparent("intercept: tproxy\nactive: {source: gateway}\n"));
         let reverse = err_of("upstream: 198.51.100.2:21\nactive: {source: original}\n");
         assert!(reverse.contains("`active.source`") && reverse.contains("reverse mode"), "{reverse}");
-        assert!(err_of("intercept: pf\nactive: {source: original}\n").contains("`active.source`"));
+        if cfg!(target_os = "freebsd") {
+            assert!(transparent("intercept: pf\nactive: {source: original}\n"));
+        } else {
+            assert!(err_of("intercept: pf\nactive: {source: original}\n").contains("`active.source`"));
+        }
+        assert!(!transparent("intercept: pf\n"));
         assert!(err_of("active: {source: server}\n").contains("`active.source`"));
         // A reload naming another mode keeps the running one, and auto's meaning with it.
         let running = validate(&parse_raw("").unwrap()).unwrap();

@@ -119,7 +119,8 @@ impl Config {
     /// mode, which waits for a restart, does not change the answer for `auto`.
     pub fn active_transparent(&self) -> bool {
         let mode = self.startup.intercept;
-        let intercepting = matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy);
+        let intercepting = matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy)
+            || (mode == InterceptMode::Pf && cfg!(target_os = "freebsd"));
         match self.live.active_source {
             ActiveSource::Auto => mode == InterceptMode::Tproxy,
             ActiveSource::Original => intercepting,

@@ -1,15 +1,26 @@
 //! The kernel data path: instead of relaying a data connection, ftpgate asks the kernel to
 //! forward exactly one connection, from the expected peer to the expected address and port,
-//! translated so that each side sees what it saw on the control connection. Only the contents
-//! of sets change; the rules that use them are static (`nftables/ftpgate-kernel-path.nft`).
+//! translated so that each side sees what it saw on the control connection. On Linux only the
+//! contents of sets change; the rules that use them are static (`nftables/ftpgate-kernel-path.nft`).
 //!
-//! Linux: nf_tables set and map elements, written over one netlink socket ([`nft`]). Other
-//! platforms have no kernel data path yet: asking for one fails at start-up.
+//! Linux: nf_tables set and map elements, written over one netlink socket ([`nft`]).
+//! FreeBSD: one pf anchor per pinhole under `ftpgate/`, its rdr, nat and pass rules loaded in
+//! one transaction through /dev/pf (`pf_dev`, `pf_rules`, `nvlist`). Other platforms have
+//! no kernel data path: asking for one fails at start-up.
 
 #[cfg(target_os = "linux")]
 mod nft;
 #[cfg(target_os = "linux")]
 mod writer;
+// The pf pieces are pure (and tested) everywhere; only the ioctls are FreeBSD's.
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod nvlist;
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod pf_dev;
+#[cfg(target_os = "freebsd")]
+mod pf_ffi;
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod pf_rules;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -59,11 +70,19 @@ pub enum PinholeError {
 #[cfg(target_os = "linux")]
 pub use writer::Pinholes;
 
+/// FreeBSD: pf anchors through /dev/pf.
+#[cfg(target_os = "freebsd")]
+pub type Pinholes = pf_dev::PfPinholes<pf_ffi::Dev>;
+
+/// Whether the kernel counts what its pinholes let through and turned away (the
+/// `ftpgate_kernel_path_packets_total` metrics): nf_tables counters do; pf has no such count.
+pub const COUNTERS: bool = cfg!(target_os = "linux");
+
 /// Elsewhere: nothing can be opened, so `data_path: kernel` fails at start-up.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
 pub struct Pinholes;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
 impl Pinholes {
     pub fn open() -> Result<Self, PinholeError> {
         Err(PinholeError::Unsupported)

@@ -3,7 +3,7 @@
 use super::passive_index::Registration;
 use super::Shared;
 use crate::addr::{canonical_ip, ClientAddr, LocalAddr, OriginalDst, UpstreamAddr};
-use crate::config::Advertise;
+use crate::config::{Advertise, InterceptMode};
 use crate::data::channel::{self, CarriesTx, ChannelBytes, ChannelContext, DataOutcome, DataPlan, DataTimeouts};
 use crate::data::sockets::{from_ip, listen_in_range, Source};
 use crate::labels::{DataMode, Family};
@@ -90,13 +90,19 @@ fn server_listener(shared: &Shared, ep: &Endpoints) -> io::Result<TcpListener> {
 /// Where connections toward the client come from: the original server's address when
 /// `active.source` says so (the client sees its control peer, as clients that check this
 /// require), port 20 when configured; `None` leaves both to the kernel.
-fn client_source(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> Option<Source> {
+fn client_source(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> io::Result<Option<Source>> {
     let live = &shared.cfg.live;
     let port = if live.active_source_port_20 { 20 } else { 0 };
     // Only toward the client itself: another host's replies to the server's address (a
     // site-to-site peer policy.fxp admits) need not pass this firewall at all.
     let own = canonical_ip(named.ip()) == canonical_ip(ep.client.ip());
-    match ep.original {
+    Ok(match ep.original {
+        // pf: ftpgate connects from its own address; a nat rule rewrites it to the server's.
+        Some(original)
+            if own && shared.cfg.active_transparent() && shared.cfg.startup.intercept == InterceptMode::Pf =>
+        {
+            Some(super::pf_source::translated(shared, SocketAddr::new(original.ip(), port), named)?)
+        }
         Some(original) if own && shared.cfg.active_transparent() => {
             Some(Source { addr: SocketAddr::new(original.ip(), port), transparent: true })
         }
@@ -106,20 +112,20 @@ fn client_source(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> Option<S
             Some(SocketAddr::new(any, port).into())
         }
         _ => None,
-    }
+    })
 }
 
 /// The data address a client named in PORT/EPRT, resolved: one of this gateway's own passive
 /// endpoints of the same client (a site-to-site transfer) is the server data port behind it,
 /// dialled from the server side; anything else is dialled as the client.
-fn resolve_named(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> (SocketAddr, Option<Source>) {
+fn resolve_named(shared: &Shared, ep: &Endpoints, named: SocketAddr) -> io::Result<(SocketAddr, Option<Source>)> {
     if canonical_ip(named.ip()) != canonical_ip(ep.client.ip()) {
         if let Some(server_data) = shared.passive_index.claim(ep.client.ip(), named) {
             tracing::info!(%named, %server_data, "FXP: data address is a passive endpoint of this gateway, connecting its server directly");
-            return (server_data, from_ip(Some(ep.server_side.ip())));
+            return Ok((server_data, from_ip(Some(ep.server_side.ip()))));
         }
     }
-    (named, client_source(shared, ep, named))
+    Ok((named, client_source(shared, ep, named)?))
 }
 
 /// Binds the client-facing listener; returns the address to advertise and the running channel.
@@ -157,7 +163,7 @@ pub fn open_active(
     let permit = data_permit(shared)?;
     let listener = server_listener(shared, ep)?;
     let at = listener.local_addr()?;
-    let (client_data, source) = resolve_named(shared, ep, client_data);
+    let (client_data, source) = resolve_named(shared, ep, client_data)?;
     let plan = DataPlan::Active { listener, server_ip: ep.upstream.ip(), client_data, source };
     Ok((at, spawn(plan, shared, permit, ep, tls)))
 }
@@ -182,7 +188,7 @@ pub fn start_connect(
     tls: DataTls,
 ) -> io::Result<DataTask> {
     let permit = data_permit(shared)?;
-    let (client_data, client_source) = resolve_named(shared, ep, client_data);
+    let (client_data, client_source) = resolve_named(shared, ep, client_data)?;
     let plan = DataPlan::Connect {
         server_data,
         server_source: from_ip(Some(ep.server_side.ip())),

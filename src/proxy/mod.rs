@@ -11,6 +11,7 @@ mod local_addrs;
 mod login;
 mod metrics_endpoint;
 mod passive_index;
+mod pf_source;
 mod registry;
 mod stream;
 
@@ -77,7 +78,8 @@ fn probe_privileges(whole: &Config) -> Result<(), StartError> {
             }
         }
     }
-    if whole.active_transparent() {
+    // pf translates with a rule instead of a transparent bind (its handle is checked at start).
+    if whole.active_transparent() && whole.startup.intercept != InterceptMode::Pf {
         let probe = Socket::new(Domain::IPV4, Type::STREAM, None).and_then(|s| intercept::set_transparent(&s, false));
         if let Err(source) = probe {
             return Err(StartError::Privilege { field: "active.source", needs: "CAP_NET_ADMIN", source });
@@ -133,6 +135,9 @@ pub struct Shared {
     pub sessions: Arc<registry::Registry>,
     /// The kernel data path's connection to the pinhole sets (`data_path: kernel`).
     pub pinholes: Option<Arc<crate::pinhole::Pinholes>>,
+    /// pf's anchors for the nat rules that make active connections come from the server
+    /// (`intercept: pf` with `active.source: original`, FreeBSD), opened at start-up.
+    pub source_nat: Option<Arc<crate::pinhole::Pinholes>>,
     /// Certificates and keys of this generation: a reload reads the files again.
     pub tls: Arc<crate::tls::TlsContext>,
     /// Listeners whose clients speak TLS from their first byte.
@@ -179,6 +184,7 @@ impl Shared {
             local_addrs: self.local_addrs.clone(),
             sessions: self.sessions.clone(),
             pinholes: self.pinholes.clone(),
+            source_nat: self.source_nat.clone(),
         };
         Ok((next, needs_restart))
     }
@@ -285,6 +291,11 @@ impl Gateway {
             DataPath::Kernel => Some(Arc::new(crate::pinhole::Pinholes::open()?)),
             DataPath::Relay => None,
         };
+        let source_nat = match &pinholes {
+            _ if startup.intercept != InterceptMode::Pf || !cfg.active_transparent() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(Arc::new(crate::pinhole::Pinholes::open()?)),
+        };
         let listening: Vec<SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
         // `listen`, then `ftps.implicit_listen`, then `forward.listen`.
         let first_implicit = startup.listen.len();
@@ -302,6 +313,7 @@ impl Gateway {
             local_addrs: Arc::default(),
             sessions: Arc::default(),
             pinholes,
+            source_nat,
             tls,
             implicit,
         };
@@ -384,7 +396,7 @@ impl Gateway {
         let admin_bounds = admin::bounds(cfg.startup.admin_max_connections);
         let what = "serving the admin API (/sessions)";
         let _admin_task = http::spawn(admin_listener, metrics, admin_bounds, admin_handler, what);
-        let _counters_task = self.shared.pinholes.clone().map(|p| {
+        let _counters_task = self.shared.pinholes.clone().filter(|_| crate::pinhole::COUNTERS).map(|p| {
             let metrics = self.shared.metrics.clone();
             let mut stop = shutdown.clone();
             tokio::spawn(async move {

@@ -1,0 +1,301 @@
+//! FreeBSD: pinholes as pf anchors, loaded through `/dev/pf`, the way OpenBSD's ftp-proxy
+//! does it: each pinhole's rules ([`pf_rules`]) go into an anchor of its own under
+//! `ftpgate/`, replaced in one transaction (`DIOCXBEGIN`, per rule `DIOCBEGINADDRS` /
+//! `DIOCADDADDR` / `DIOCADDRULENV`, `DIOCXCOMMIT`; `DIOCXROLLBACK` when any step fails).
+//! Removing a pinhole commits its anchor empty.
+//!
+//! pf rules have no timeout of their own: a thread of this module removes each anchor at its
+//! deadline (the states pf made go on without the rules). A pinhole is used once its
+//! `pass in` rule has created a state (`states_tot`, read with `DIOCGETRULENV`). Its rules
+//! stay until the deadline, as a used Linux pinhole's elements do: taking them away at once
+//! could catch the first packet between its inbound and outbound passes (the nat and the
+//! `pass out` are met on the way out), and while they stay, `max 1` turns a second
+//! connection away (the first's state lives on after it closes, for pf's TCP timeouts).
+
+use super::nvlist::NvList;
+use super::pf_rules::{self, Ruleset};
+use super::{Pinhole, PinholeError};
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What this module asks of pf: the ioctls (`pf_ffi` on FreeBSD; a recording fake in tests).
+pub trait Device: Send + Sync + 'static {
+    /// `DIOCXBEGIN` for the rdr, nat and filter rulesets of `anchor`: their tickets.
+    fn begin(&self, anchor: &str) -> io::Result<[u32; 3]>;
+    fn commit(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()>;
+    fn rollback(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()>;
+    /// `DIOCBEGINADDRS`: the pool ticket for the next rule.
+    fn begin_addrs(&self) -> io::Result<u32>;
+    fn add_addr(&self, pool: u32, ip: IpAddr) -> io::Result<()>;
+    fn add_rule(&self, request: &NvList) -> io::Result<()>;
+    fn get_rule(&self, request: &NvList) -> io::Result<NvList>;
+    fn kill_states(&self, request: &NvList) -> io::Result<()>;
+}
+
+/// The process's handle on pf's pinhole anchors.
+pub struct PfPinholes<D: Device> {
+    inner: Arc<Inner<D>>,
+    expiries: Mutex<mpsc::Sender<Expiry>>,
+}
+
+struct Inner<D> {
+    dev: D,
+    pid: u32,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    installed: HashMap<Pinhole, Installed>,
+}
+
+#[derive(Clone, Copy)]
+struct Installed {
+    n: u64,
+    /// The filter ruleset's ticket the transaction committed (its rule queries need it);
+    /// `None` once nothing is to be asked: the pinhole was used, cut, or is a translation.
+    filter_ticket: Option<u32>,
+}
+
+/// An anchor to take away at `at`, unless a later installation took its place.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Expiry {
+    at: std::cmp::Reverse<Instant>,
+    n: u64,
+    pinhole: PinholeKey,
+}
+
+/// `Pinhole` in the heap: only `at` and `n` order it.
+#[derive(PartialEq, Eq)]
+struct PinholeKey(Pinhole);
+
+impl PartialOrd for PinholeKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PinholeKey {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl<D: Device> PfPinholes<D> {
+    /// Starts the thread that removes anchors at their deadlines; the device was checked.
+    pub(super) fn start(dev: D, pid: u32) -> Result<Self, PinholeError> {
+        let inner = Arc::new(Inner { dev, pid, state: Mutex::new(State { next: 1, ..State::default() }) });
+        let (tx, rx) = mpsc::channel();
+        let reaper = inner.clone();
+        std::thread::Builder::new().name("ftpgate-pf-expiry".into()).spawn(move || reaper.expire(rx)).map_err(
+            |source| PinholeError::Setup { what: "cannot start the pinhole expiry thread", source, hint: "" },
+        )?;
+        Ok(Self { inner, expiries: Mutex::new(tx) })
+    }
+
+    /// Loads a pinhole's rules; `timeout` after, ftpgate removes them (pf would not).
+    pub async fn install(&self, p: Pinhole, timeout: Duration) -> Result<(), PinholeError> {
+        if !p.is_consistent() {
+            return Err(PinholeError::MixedFamilies);
+        }
+        let n = self.inner.replace(p, &pf_rules::pinhole(&p), true)?;
+        self.expire_at(p, n, timeout);
+        Ok(())
+    }
+
+    /// Makes ftpgate's own connection from `local_port` to `to` leave the firewall from
+    /// `appear_as` (transparent active mode on the relay path), for `timeout`: long enough to
+    /// connect; the connection's state keeps the translation after the rule goes.
+    pub fn translate_source(
+        &self,
+        local_port: u16,
+        to: SocketAddr,
+        appear_as: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), PinholeError> {
+        if to.is_ipv6() != appear_as.is_ipv6() {
+            return Err(PinholeError::MixedFamilies);
+        }
+        let as_port = (appear_as.port() != 0).then_some(appear_as.port());
+        // Keyed like a pinhole for replacement and expiry; no `armed()` asks about it.
+        let any = if to.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) };
+        let key = Pinhole {
+            peer: any,
+            dialled: SocketAddr::new(any, local_port),
+            target: to,
+            source: appear_as.ip(),
+            source_port: as_port,
+        };
+        let n = self.inner.replace(key, &pf_rules::source_nat(local_port, to, appear_as.ip(), as_port), false)?;
+        self.expire_at(key, n, timeout);
+        Ok(())
+    }
+
+    /// Whether the pinhole still waits for its connection: false once its `pass in` rule
+    /// made a state, or once the pinhole is gone.
+    pub async fn armed(&self, p: Pinhole) -> Result<bool, PinholeError> {
+        let mut st = self.inner.lock();
+        let Some(Installed { n, filter_ticket: Some(ticket) }) = st.installed.get(&p).copied() else {
+            return Ok(false);
+        };
+        let anchor = pf_rules::anchor_path(self.inner.pid, n);
+        let answer = self.inner.dev.get_rule(&pf_rules::get_rule(&anchor, ticket, 0)).map_err(PinholeError::Install)?;
+        let made = pf_rules::states_created(&answer)
+            .ok_or(PinholeError::Gone("pf's rule answer has no state count (states_tot)"))?;
+        if made == 0 {
+            return Ok(true);
+        }
+        if let Some(i) = st.installed.get_mut(&p) {
+            i.filter_ticket = None;
+        }
+        Ok(false)
+    }
+
+    /// Cuts the connection that used pinhole `p`: its states go, and for `timeout` each
+    /// further packet of it, either way, is answered with a reset.
+    pub fn cut(&self, p: Pinhole, timeout: Duration) {
+        let n = match self.inner.replace(p, &pf_rules::cut(&p), false) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, ?p, "data connection not cut: pf refused the reset rules");
+                None
+            }
+        };
+        for kill in pf_rules::kill_states(&p) {
+            if let Err(e) = self.inner.dev.kill_states(&kill) {
+                tracing::warn!(error = %e, ?p, "pf refused to remove the data connection's states");
+            }
+        }
+        if let Some(n) = n {
+            self.expire_at(p, n, timeout);
+        }
+    }
+
+    /// pf keeps no count of connections its pinholes turned away, so the kernel path's
+    /// counters are Linux's only (`crate::pinhole::COUNTERS`).
+    pub async fn counters(&self) -> Result<[u64; 2], PinholeError> {
+        Err(PinholeError::Gone("pf keeps no pinhole counters"))
+    }
+
+    /// Takes a pinhole away (its data channel was dropped); what is already gone is no error.
+    pub fn remove(&self, p: Pinhole) {
+        let mut st = self.inner.lock();
+        if let Some(i) = st.installed.remove(&p) {
+            self.inner.clear(i.n);
+        }
+    }
+
+    fn expire_at(&self, p: Pinhole, n: u64, after: Duration) {
+        let e = Expiry { at: std::cmp::Reverse(Instant::now() + after), n, pinhole: PinholeKey(p) };
+        let tx = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+        if tx.send(e).is_err() {
+            tracing::warn!(?p, "the pinhole expiry thread stopped; removing the pinhole now");
+            drop(tx);
+            self.remove(p);
+        }
+    }
+}
+
+impl<D: Device> Drop for PfPinholes<D> {
+    /// Leaves no anchor behind: the states of connections in progress go on without them.
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        for (_, i) in st.installed.drain() {
+            self.inner.clear(i.n);
+        }
+    }
+}
+
+/// Adds `rules` to the open transaction `tickets` of `anchor`: per rule its pool (the
+/// translation's address), then the rule.
+pub(super) fn add_all<D: Device>(dev: &D, anchor: &str, rules: &Ruleset, tickets: [u32; 3]) -> io::Result<()> {
+    for (i, (_, part)) in rules.parts().iter().enumerate() {
+        for rule in part.iter() {
+            let pool = dev.begin_addrs()?;
+            if let Some(ip) = rule.pool_address() {
+                dev.add_addr(pool, ip)?;
+            }
+            dev.add_rule(&pf_rules::add_rule(rule, anchor, tickets[i], pool))?;
+        }
+    }
+    Ok(())
+}
+
+impl<D: Device> Inner<D> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads `rules` for key `p` into a new anchor, then takes away the anchor `p` had (a
+    /// pinhole whose port was handed out again, or one being cut): its deadline, still in the
+    /// heap, then finds another number and does nothing. Returns the new anchor's number.
+    fn replace(&self, p: Pinhole, rules: &Ruleset, ask: bool) -> Result<u64, PinholeError> {
+        let mut st = self.lock();
+        let n = st.next;
+        st.next += 1;
+        let ticket = self.load(n, rules).map_err(PinholeError::Install)?;
+        if let Some(old) = st.installed.insert(p, Installed { n, filter_ticket: ask.then_some(ticket) }) {
+            self.clear(old.n);
+        }
+        Ok(n)
+    }
+
+    /// Replaces anchor `n`'s rules with `rules` in one transaction; returns the filter
+    /// ruleset's ticket, which the committed rules carry. Any refusal rolls it all back.
+    fn load(&self, n: u64, rules: &Ruleset) -> io::Result<u32> {
+        let anchor = pf_rules::anchor_path(self.pid, n);
+        let tickets = self.dev.begin(&anchor)?;
+        match add_all(&self.dev, &anchor, rules, tickets).and_then(|()| self.dev.commit(&anchor, tickets)) {
+            Ok(()) => Ok(tickets[2]),
+            Err(e) => {
+                if let Err(r) = self.dev.rollback(&anchor, tickets) {
+                    tracing::warn!(error = %r, anchor, "pf transaction not rolled back");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Empties anchor `n` (pf drops an anchor left empty).
+    fn clear(&self, n: u64) {
+        if let Err(e) = self.load(n, &Ruleset::default()) {
+            tracing::warn!(error = %e, anchor = pf_rules::anchor_path(self.pid, n), "pinhole anchor not removed");
+        }
+    }
+
+    /// Removes anchors at their deadlines until the handle is dropped.
+    fn expire(&self, rx: mpsc::Receiver<Expiry>) {
+        let mut due: BinaryHeap<Expiry> = BinaryHeap::new();
+        loop {
+            let wait = due.peek().map(|e| e.at.0.saturating_duration_since(Instant::now()));
+            let got = match wait {
+                Some(w) => rx.recv_timeout(w),
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            };
+            match got {
+                Ok(e) => due.push(e),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            while due.peek().is_some_and(|e| e.at.0 <= now) {
+                let Some(e) = due.pop() else { break };
+                let mut st = self.lock();
+                // Only the installation this deadline was set for: a later one of the same
+                // pinhole has its own.
+                if st.installed.get(&e.pinhole.0).is_some_and(|i| i.n == e.n) {
+                    st.installed.remove(&e.pinhole.0);
+                    self.clear(e.n);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "pf_dev_tests.rs"]
+mod tests;
