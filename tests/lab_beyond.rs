@@ -9,7 +9,6 @@ mod lab;
 use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
 use lab::{gate, sha256_file, Lab, LabPath, Tree, FW_C4, FW_C6, SERVER4, SERVER6};
 use std::process::Command;
-use std::time::Duration;
 
 const FTPCLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftpclient.py");
 const BEYOND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/beyond.py");
@@ -28,6 +27,11 @@ fn lab_with(test: &str, edit: &dyn Fn(String) -> String, yaml: &str, extra: &[&s
         return None;
     }
     let mut lab = Lab::new(LabPath::Redirect);
+    // Relay path only: what is proven here needs ftpgate's own data sockets (data-mode
+    // conversion, NAT64's change of family, port ranges held by listeners, an advertised
+    // address dialled on them, marks and DSCP on them, the port-20 source of the REDIRECT
+    // default, a data connection between two servers).
+    lab.data_path = lab::DataPath::Relay;
     let tree = Tree::create(lab.dir.path());
     lab.start_server_at(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", edit);
     let config = lab.write("ftpgate.yaml", yaml);
@@ -39,16 +43,6 @@ fn lab_with(test: &str, edit: &dyn Fn(String) -> String, yaml: &str, extra: &[&s
 
 fn unchanged(conf: String) -> String {
     conf
-}
-
-/// Rewrites ftpgate's configuration file and has it reloaded; waits for the log to say so.
-fn reload(lab: &Lab, pid: u32, yaml: &str) {
-    let before = lab.log_of("ftpgate").matches("configuration reloaded").count();
-    lab.write("ftpgate.yaml", yaml);
-    lab::sh(&["kill", "-HUP", &pid.to_string()]).unwrap();
-    lab::eventually(Duration::from_secs(10), "the reload", || {
-        lab.log_of("ftpgate").matches("configuration reloaded").count() > before
-    });
 }
 
 /// ftplib RETR of small.bin from `host` in `mode` (plus `extra` flags): success and checksum
@@ -124,7 +118,7 @@ fn active_clients_reach_a_server_that_allows_only_passive_mode() {
     // As the client asked: the server refuses PORT, so the transfer fails.
     let (ok, out, _) = ftplib(&lab, SERVER4, "port", "retr", &[]);
     assert!(!ok, "the server was meant to refuse active mode: {out}");
-    reload(&lab, pid, "server_data_mode: passive\n");
+    lab.reload_config(pid, "server_data_mode: passive\n");
     let port = ftplib_retr(&lab, &tree, SERVER4, "port", &[]);
     assert!(port.contains("MODE PORT"), "{port}");
     ftplib_retr(&lab, &tree, SERVER6, "eprt", &[]);
@@ -144,7 +138,7 @@ fn passive_clients_reach_a_server_that_allows_only_active_mode() {
     };
     let (ok, out, _) = ftplib(&lab, SERVER4, "pasv", "retr", &[]);
     assert!(!ok, "the server was meant to refuse passive mode: {out}");
-    reload(&lab, pid, "server_data_mode: active\nactive:\n  ports: 45000-45999\n");
+    lab.reload_config(pid, "server_data_mode: active\nactive:\n  ports: 45000-45999\n");
     ftplib_retr(&lab, &tree, SERVER4, "pasv", &[]);
     ftplib_retr(&lab, &tree, SERVER6, "epsv", &[]);
     ftplib_stor(&lab, &tree, SERVER4, "epsv");

@@ -122,25 +122,15 @@ fn servers_allow_and_deny_choose_the_reachable_servers_and_a_reload_changes_them
     assert_logged(&lab, &["denied"]);
     assert_eq!(lab.rejections(METRICS, "destination"), 1);
 
-    reload(&lab, pid, "servers: {allow: [198.51.100.2/32]}\n");
+    lab.reload_config(pid, "servers: {allow: [198.51.100.2/32]}\n");
     served(&lab, SERVER4);
     refused(&lab, SERVER6, &format!("421 Destination [{SERVER6}]:21 {policy} (not_allowed)"));
     assert_logged(&lab, &["not_allowed"]);
 
     // Deny wins over allow.
-    reload(&lab, pid, "servers: {allow: [198.51.100.0/24, \"2001:db8:2::/64\"], deny: [\"2001:db8:2::2\"]}\n");
+    lab.reload_config(pid, "servers: {allow: [198.51.100.0/24, \"2001:db8:2::/64\"], deny: [\"2001:db8:2::2\"]}\n");
     served(&lab, SERVER4);
     refused(&lab, SERVER6, &format!("421 Destination [{SERVER6}]:21 {policy} (denied)"));
     assert_eq!(lab.rejections(METRICS, "destination"), 3);
     lab.finish();
-}
-
-/// Rewrites ftpgate's configuration file and has it reloaded; waits for the log to say so.
-fn reload(lab: &Lab, pid: u32, yaml: &str) {
-    let before = lab.log_of("ftpgate").matches("configuration reloaded").count();
-    lab.write("ftpgate.yaml", yaml);
-    lab::sh(&["kill", "-HUP", &pid.to_string()]).unwrap();
-    lab::eventually(Duration::from_secs(10), "the reload", || {
-        lab.log_of("ftpgate").matches("configuration reloaded").count() > before
-    });
 }

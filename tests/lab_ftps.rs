@@ -9,7 +9,7 @@ mod lab;
 
 use lab::pki::{proftpd_tls, vsftpd_tls, Pki};
 use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
-use lab::{sha256_file, Family, Lab, LabPath, Tree, FW_C4, SERVER4, SERVER6};
+use lab::{sha256_file, DataPath, Family, Lab, LabPath, Tree, FW_C4, SERVER4, SERVER6};
 use std::path::{Path, PathBuf};
 
 const FTPS_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftps_client.py");
@@ -18,16 +18,74 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-fn start_vsftpd(lab: &mut Lab, edit: &dyn Fn(String) -> String) -> Tree {
-    let tree = Tree::create(lab.dir.path());
-    lab.start_server_at(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", edit);
-    tree
+/// The server behind ftpgate in an FTPS lab test, and the TLS it speaks.
+#[derive(Clone, Copy)]
+enum Upstream {
+    /// vsftpd without TLS.
+    PlainVsftpd,
+    /// vsftpd with TLS forced, the certificate `cert` picks, implicit (from the first byte, on
+    /// `port`) or explicit (AUTH TLS).
+    Vsftpd { cert: fn(&Pki) -> &(PathBuf, PathBuf), implicit: bool, port: u16 },
+    /// ProFTPD with mod_tls, TLS required.
+    Proftpd,
 }
 
-fn start_proftpd(lab: &mut Lab, pki: &Pki) -> Tree {
-    let tree = Tree::create(lab.dir.path());
-    lab.start_server_at(ServerKind::Proftpd, &tree, &[SERVER4, SERVER6], "proftpd", &proftpd_tls(&pki.server));
-    tree
+/// vsftpd with TLS forced and explicit, with the server's own certificate.
+const VSFTPD_TLS: Upstream = Upstream::Vsftpd { cert: |k| &k.server, implicit: false, port: 21 };
+
+impl Upstream {
+    fn kind(self) -> ServerKind {
+        match self {
+            Upstream::PlainVsftpd | Upstream::Vsftpd { .. } => ServerKind::Vsftpd,
+            Upstream::Proftpd => ServerKind::Proftpd,
+        }
+    }
+
+    fn start(self, lab: &mut Lab, pki: &Pki) -> Tree {
+        let tree = Tree::create(lab.dir.path());
+        let (kind, addrs, run) = (self.kind(), &[SERVER4, SERVER6], self.kind().name());
+        match self {
+            Upstream::PlainVsftpd => lab.start_server_at(kind, &tree, addrs, run, &|c| c),
+            Upstream::Vsftpd { cert, implicit, port } => {
+                let tls = vsftpd_tls(cert(pki), implicit);
+                let edit = |c: String| tls(c).replace("listen_port=21\n", &format!("listen_port={port}\n"));
+                lab.start_server_on(kind, &tree, addrs, run, port, &edit);
+            }
+            Upstream::Proftpd => lab.start_server_at(kind, &tree, addrs, run, &proftpd_tls(&pki.server)),
+        }
+        tree
+    }
+}
+
+/// The start of an FTPS lab test: the gate for `test`, a lab on `path` with a fresh test PKI
+/// and `upstream` started. `None` when the test is skipped.
+fn ftps_server(test: &str, path: LabPath, upstream: Upstream) -> Option<(Lab, Pki, Tree)> {
+    if !lab::gate(test, Some(upstream.kind())) {
+        return None;
+    }
+    let mut lab = Lab::new(path);
+    // TLS data channels are relayed: ftpgate refuses a TLS policy on the kernel data path, also
+    // when FTPGATE_LAB_DATA_PATH=kernel asks for it lab-wide.
+    lab.data_path = DataPath::Relay;
+    let pki = Pki::new(lab.dir.path());
+    let tree = upstream.start(&mut lab, &pki);
+    Some((lab, pki, tree))
+}
+
+/// As [`ftps_server`], then ftpgate started for the lab's path with the configuration `yaml`
+/// writes for the PKI.
+fn ftps_lab(test: &str, path: LabPath, upstream: Upstream, yaml: &dyn Fn(&Pki) -> String) -> Option<(Lab, Pki, Tree)> {
+    let (mut lab, pki, tree) = ftps_server(test, path, upstream)?;
+    let cfg = config(&lab, "ftps.yaml", &yaml(&pki));
+    lab.start_ftpgate(&["--config", &cfg]);
+    Some((lab, pki, tree))
+}
+
+/// [`ftps_lab`], then [`transfers`] through it; the lab, for checks of its logs and `finish`.
+fn transfers_through(test: &str, path: LabPath, upstream: Upstream, yaml: &dyn Fn(&Pki) -> String) -> Option<Lab> {
+    let (lab, pki, tree) = ftps_lab(test, path, upstream, yaml)?;
+    transfers(&lab, &tree, &pki);
+    Some(lab)
 }
 
 /// curl with the test CA, TLS required for control and data.
@@ -148,15 +206,10 @@ fn inspect(pki: &Pki) -> String {
 
 #[test]
 fn terminate_toward_an_ftps_server_that_requires_session_reuse() {
-    if !lab::gate("ftps terminate explicit", Some(ServerKind::Vsftpd)) {
+    let Some(lab) = transfers_through("ftps terminate explicit", LabPath::Reverse, VSFTPD_TLS, &terminate_explicit)
+    else {
         return;
-    }
-    let mut lab = Lab::new(LabPath::Reverse);
-    let pki = Pki::new(lab.dir.path());
-    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
-    let cfg = config(&lab, "ftps.yaml", &terminate_explicit(&pki));
-    lab.start_ftpgate(&["--config", &cfg]);
-    transfers(&lab, &tree, &pki);
+    };
     let log = lab.log_of("ftpgate-v4");
     assert!(log.contains("TLS established") && log.contains("side=\"server\""), "{log}");
     assert!(log.contains("resumed=true"), "data connections resumed the control connection's session:\n{log}");
@@ -165,15 +218,11 @@ fn terminate_toward_an_ftps_server_that_requires_session_reuse() {
 
 #[test]
 fn terminate_toward_proftpd_with_mod_tls() {
-    if !lab::gate("ftps terminate proftpd", Some(ServerKind::Proftpd)) {
+    let Some(lab) =
+        transfers_through("ftps terminate proftpd", LabPath::Reverse, Upstream::Proftpd, &terminate_explicit)
+    else {
         return;
-    }
-    let mut lab = Lab::new(LabPath::Reverse);
-    let pki = Pki::new(lab.dir.path());
-    let tree = start_proftpd(&mut lab, &pki);
-    let cfg = config(&lab, "ftps.yaml", &terminate_explicit(&pki));
-    lab.start_ftpgate(&["--config", &cfg]);
-    transfers(&lab, &tree, &pki);
+    };
     // mod_tls refuses a data connection that does not resume the control connection's session.
     let log = lab.log_of("ftpgate-v4");
     let server_data: Vec<&str> =
@@ -187,15 +236,9 @@ fn terminate_toward_proftpd_with_mod_tls() {
 
 #[test]
 fn inspect_toward_proftpd_with_mod_tls() {
-    if !lab::gate("ftps inspect proftpd", Some(ServerKind::Proftpd)) {
+    let Some(lab) = transfers_through("ftps inspect proftpd", LabPath::Redirect, Upstream::Proftpd, &inspect) else {
         return;
-    }
-    let mut lab = Lab::new(LabPath::Redirect);
-    let pki = Pki::new(lab.dir.path());
-    let tree = start_proftpd(&mut lab, &pki);
-    let cfg = config(&lab, "ftps.yaml", &inspect(&pki));
-    lab.start_ftpgate(&["--config", &cfg]);
-    transfers(&lab, &tree, &pki);
+    };
     lab.finish();
 }
 
@@ -203,14 +246,9 @@ fn inspect_toward_proftpd_with_mod_tls() {
 /// FTPS server: NOOP behind it gets its reply and the session goes on with a checked RETR.
 #[test]
 fn abor_mid_transfer_inside_tls() {
-    if !lab::gate("ftps abor", Some(ServerKind::Vsftpd)) {
+    let Some((lab, pki, tree)) = ftps_lab("ftps abor", LabPath::Reverse, VSFTPD_TLS, &terminate_explicit) else {
         return;
-    }
-    let mut lab = Lab::new(LabPath::Reverse);
-    let pki = Pki::new(lab.dir.path());
-    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
-    let cfg = config(&lab, "ftps.yaml", &terminate_explicit(&pki));
-    lab.start_ftpgate(&["--config", &cfg]);
+    };
     let out = lab.dir.path().join("got.bin");
     for (family, mode) in [(Family::V4, "pasv"), (Family::V6, "eprt")] {
         let args = ["--mode", mode, "--op", "abor", "--remote", "small.bin", "--local", p(&out)];
@@ -227,44 +265,26 @@ fn abor_mid_transfer_inside_tls() {
 
 #[test]
 fn terminate_toward_a_plain_server() {
-    if !lab::gate("ftps terminate plain", Some(ServerKind::Vsftpd)) {
+    let terminate = |pki: &Pki| {
+        format!("tls: terminate\nftps:\n  certificate: {}\n  key: {}\n", p(&pki.gateway.0), p(&pki.gateway.1))
+    };
+    let Some(lab) = transfers_through("ftps terminate plain", LabPath::Reverse, Upstream::PlainVsftpd, &terminate)
+    else {
         return;
-    }
-    let mut lab = Lab::new(LabPath::Reverse);
-    let pki = Pki::new(lab.dir.path());
-    let tree = start_vsftpd(&mut lab, &|c| c);
-    let cfg = config(
-        &lab,
-        "ftps.yaml",
-        &format!("tls: terminate\nftps:\n  certificate: {}\n  key: {}\n", p(&pki.gateway.0), p(&pki.gateway.1)),
-    );
-    lab.start_ftpgate(&["--config", &cfg]);
-    transfers(&lab, &tree, &pki);
+    };
     lab.finish();
 }
 
 #[test]
 fn inspect_toward_an_ftps_server() {
-    if !lab::gate("ftps inspect", Some(ServerKind::Vsftpd)) {
-        return;
-    }
-    let mut lab = Lab::new(LabPath::Redirect);
-    let pki = Pki::new(lab.dir.path());
-    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, false));
-    let cfg = config(&lab, "ftps.yaml", &inspect(&pki));
-    lab.start_ftpgate(&["--config", &cfg]);
-    transfers(&lab, &tree, &pki);
+    let Some(lab) = transfers_through("ftps inspect", LabPath::Redirect, VSFTPD_TLS, &inspect) else { return };
     lab.finish();
 }
 
 #[test]
 fn implicit_ftps_on_both_sides() {
-    if !lab::gate("ftps implicit", Some(ServerKind::Vsftpd)) {
-        return;
-    }
-    let mut lab = Lab::new(LabPath::Reverse);
-    let pki = Pki::new(lab.dir.path());
-    let tree = start_vsftpd(&mut lab, &vsftpd_tls(&pki.server, true));
+    let implicit = Upstream::Vsftpd { cert: |k| &k.server, implicit: true, port: 21 };
+    let Some((mut lab, pki, tree)) = ftps_server("ftps implicit", LabPath::Reverse, implicit) else { return };
     let cfg = config(
         &lab,
         "ftps.yaml",
@@ -308,17 +328,8 @@ fn implicit_ftps_on_both_sides() {
 /// certificate ftpgate issued for the server's address (short-lived), not the server's own
 /// (rcgen's default validity, until 4096).
 fn implicit_diverted(test: &str, path: LabPath) {
-    if !lab::gate(test, Some(ServerKind::Vsftpd)) {
-        return;
-    }
-    let mut lab = Lab::new(path);
-    let pki = Pki::new(lab.dir.path());
-    let tree = Tree::create(lab.dir.path());
-    let tls = vsftpd_tls(&pki.server, true);
-    let edit = |c: String| tls(c).replace("listen_port=21\n", "listen_port=990\n");
-    lab.start_server_on(ServerKind::Vsftpd, &tree, &[SERVER4, SERVER6], "vsftpd", 990, &edit);
-    let cfg = config(&lab, "ftps.yaml", &inspect(&pki));
-    lab.start_ftpgate(&["--config", &cfg]);
+    let on_990 = Upstream::Vsftpd { cert: |k| &k.server, implicit: true, port: 990 };
+    let Some((lab, pki, tree)) = ftps_lab(test, path, on_990, &inspect) else { return };
     let out = lab.dir.path().join("got.bin");
     for family in [Family::V4, Family::V6] {
         let host = url_host(family, lab.dial_host(family));
@@ -359,18 +370,12 @@ fn implicit_ftps_to_port_990_diverted_by_tproxy() {
 
 /// A client of a server whose certificate fails verification gets 421, and the log says why.
 fn refused_server(test: &str, path: LabPath, cert: fn(&Pki) -> &(PathBuf, PathBuf), extra: &str, why: &[&str]) {
-    if !lab::gate(test, Some(ServerKind::Vsftpd)) {
-        return;
-    }
-    let mut lab = Lab::new(path);
-    let pki = Pki::new(lab.dir.path());
-    start_vsftpd(&mut lab, &vsftpd_tls(cert(&pki), false));
-    let yaml = match path {
-        LabPath::Reverse => format!("{}{extra}", terminate_explicit(&pki)),
-        _ => format!("{}{extra}", inspect(&pki)),
+    let yaml = |pki: &Pki| match path {
+        LabPath::Reverse => format!("{}{extra}", terminate_explicit(pki)),
+        _ => format!("{}{extra}", inspect(pki)),
     };
-    let cfg = config(&lab, "ftps.yaml", &yaml);
-    lab.start_ftpgate(&["--config", &cfg]);
+    let upstream = Upstream::Vsftpd { cert, implicit: false, port: 21 };
+    let Some((lab, pki, _)) = ftps_lab(test, path, upstream, &yaml) else { return };
     let (ok, t) = python(&lab, &pki, lab.dial_host(Family::V4), 21, &["--op", "login"]);
     assert!(!ok, "{test}: the client got through: {t}");
     assert!(t.lines().any(|l| l.starts_with("ERROR 421")), "{test}: no 421 for the client: {t}");

@@ -5,7 +5,7 @@
 mod lab;
 
 use lab::servers::ServerKind;
-use lab::{gate, sha256_file, Lab, LabPath, PROXY_PORT};
+use lab::{gate, sha256_file, Family, Lab, LabPath, PROXY_PORT};
 use std::time::Instant;
 
 const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/scenarios.py");
@@ -92,7 +92,8 @@ fn abort_mid_transfer_then_more_transfers_in_the_same_session() {
     // On the kernel data path the kernel carries the data connection end to end; the client
     // here stops reading before ABOR, and none of the lab's servers (vsftpd without
     // async_abor_enable, proftpd, pure-ftpd) ends a transfer blocked on it by itself: ftpgate
-    // has the kernel reset that connection, so the server answers the ABOR at once.
+    // has the kernel reset that connection (kill4 or kill6 in ftpgate-kernel-path.nft), so the
+    // server answers the ABOR at once. Both families, passive and active: each has its own set.
     for server in lab::servers::ALL_SERVERS {
         if !gate(&format!("abort/{}", server.name()), Some(server)) {
             return;
@@ -100,12 +101,14 @@ fn abort_mid_transfer_then_more_transfers_in_the_same_session() {
         let mut lab = Lab::new(LabPath::Redirect);
         let tree = lab.start_server(server);
         lab.start_ftpgate(&[]);
-        for mode in ["pasv", "port"] {
-            let (ok, out) = lab.client_run(&["python3", SCENARIOS, "abort", lab::SERVER4, mode, &tree.small_sha]);
+        for (family, mode) in [(Family::V4, "pasv"), (Family::V4, "port"), (Family::V6, "epsv"), (Family::V6, "eprt")] {
+            let host = lab.dial_host(family);
+            let (ok, out) = lab.client_run(&["python3", SCENARIOS, "abort", host, mode, &tree.small_sha]);
             assert!(
                 ok && out.contains("AFTER-ABORT 3 transfers intact"),
-                "{}/{mode}: {out}{}",
+                "{}/{mode}/{}: {out}{}",
                 server.name(),
+                family.name(),
                 lab.logs()
             );
         }

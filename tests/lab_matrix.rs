@@ -1,8 +1,8 @@
 //! The full client × mode × family × operation matrix against every server, through every path:
 //! the routed and kernel-helper baselines, and ftpgate in REDIRECT, TPROXY and reverse mode, on
-//! both data paths: relayed by ftpgate, and forwarded by the kernel through ftpgate's pinholes
-//! (the kernel path runs the full client × mode × family × operation set against vsftpd and
-//! proftpd, not pure-ftpd, to keep CI's time in bounds).
+//! both data paths: relayed by ftpgate (or as FTPGATE_LAB_DATA_PATH says), and forwarded by the
+//! kernel through ftpgate's pinholes (the kernel-path cases below, every server through every
+//! interception mode; about 12 s each).
 
 mod lab;
 
@@ -63,4 +63,7 @@ kernel_path_tests! {
     kernel_path_tproxy_proftpd: Tproxy, Proftpd;
     kernel_path_reverse_vsftpd: Reverse, Vsftpd;
     kernel_path_reverse_proftpd: Reverse, Proftpd;
+    kernel_path_redirect_pureftpd: Redirect, PureFtpd;
+    kernel_path_tproxy_pureftpd: Tproxy, PureFtpd;
+    kernel_path_reverse_pureftpd: Reverse, PureFtpd;
 }

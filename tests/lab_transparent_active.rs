@@ -7,18 +7,20 @@
 mod lab;
 
 use lab::servers::{ServerKind, LAB_PASS, LAB_USER};
-use lab::{gate, sha256_file, Lab, LabPath, Tree, FW_C4, FW_C6, SERVER4, SERVER6};
+use lab::{gate, sha256_file, DataPath, Lab, LabPath, Tree, FW_C4, FW_C6, SERVER4, SERVER6};
 use std::process::Command;
 
 const FTPCLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftpclient.py");
 const REFUSED: &str = "did not originate from the same IP address as control";
 
-/// A lab on `path` with vsftpd, and ftpgate started with `yaml` as its configuration.
-fn lab_with(test: &str, path: LabPath, yaml: &str) -> Option<(Lab, Tree)> {
+/// A lab on `path` with vsftpd, and ftpgate started with `yaml` as its configuration on
+/// `data_path`.
+fn lab_with(test: &str, path: LabPath, yaml: &str, data_path: DataPath) -> Option<(Lab, Tree)> {
     if !gate(test, Some(ServerKind::Vsftpd)) {
         return None;
     }
     let mut lab = Lab::new(path);
+    lab.data_path = data_path;
     let tree = lab.start_server(ServerKind::Vsftpd);
     let config = lab.write("ftpgate.yaml", yaml);
     lab.start_ftpgate(&["--config", config.to_str().unwrap()]);
@@ -72,7 +74,10 @@ fn all_active_cases(lab: &Lab, tree: &Tree, hosts: (&str, &str), peers: (&str, &
 #[test]
 fn redirect_mode_with_source_original_connects_from_the_server() {
     let yaml = "active:\n  source: original\n";
-    let Some((lab, tree)) = lab_with("transparent active, redirect", LabPath::Redirect, yaml) else { return };
+    let Some((lab, tree)) = lab_with("transparent active, redirect", LabPath::Redirect, yaml, DataPath::from_env())
+    else {
+        return;
+    };
     all_active_cases(&lab, &tree, (SERVER4, SERVER6), (SERVER4, SERVER6), None);
     assert!(!lab.log_of("ftpgate").contains("active.source: original for transparent"), "{}", lab.logs());
     lab.finish();
@@ -81,14 +86,19 @@ fn redirect_mode_with_source_original_connects_from_the_server() {
 #[test]
 fn tproxy_mode_connects_from_the_server_by_default_and_from_its_port_20_when_asked() {
     let yaml = "active:\n  source_port_20: true\n";
-    let Some((lab, tree)) = lab_with("transparent active, tproxy", LabPath::Tproxy, yaml) else { return };
+    let Some((lab, tree)) = lab_with("transparent active, tproxy", LabPath::Tproxy, yaml, DataPath::from_env()) else {
+        return;
+    };
     all_active_cases(&lab, &tree, (SERVER4, SERVER6), (SERVER4, SERVER6), Some(20));
     lab.finish();
 }
 
 #[test]
 fn redirect_mode_by_default_connects_from_the_gateway_and_says_how_to_change_it() {
-    let Some((lab, tree)) = lab_with("transparent active, redirect default", LabPath::Redirect, "") else { return };
+    // The relay's default: on the kernel data path the kernel forwards an active connection
+    // from the server's address in every mode (tests/lab_kernel_path.rs).
+    let test = "transparent active, redirect default";
+    let Some((lab, tree)) = lab_with(test, LabPath::Redirect, "", DataPath::Relay) else { return };
     // The check is real: a strict client refuses the gateway's address, in both families.
     for (host, fw, mode) in [(SERVER4, FW_C4, "port"), (SERVER6, FW_C6, "eprt")] {
         let (ok, out, _) = strict(&lab, &tree, host, mode, "retr");
@@ -102,7 +112,9 @@ fn redirect_mode_by_default_connects_from_the_gateway_and_says_how_to_change_it(
 
 #[test]
 fn reverse_mode_connects_from_ftpgate_which_the_client_dialled() {
-    let Some((lab, tree)) = lab_with("transparent active, reverse", LabPath::Reverse, "") else { return };
+    let Some((lab, tree)) = lab_with("transparent active, reverse", LabPath::Reverse, "", DataPath::from_env()) else {
+        return;
+    };
     all_active_cases(&lab, &tree, (FW_C4, FW_C6), (FW_C4, FW_C6), None);
     lab.finish();
 }

@@ -8,6 +8,7 @@ check the mode really used.
 import argparse
 import ftplib
 import ipaddress
+import socket
 import sys
 
 
@@ -42,7 +43,10 @@ class PeerTap:
         self.sock.close()
 
 
-class LabFTP(ftplib.FTP):
+class DataModes:
+    """The data mode forced (`mode`: pasv, epsv, port, eprt) whatever the address family, each
+    data-setup command printed; mixed into ftplib.FTP here and into FTP_TLS by ftps_client.py."""
+
     mode = "pasv"
     use_227_host = False
     same_peer = False
@@ -65,7 +69,6 @@ class LabFTP(ftplib.FTP):
         return host, port
 
     def makeport(self):
-        import socket
         sock = socket.create_server(("", 0), family=self.af, backlog=1)
         port = sock.getsockname()[1]
         host = self.sock.getsockname()[0]
@@ -77,6 +80,42 @@ class LabFTP(ftplib.FTP):
             sock.settimeout(self.timeout)
         peer = ipaddress.ip_address(self.sock.getpeername()[0]) if self.same_peer else None
         return PeerTap(sock, peer)
+
+
+class LabFTP(DataModes, ftplib.FTP):
+    pass
+
+
+def abort_mid_retr(ftp, urgent):
+    """Starts `RETR large.bin`, reads 1 MiB (`READ n`), sends ABOR (as urgent data when `urgent`,
+    as ftplib's abort() does; inside TLS there is none) and NOOP as a marker. Returns the replies
+    up to NOOP's, which belong to the aborted RETR and to ABOR (their number and wording vary by
+    server), or raises ftplib.error_proto when NOOP or ABOR goes unanswered. Bounded: at most
+    eight replies are read, each under the session's timeout."""
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("RETR large.bin")
+    got = 0
+    while got < (1 << 20):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        got += len(chunk)
+    print("READ", got, flush=True)
+    ftp.sock.sendall(b"ABOR\r\n", socket.MSG_OOB if urgent else 0)
+    ftp.putcmd("NOOP")
+    replies = []
+    while len(replies) < 8:
+        replies.append(ftp.getmultiline())
+        print("REPLY", replies[-1], flush=True)
+        if replies[-1].startswith("200"):
+            break
+    conn.close()
+    if not replies[-1].startswith("200"):
+        raise ftplib.error_proto("no NOOP reply after ABOR: %r" % replies)
+    if not any(r[:3] in ("225", "226", "426", "451") for r in replies):
+        raise ftplib.error_proto("ABOR not answered: %r" % replies)
+    print("ABORTED", " | ".join(r.splitlines()[-1] for r in replies), flush=True)
+    return replies
 
 
 def main():

@@ -10,42 +10,20 @@ the session must stay usable.
 """
 import argparse
 import ftplib
+import os
 import socket
 import ssl
 import sys
 
+sys.path.insert(0, os.path.dirname(__file__))
+from ftpclient import DataModes, abort_mid_retr  # noqa: E402
 
-class LabFTPS(ftplib.FTP_TLS):
-    mode = "pasv"
 
-    def putcmd(self, line):
-        verb = line.split(" ", 1)[0].upper()
-        if verb in ("PASV", "EPSV", "PORT", "EPRT"):
-            print("MODE", verb, flush=True)
-        return super().putcmd(line)
-
+class LabFTPS(DataModes, ftplib.FTP_TLS):
     def getresp(self):
         resp = super().getresp()
         print("REPLY", resp, flush=True)
         return resp
-
-    def makepasv(self):
-        if self.mode == "pasv":
-            _, port = ftplib.parse227(self.sendcmd("PASV"))
-            return self.sock.getpeername()[0], port
-        return ftplib.parse229(self.sendcmd("EPSV"), self.sock.getpeername())
-
-    def makeport(self):
-        sock = socket.create_server(("", 0), family=self.af, backlog=1)
-        port = sock.getsockname()[1]
-        host = self.sock.getsockname()[0]
-        if self.mode == "port":
-            self.sendport(host, port)
-        else:
-            self.sendeprt(host, port)
-        if self.timeout is not None:
-            sock.settimeout(self.timeout)
-        return sock
 
 
 class ImplicitFTPS(LabFTPS):
@@ -62,31 +40,7 @@ class ImplicitFTPS(LabFTPS):
 
 
 def abort_then_more(ftp, remote, local):
-    ftp.voidcmd("TYPE I")
-    conn = ftp.transfercmd("RETR large.bin")
-    got = 0
-    while got < (1 << 20):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        got += len(chunk)
-    print("READ", got, flush=True)
-    # Replies up to NOOP's belong to the aborted RETR and to ABOR; their number and wording
-    # vary by server. Bounded: a session that never answers NOOP fails here.
-    ftp.sock.sendall(b"ABOR\r\n")
-    ftp.putcmd("NOOP")
-    replies = []
-    while len(replies) < 8:
-        replies.append(ftp.getmultiline())
-        print("REPLY", replies[-1], flush=True)
-        if replies[-1].startswith("200"):
-            break
-    conn.close()
-    if not replies[-1].startswith("200"):
-        raise ftplib.error_proto("no NOOP reply after ABOR: %r" % replies)
-    if not any(r[:3] in ("225", "226", "426", "451") for r in replies):
-        raise ftplib.error_proto("ABOR not answered: %r" % replies)
-    print("ABORTED", " | ".join(r.splitlines()[-1] for r in replies), flush=True)
+    abort_mid_retr(ftp, urgent=False)
     ftp.voidcmd("NOOP")
     with open(local, "wb") as f:
         ftp.retrbinary("RETR " + remote, f.write)

@@ -211,6 +211,16 @@ impl Lab {
         }
     }
 
+    /// Rewrites the configuration file `ftpgate.yaml` of the lab's ftpgate (PID `pid`) with
+    /// `yaml` and has it reloaded (SIGHUP); waits (bounded: 10 s) for its log to say so.
+    pub fn reload_config(&self, pid: u32, yaml: &str) {
+        let reloads = || self.log_of("ftpgate").matches("configuration reloaded").count();
+        let before = reloads();
+        self.write("ftpgate.yaml", yaml);
+        super::sh(&["kill", "-HUP", &pid.to_string()]).unwrap();
+        super::eventually(Duration::from_secs(10), "the reload", || reloads() > before);
+    }
+
     /// Listening TCP sockets in the firewall namespace with a port in ftpgate's passive range.
     pub fn passive_listeners(&self) -> usize {
         let out = self.exec_ok(&self.fw_ns, &["ss", "-Hltn"]);

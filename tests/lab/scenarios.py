@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Multi-step client scenarios for the lab that single-shot clients cannot express."""
+import ftplib
 import hashlib
 import socket
 import sys
 import threading
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from ftpclient import LabFTP  # noqa: E402
+from ftpclient import LabFTP, abort_mid_retr  # noqa: E402
 
 
 def connect(host, mode, user="anonymous", password="lab@", port=21):
@@ -55,28 +56,10 @@ def concurrent(host, n, name, want):
 def abort_then_more(host, mode, small_sha):
     """ABOR in the middle of a RETR, then the session must go on with more transfers."""
     ftp = connect(host, mode)
-    ftp.voidcmd("TYPE I")
-    conn = ftp.transfercmd("RETR large.bin")
-    got = 0
-    while got < (1 << 20):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        got += len(chunk)
-    print("read %d bytes before ABOR" % got)
-    # ABOR as urgent data (as ftplib's abort() sends it), then NOOP as a marker: replies up to
-    # NOOP's belong to the aborted RETR and to ABOR, whose number and wording vary by server.
-    ftp.sock.sendall(b"ABOR\r\n", socket.MSG_OOB)
-    ftp.putcmd("NOOP")
-    replies = []
-    while len(replies) < 8:
-        r = ftp.getmultiline()
-        replies.append(r)
-        if r.startswith("200"):
-            break
-    conn.close()
-    print("replies after ABOR:", [r.splitlines()[-1] for r in replies])
-    if not replies[-1].startswith("200") or not any(r[:3] in ("225", "226", "426", "451") for r in replies):
+    try:
+        abort_mid_retr(ftp, urgent=True)
+    except ftplib.error_proto as e:
+        print("ERROR", e)
         return 1
     ftp.voidcmd("NOOP")
     for i in range(3):
