@@ -178,7 +178,8 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 fn ftplib(lab: &Lab, mode: &str, op: &str, remote: &str, local: &std::path::Path, user: Option<(&str, &str)>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftpclient.py");
     let local = local.to_str().unwrap();
-    let mut argv = vec!["python3", script, "--host", SERVER4, "--mode", mode, "--op", op, "--remote", remote];
+    let host = if mode.starts_with('e') { SERVER6 } else { SERVER4 };
+    let mut argv = vec!["python3", script, "--host", host, "--mode", mode, "--op", op, "--remote", remote];
     argv.extend(["--local", local]);
     if let Some((u, p)) = user {
         argv.extend(["--user", u, "--password", p]);
@@ -208,28 +209,32 @@ fn kernel_transfers_are_logged_with_conntracks_ip_layer_counts() {
     let upload_bytes = std::fs::metadata(&tree.upload_file).unwrap().len();
     let creds = Some((lab::servers::LAB_USER, lab::servers::LAB_PASS));
     ftplib(&lab, "port", "stor", "up-counted.bin", &tree.upload_file, creds);
+    // IPv6, whose source port the rules do not record: found by a filtered conntrack dump.
+    ftplib(&lab, "eprt", "stor", "up-counted6.bin", &tree.upload_file, creds);
     // Written when each connection is over, after its 226.
-    eventually(Duration::from_secs(20), "both transfers in the transfer log", || xferlog_rows(&xferlog).len() == 2);
+    eventually(Duration::from_secs(20), "the transfers in the transfer log", || xferlog_rows(&xferlog).len() == 3);
     let rows = xferlog_rows(&xferlog);
     let log = lab.log_of("ftpgate");
-    for (file, size, direction, verb) in
-        [("large.bin", lab::LARGE_BYTES as u64, "o", "RETR"), ("up-counted.bin", upload_bytes, "i", "STOR")]
-    {
+    let log = log.as_str();
+    for (file, size, direction, verb) in [
+        ("large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
+        ("up-counted.bin", upload_bytes, "i", "STOR"),
+        ("up-counted6.bin", upload_bytes, "i", "STOR"),
+    ] {
         let r = rows.iter().find(|r| r.get(8).map(String::as_str) == Some(file)).unwrap_or_else(|| panic!("{rows:?}"));
         assert_eq!((&*r[11], &*r[17]), (direction, "c"), "{r:?}");
-        let bytes: u64 = r[7].parse().unwrap_or_else(|_| panic!("no byte count: {r:?}"));
+        let done: Vec<&str> = log.lines().filter(|l| l.contains("transfer done")).collect();
+        let bytes: u64 = r[7].parse().unwrap_or_else(|_| panic!("no byte count: {r:?}\n{}", done.join("\n")));
         // IP-layer bytes: the file and every packet's headers, never less than the file.
         assert!(bytes >= size && bytes <= size + size * 8 / 100, "{file}: {bytes} for {size} bytes: {r:?}");
-        let line = log
-            .lines()
-            .find(|l| {
-                l.contains("transfer done") && l.contains(&format!("verb=\"{verb}\"")) && l.contains("byte_layer")
-            })
-            .unwrap_or_else(|| panic!("no counted {verb} line:\n{log}"));
-        assert_eq!(field(line, "byte_layer"), Some("ip"), "{line}");
         let (toward, back) = if verb == "RETR" { ("to_client", "to_server") } else { ("to_server", "to_client") };
-        let logged: u64 = field(line, &format!("bytes_{toward}")).unwrap().parse().unwrap();
-        assert_eq!(logged, bytes, "the log line and the transfer log agree: {line}");
+        // The log line with the same figure: the log line and the transfer log agree.
+        let figure = bytes.to_string();
+        let line = done
+            .iter()
+            .find(|l| l.contains(&format!("verb=\"{verb}\"")) && field(l, &format!("bytes_{toward}")) == Some(&*figure))
+            .unwrap_or_else(|| panic!("no {verb} line with {bytes} bytes:\n{}", done.join("\n")));
+        assert_eq!(field(line, "byte_layer"), Some("ip"), "{line}");
         for dir in [toward, back] {
             let packets: u64 = field(line, &format!("packets_{dir}")).unwrap().parse().unwrap();
             assert!(packets > 0, "{line}");

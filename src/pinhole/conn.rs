@@ -34,11 +34,14 @@ pub(super) struct Conn {
     /// Conntrack entries already attributed to a pinhole, by id, and when: a later pinhole
     /// with the same key must not take an earlier connection's entry for its own.
     pub claimed: HashMap<u32, Instant>,
+    /// Source ports of connections that passed a gate, by the gate's key, until their
+    /// conntrack entry is looked up.
+    pub ports: HashMap<Vec<u8>, (u16, Instant)>,
 }
 
 impl Conn {
     pub fn new(sock: Socket) -> Self {
-        Self { sock, seq: 1, cuts: HashMap::new(), claimed: HashMap::new() }
+        Self { sock, seq: 1, cuts: HashMap::new(), claimed: HashMap::new(), ports: HashMap::new() }
     }
 
     pub fn next_seq(&mut self) -> u32 {
@@ -218,6 +221,31 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Reads and deletes the port element a used gate left: `None` when there is none.
+    pub fn take_port(&mut self, port: &Element) -> io::Result<Option<u16>> {
+        let seq = self.next_seq();
+        self.send(&nft::serialize(&[nft::get(port, seq)]))?;
+        let mut found = None;
+        let got = self.read(4, |msg| {
+            if msg.seq != seq {
+                return Ok(None);
+            }
+            match msg.status() {
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(None)),
+                Some(Err(e)) => Err(e),
+                Some(Ok(())) => Ok(Some(found)),
+                None => {
+                    found = found.or(nft::element_port(msg.payload()));
+                    Ok(None)
+                }
+            }
+        })?;
+        if got.is_some() {
+            self.delete_one(port);
+        }
+        Ok(got)
     }
 
     pub fn armed(&mut self, gate: &Element) -> io::Result<bool> {

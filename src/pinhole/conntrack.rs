@@ -3,10 +3,12 @@
 //! `netlink-packet-netfilter`; the counters, the entry's id and the dump filter are attributes
 //! that crate leaves raw, decoded here.
 //!
-//! A passive connection's source port is chosen by the client and never seen by ftpgate, so the
-//! entry is first found with a dump that the kernel filters (CTA_FILTER, Linux 5.8): the
-//! original tuple's addresses, protocol and destination port. Only matching entries reach
-//! ftpgate; once the source port is known, each later read is an exact lookup.
+//! A connection's source port is chosen by its peer and never seen by ftpgate. For IPv4 the rule
+//! that lets it through records it (set `port4`), and every read is an exact lookup by the whole
+//! original tuple. For IPv6 (see the table's file) the entry is first found with a dump that
+//! the kernel filters (CTA_FILTER, Linux 5.8) on the original tuple's addresses, protocol and
+//! destination port; only matching entries reach ftpgate, but the kernel walks its whole
+//! connection table for it (some milliseconds), so it is the fallback, not the rule.
 
 use super::{Counts, Flow};
 use netlink_packet_core::{DefaultNla, NetlinkMessage, Nla, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
@@ -28,6 +30,9 @@ const NLA_F_NESTED: u16 = 1 << 15;
 /// Which fields of the original tuple must match: source and destination address, protocol,
 /// destination port (the kernel's CTA_FILTER_FLAG bits).
 const FILTER_BY: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5);
+/// For IPv6 the protocol and destination port only: the kernel (seen on 6.18) matches no IPv6
+/// entry at all once addresses are in the filter; the caller checks the addresses.
+const FILTER_BY_V6: u32 = (1 << 3) | (1 << 5);
 fn family(ip: IpAddr) -> NetfilterProtoFamily {
     if ip.is_ipv6() {
         NetfilterProtoFamily::IPv6
@@ -71,10 +76,11 @@ fn push_attribute(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
 }
 
 /// The entries whose original tuple is TCP from `peer` to `dialled`, any source port: a dump
-/// the kernel filters, answered by the matching entries and a DONE.
+/// the kernel filters (IPv6: by port only), answered by the matching entries and a DONE.
 pub fn dump(peer: IpAddr, dialled: SocketAddr, seq: u32) -> Vec<u8> {
     let mut filter = Vec::with_capacity(16);
-    push_attribute(&mut filter, CTA_FILTER_ORIG_FLAGS, &FILTER_BY.to_ne_bytes());
+    let by = if peer.is_ipv6() { FILTER_BY_V6 } else { FILTER_BY };
+    push_attribute(&mut filter, CTA_FILTER_ORIG_FLAGS, &by.to_ne_bytes());
     push_attribute(&mut filter, CTA_FILTER_REPLY_FLAGS, &0u32.to_ne_bytes());
     // The kernel parses the filter strictly: it must carry the nested flag, which the
     // crate's raw attributes cannot, so it is written here.
@@ -256,6 +262,10 @@ mod tests {
         let tuple = attrs.iter().find(|(k, _)| *k == 1).unwrap().1;
         let proto = attributes(tuple).find(|(k, _)| *k == 2).unwrap().1;
         assert_eq!(attributes(proto).map(|(k, _)| k).collect::<Vec<_>>(), [1, 3]);
+        // IPv6: protocol and port only, the addresses are checked by the caller.
+        let d6 = dump("2001:db8:1::2".parse().unwrap(), "[2001:db8:2::2]:30001".parse().unwrap(), 5);
+        let filter = attributes(&d6[20..]).find(|(k, _)| *k == CTA_FILTER).unwrap().1;
+        assert_eq!(attributes(filter).next(), Some((CTA_FILTER_ORIG_FLAGS, &0x28u32.to_ne_bytes()[..])));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::conn::Conn;
 use super::conntrack;
+use super::nft::{self, Element};
 use super::{Flow, Pinhole};
 
 use std::io;
@@ -33,10 +34,38 @@ pub fn pick(candidates: &[Flow]) -> Option<Flow> {
 }
 
 impl Conn {
-    /// Finds the conntrack entry of the connection that used pinhole `p`. Asked right after
-    /// the pinhole was seen used: while its translation element lives, no other connection
-    /// with its key gets through, so a new entry with that key is the pinhole's.
+    /// Keeps the source port a used gate's connection left in the port set, for its lookup.
+    pub fn keep_port(&mut self, port: &Element) {
+        match self.take_port(port) {
+            Ok(Some(p)) => {
+                let now = Instant::now();
+                self.ports.retain(|_, (_, at)| now.duration_since(*at) < CLAIM_FOR);
+                if self.ports.len() < MAX_CLAIMED {
+                    self.ports.insert(port.key.clone(), (p, now));
+                }
+            }
+            Ok(None) => tracing::debug!("no source port recorded for a used pinhole"),
+            Err(e) => tracing::warn!(error = %e, "reading a used pinhole's source port failed"),
+        }
+    }
+
+    /// Finds the conntrack entry of the connection that used pinhole `p`: exactly, by the
+    /// source port its gate's rule recorded; otherwise (IPv6) by a dump the kernel filters,
+    /// asked right after the pinhole was seen used: while its translation element lives, no
+    /// other connection with its key gets through, so a new entry with that key is the
+    /// pinhole's.
     pub fn find_flow(&mut self, p: &Pinhole) -> io::Result<Option<Flow>> {
+        if let Some((port, _)) = nft::port(p).and_then(|e| self.ports.remove(&e.key)) {
+            let flow = self.read_flow(SocketAddr::new(p.peer, port), p.dialled)?;
+            if let Some(id) = flow.and_then(|f| f.id).filter(|_| self.claimed.len() < MAX_CLAIMED) {
+                self.claimed.insert(id, Instant::now());
+            }
+            return Ok(flow);
+        }
+        self.dump_flow(p)
+    }
+
+    fn dump_flow(&mut self, p: &Pinhole) -> io::Result<Option<Flow>> {
         let seq = self.next_seq();
         self.send(&conntrack::dump(p.peer, p.dialled, seq))?;
         let mut found = Vec::new();

@@ -22,8 +22,8 @@ const QUEUE: usize = 4096;
 
 enum Request {
     Install(Install),
-    Armed { gate: Element, done: oneshot::Sender<io::Result<bool>> },
-    Remove { elements: [Element; 3] },
+    Armed { gate: Element, port: Option<Element>, done: oneshot::Sender<io::Result<bool>> },
+    Remove { elements: [Element; 3], port: Option<Element> },
     Cut { kill: Element, timeout: Duration },
     Counters { done: oneshot::Sender<io::Result<[u64; 2]>> },
     FindFlow { pinhole: Pinhole, done: oneshot::Sender<io::Result<Option<Flow>>> },
@@ -118,7 +118,7 @@ impl Pinholes {
     /// Whether the pinhole still waits for its connection (false once used or expired).
     pub async fn armed(&self, p: Pinhole) -> Result<bool, PinholeError> {
         let (done, rx) = oneshot::channel();
-        self.submit(Request::Armed { gate: nft::gate(&p), done })?;
+        self.submit(Request::Armed { gate: nft::gate(&p), port: nft::port(&p), done })?;
         rx.await.map_err(|_| PinholeError::Gone("the pinhole writer stopped"))?.map_err(PinholeError::Install)
     }
 
@@ -158,7 +158,7 @@ impl Pinholes {
 
     /// Takes a pinhole away (its data channel was dropped); what is already gone is no error.
     pub fn remove(&self, p: Pinhole) {
-        if let Err(e) = self.submit(Request::Remove { elements: nft::elements(&p) }) {
+        if let Err(e) = self.submit(Request::Remove { elements: nft::elements(&p), port: nft::port(&p) }) {
             tracing::warn!(error = %e, "pinhole not removed; it expires by itself");
         }
     }
@@ -173,13 +173,22 @@ impl Conn {
                 match r {
                     Request::Install(inst) => installs.push(inst),
                     // In the order asked: a removal or a check after an installation sees it.
-                    Request::Armed { gate, done } => {
+                    Request::Armed { gate, port, done } => {
                         self.install_all(std::mem::take(&mut installs));
-                        let _ = done.send(self.armed(&gate));
+                        let armed = self.armed(&gate);
+                        // Used: the port it came from is taken now, before the kernel expires it.
+                        if let (Ok(false), Some(port)) = (&armed, port) {
+                            self.keep_port(&port);
+                        }
+                        let _ = done.send(armed);
                     }
-                    Request::Remove { elements } => {
+                    Request::Remove { elements, port } => {
                         self.install_all(std::mem::take(&mut installs));
-                        self.remove(&elements)
+                        self.remove(&elements);
+                        // Perhaps used a moment ago: its port must not be taken for a later one.
+                        if let Some(port) = port {
+                            self.delete_one(&port);
+                        }
                     }
                     Request::Cut { kill, timeout } => {
                         self.install_all(std::mem::take(&mut installs));
