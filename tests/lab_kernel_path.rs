@@ -211,17 +211,24 @@ fn kernel_transfers_are_logged_with_conntracks_ip_layer_counts() {
     ftplib(&lab, "port", "stor", "up-counted.bin", &tree.upload_file, creds);
     // IPv6, whose source port the rules do not record: found by a filtered conntrack dump.
     ftplib(&lab, "eprt", "stor", "up-counted6.bin", &tree.upload_file, creds);
+    // curl connects its data connection before it sends RETR (TYPE I and SIZE come between):
+    // the server's replies to those must not end the channel before the transfer is known.
+    let url = format!("ftp://{SERVER4}/large.bin");
+    let (ok, out) = lab.client_run(&["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", &url]);
+    assert!(ok && out.trim() == lab::LARGE_BYTES.to_string(), "{out}");
     // Written when each connection is over, after its 226.
-    eventually(Duration::from_secs(20), "the transfers in the transfer log", || xferlog_rows(&xferlog).len() == 3);
+    eventually(Duration::from_secs(20), "the transfers in the transfer log", || xferlog_rows(&xferlog).len() == 4);
     let rows = xferlog_rows(&xferlog);
     let log = lab.log_of("ftpgate");
     let log = log.as_str();
-    for (file, size, direction, verb) in [
-        ("large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
-        ("up-counted.bin", upload_bytes, "i", "STOR"),
-        ("up-counted6.bin", upload_bytes, "i", "STOR"),
+    for (nth, file, size, direction, verb) in [
+        (0, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
+        (1, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
+        (0, "up-counted.bin", upload_bytes, "i", "STOR"),
+        (0, "up-counted6.bin", upload_bytes, "i", "STOR"),
     ] {
-        let r = rows.iter().find(|r| r.get(8).map(String::as_str) == Some(file)).unwrap_or_else(|| panic!("{rows:?}"));
+        let mut same = rows.iter().filter(|r| r.get(8).map(String::as_str) == Some(file));
+        let r = same.nth(nth).unwrap_or_else(|| panic!("{rows:?}"));
         assert_eq!((&*r[11], &*r[17]), (direction, "c"), "{r:?}");
         let done: Vec<&str> = log.lines().filter(|l| l.contains("transfer done")).collect();
         let bytes: u64 = r[7].parse().unwrap_or_else(|_| panic!("no byte count: {r:?}\n{}", done.join("\n")));

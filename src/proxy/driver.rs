@@ -187,8 +187,11 @@ impl<'a> Driver<'a> {
                 }
                 Event::Server(Ok(0) | Err(_)) => core.handle_server_eof(now),
                 Event::Server(Ok(n)) => {
-                    // A reply while a kernel channel waits (its 150, its 226): check it now.
-                    if let Some(wake) = self.data.as_ref().and_then(|(_, t)| t.wake.as_ref()) {
+                    // A reply to the transfer command while a kernel channel waits (its 150, its
+                    // 226): check it now. Not before that command: a channel seen ended before
+                    // it could not be told which transfer it carried.
+                    let waiting = self.data.as_ref().and_then(|(_, t)| t.wake.as_ref());
+                    if let Some(wake) = waiting.filter(|_| core.transfer().is_some()) {
                         wake.notify_one();
                     }
                     core.handle_server_bytes(&schunk[..n], now)
