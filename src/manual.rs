@@ -90,14 +90,19 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  a stranger's or a second connection is dropped; an unused pinhole goes at \
                  timeouts.data_accept; on ABOR the kernel resets the transfer's connection \
                  (set kill4/kill6). The rules' counters used and refused are read every 5 s \
-                 into ftpgate_kernel_path_packets_total{counter}. Byte counts of these transfers are unknown to ftpgate \
-                 and logged as such. Passive/active conversion is refused with 425. \
+                 into ftpgate_kernel_path_packets_total{counter}. Linux byte counts come from \
+                 conntrack accounting (net.netfilter.nf_conntrack_acct, turned on at start-up where \
+                 it is off, or a warning): when a connection is over, its log line (byte_layer=\"ip\", \
+                 bytes and packets each way), its transfer log line and \
+                 ftpgate_kernel_path_bytes_total{direction} carry the kernel's IP-layer figures, \
+                 headers included (at least the file size, up to 3-5 % above it); where the \
+                 kernel cannot tell they are unknown. Passive/active conversion is refused with 425. \
                  FreeBSD (14 and later): each pinhole is an anchor ftpgate/<pid>.<n> with an \
                  rdr, a nat and pass (max 1) rules, loaded through /dev/pf in one transaction; \
                  pf.conf needs nat-anchor, rdr-anchor and anchor \"ftpgate/*\" \
                  (pf-anchors/freebsd-pf.conf), and ftpgate runs as root. The rules go at \
-                 timeouts.data_accept, used or not (states outlive them); pf keeps no counters for the \
-                 metric. Not available on OpenBSD.",
+                 timeouts.data_accept, used or not (states outlive them); pf keeps no counters, so \
+                 byte counts there are unknown. Not available on OpenBSD.",
             ),
             P("nftables/ftpgate-filter.nft is for firewalls whose input and forward policies \
                drop: it admits ftpgate's ports (with active.ports set to the same fixed range as \

@@ -26,6 +26,8 @@ pub struct Metrics {
     upstream_connect_failures: IntCounter,
     /// The kernel path's rule counters, as last read, and the series that follow them.
     kernel_path: [(IntCounter, std::sync::atomic::AtomicU64); 2],
+    /// IP-layer bytes of the kernel path's data connections, from conntrack accounting.
+    kernel_path_bytes: [IntCounter; Direction::ALL.len()],
     upstream_connect_duration: Histogram,
     data_channels_active: PerMode<IntGauge>,
     data_channels: PerMode<IntCounter>,
@@ -143,12 +145,21 @@ impl Metrics {
             &["counter"],
             r
         )?;
+        let kernel_path_bytes: IntCounterVec = register_int_counter_vec_with_registry!(
+            "ftpgate_kernel_path_bytes_total",
+            "Kernel data path: IP-layer bytes (headers included, some 3-5 % above the data) of the data \
+             connections the kernel carried, from conntrack accounting, added as each connection ends; \
+             connections whose count is unknown are left out",
+            &["direction"],
+            r
+        )?;
         let follow = |name: &str| (kernel_path.with_label_values(&[name]), std::sync::atomic::AtomicU64::new(0));
         Ok(Self {
             tls_sessions,
             tls_transfers,
             tls_handshake_failures,
             kernel_path: [follow("used"), follow("refused")],
+            kernel_path_bytes: Direction::ALL.map(|d| kernel_path_bytes.with_label_values(&[d.label()])),
             sessions_active: register_int_gauge_with_registry!("ftpgate_sessions_active", "Control sessions open", r)?,
             sessions: SessionOutcome::ALL.map(|o| sessions.with_label_values(&[o.label()])),
             session_duration: register_histogram_with_registry!(
@@ -232,6 +243,11 @@ impl Metrics {
         self.bytes[direction.index()].clone()
     }
 
+    /// A kernel data connection's IP-layer bytes as conntrack counted them.
+    pub fn kernel_path_bytes(&self, direction: Direction, bytes: u64) {
+        self.kernel_path_bytes[direction.index()].inc_by(bytes);
+    }
+
     pub fn transfer(&self, verb: TransferVerb, outcome: TransferOutcome, duration: Duration) {
         self.transfers[verb.index()][outcome.index()].inc();
         self.transfer_duration.observe(duration.as_secs_f64());
@@ -278,6 +294,9 @@ mod tests {
         let mut expected = Vec::new();
         expected.extend(SessionOutcome::ALL.map(|o| format!("ftpgate_sessions_total{{outcome=\"{}\"}} 0", o.label())));
         expected.extend(Direction::ALL.map(|d| format!("ftpgate_bytes_total{{direction=\"{}\"}} 0", d.label())));
+        expected.extend(
+            Direction::ALL.map(|d| format!("ftpgate_kernel_path_bytes_total{{direction=\"{}\"}} 0", d.label())),
+        );
         expected.extend(Reason::ALL.map(|r| format!("ftpgate_rejections_total{{reason=\"{}\"}} 0", r.label())));
         expected.extend(ReplyClass::ALL.map(|c| format!("ftpgate_server_replies_total{{class=\"{}\"}} 0", c.label())));
         for m in DataMode::ALL {

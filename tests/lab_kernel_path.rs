@@ -158,3 +158,115 @@ fn start_up_exits_3_without_the_table_or_without_cap_net_admin() {
     assert!(out.contains("CAP_NET_ADMIN"), "{out}");
     lab.finish();
 }
+
+/// The xferlog(5) fields of each line: [7] bytes, [8] path, [11] direction, [17] completion.
+fn xferlog_rows(path: &std::path::Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect()
+}
+
+/// The value of `field=` in a log line (quotes taken off).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let rest = &line[at..];
+    let end =
+        if let Some(q) = rest.strip_prefix('"') { q.find('"')? + 2 } else { rest.find(' ').unwrap_or(rest.len()) };
+    Some(rest[..end].trim_matches('"'))
+}
+
+/// ftplib in the client namespace: `op` (retr, stor) of `remote` in `mode`, as `user` when set.
+fn ftplib(lab: &Lab, mode: &str, op: &str, remote: &str, local: &std::path::Path, user: Option<(&str, &str)>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/ftpclient.py");
+    let local = local.to_str().unwrap();
+    let host = if mode.starts_with('e') { SERVER6 } else { SERVER4 };
+    let mut argv = vec!["python3", script, "--host", host, "--mode", mode, "--op", op, "--remote", remote];
+    argv.extend(["--local", local]);
+    if let Some((u, p)) = user {
+        argv.extend(["--user", u, "--password", p]);
+    }
+    let (ok, out) = lab.client_run(&argv);
+    assert!(ok, "{out}\n{}", lab.logs());
+}
+
+/// A kernel-path lab writing its transfer log; the log's path.
+fn counting_lab(test: &str) -> Option<(Lab, lab::Tree, std::path::PathBuf)> {
+    let (mut lab, tree) = with_server(test, LabPath::Redirect, ServerKind::Vsftpd)?;
+    lab.kernel_path();
+    let xferlog = lab.dir.path().join("xferlog");
+    lab.start_ftpgate(&["--xferlog", xferlog.to_str().unwrap()]);
+    Some((lab, tree, xferlog))
+}
+
+#[test]
+fn kernel_transfers_are_logged_with_conntracks_ip_layer_counts() {
+    let Some((lab, tree, xferlog)) = counting_lab("kernel path byte counts") else { return };
+    assert!(lab.log_of("ftpgate").contains("nf_conntrack_acct) turned on"), "{}", lab.logs());
+    // A passive download and an active upload: conntrack's original direction is the
+    // client's in one, the server's in the other.
+    let local = lab.dir.path().join("large.out");
+    ftplib(&lab, "pasv", "retr", "large.bin", &local, None);
+    assert_eq!(lab::sha256_file(&local), tree.large_sha);
+    let upload_bytes = std::fs::metadata(&tree.upload_file).unwrap().len();
+    let creds = Some((lab::servers::LAB_USER, lab::servers::LAB_PASS));
+    ftplib(&lab, "port", "stor", "up-counted.bin", &tree.upload_file, creds);
+    // IPv6, whose source port the rules do not record: found by a filtered conntrack dump.
+    ftplib(&lab, "eprt", "stor", "up-counted6.bin", &tree.upload_file, creds);
+    // curl connects its data connection before it sends RETR (TYPE I and SIZE come between):
+    // the server's replies to those must not end the channel before the transfer is known.
+    let url = format!("ftp://{SERVER4}/large.bin");
+    let (ok, out) = lab.client_run(&["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", &url]);
+    assert!(ok && out.trim() == lab::LARGE_BYTES.to_string(), "{out}");
+    // Written when each connection is over, after its 226.
+    eventually(Duration::from_secs(20), "the transfers in the transfer log", || xferlog_rows(&xferlog).len() == 4);
+    let rows = xferlog_rows(&xferlog);
+    let log = lab.log_of("ftpgate");
+    let log = log.as_str();
+    for (nth, file, size, direction, verb) in [
+        (0, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
+        (1, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
+        (0, "up-counted.bin", upload_bytes, "i", "STOR"),
+        (0, "up-counted6.bin", upload_bytes, "i", "STOR"),
+    ] {
+        let mut same = rows.iter().filter(|r| r.get(8).map(String::as_str) == Some(file));
+        let r = same.nth(nth).unwrap_or_else(|| panic!("{rows:?}"));
+        assert_eq!((&*r[11], &*r[17]), (direction, "c"), "{r:?}");
+        let done: Vec<&str> = log.lines().filter(|l| l.contains("transfer done")).collect();
+        let bytes: u64 = r[7].parse().unwrap_or_else(|_| panic!("no byte count: {r:?}\n{}", done.join("\n")));
+        // IP-layer bytes: the file and every packet's headers, never less than the file.
+        assert!(bytes >= size && bytes <= size + size * 8 / 100, "{file}: {bytes} for {size} bytes: {r:?}");
+        let (toward, back) = if verb == "RETR" { ("to_client", "to_server") } else { ("to_server", "to_client") };
+        // The log line with the same figure: the log line and the transfer log agree.
+        let figure = bytes.to_string();
+        let line = done
+            .iter()
+            .find(|l| l.contains(&format!("verb=\"{verb}\"")) && field(l, &format!("bytes_{toward}")) == Some(&*figure))
+            .unwrap_or_else(|| panic!("no {verb} line with {bytes} bytes:\n{}", done.join("\n")));
+        assert_eq!(field(line, "byte_layer"), Some("ip"), "{line}");
+        for dir in [toward, back] {
+            let packets: u64 = field(line, &format!("packets_{dir}")).unwrap().parse().unwrap();
+            assert!(packets > 0, "{line}");
+        }
+        println!("{line}\n{}", r.join(" "));
+    }
+    lab.finish();
+}
+
+#[test]
+fn without_conntrack_accounting_kernel_counts_are_unknown() {
+    let Some((lab, _tree, xferlog)) = counting_lab("kernel path uncounted") else { return };
+    // Off again after ftpgate turned it on: connections made now carry no counters.
+    lab.exec_ok(&lab.fw_ns, &["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=0"]);
+    ftplib(&lab, "pasv", "retr", "small.bin", &lab.dir.path().join("small.out"), None);
+    eventually(Duration::from_secs(20), "the transfer in the transfer log", || xferlog_rows(&xferlog).len() == 1);
+    let r = &xferlog_rows(&xferlog)[0];
+    assert_eq!((&*r[7], &*r[8], &*r[17]), ("unknown", "small.bin", "c"), "{r:?}");
+    let log = lab.log_of("ftpgate");
+    let line = log
+        .lines()
+        .find(|l| l.contains("transfer done") && l.contains("verb=\"RETR\""))
+        .unwrap_or_else(|| panic!("no RETR line:\n{log}"));
+    assert_eq!(field(line, "bytes_to_client"), Some("unknown"), "{line}");
+    assert!(!line.contains("byte_layer"), "{line}");
+    println!("{line}");
+    lab.finish();
+}

@@ -9,6 +9,16 @@
 //! no kernel data path: asking for one fails at start-up.
 
 #[cfg(target_os = "linux")]
+mod accounting;
+#[cfg(target_os = "linux")]
+mod conn;
+#[cfg(target_os = "linux")]
+mod conntrack;
+#[cfg(target_os = "linux")]
+mod flows;
+#[cfg(target_os = "linux")]
+mod netlink;
+#[cfg(target_os = "linux")]
 mod nft;
 #[cfg(target_os = "linux")]
 mod writer;
@@ -60,10 +70,43 @@ pub enum PinholeError {
     Install(io::Error),
     #[error("kernel data path: {0}")]
     Gone(&'static str),
+    /// Reading the kernel's connection tracking failed.
+    #[error("kernel data path: conntrack: {0}")]
+    Conntrack(io::Error),
     #[error("kernel data path: a pinhole mixes IPv4 and IPv6 addresses")]
     MixedFamilies,
     #[error("the kernel data path is not available on this platform")]
     Unsupported,
+}
+
+/// TCP states in conntrack after which no data byte moves any more.
+const TCP_TIME_WAIT: u8 = 7;
+const TCP_CLOSE: u8 = 8;
+
+/// What the kernel counted in one direction: IP-layer bytes (headers included) and packets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// One conntrack entry as far as ftpgate reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub id: Option<u32>,
+    /// The original direction: from the peer that opened the connection.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub tcp_state: Option<u8>,
+    /// Original and reply direction; `None` when accounting was off as the entry was made.
+    pub counts: Option<[Counts; 2]>,
+}
+
+impl Flow {
+    /// Both ends have closed (TIME_WAIT) or it was reset (CLOSE): the counters are final.
+    pub fn is_over(&self) -> bool {
+        matches!(self.tcp_state, Some(TCP_TIME_WAIT | TCP_CLOSE))
+    }
 }
 
 /// The process's one connection to the kernel's pinhole sets.
@@ -101,6 +144,18 @@ impl Pinholes {
     pub fn cut(&self, _: Pinhole, _: Duration) {}
 
     pub async fn counters(&self) -> Result<[u64; 2], PinholeError> {
+        Err(PinholeError::Unsupported)
+    }
+
+    pub fn counting(&self) -> bool {
+        false
+    }
+
+    pub async fn find_flow(&self, _: Pinhole) -> Result<Option<Flow>, PinholeError> {
+        Err(PinholeError::Unsupported)
+    }
+
+    pub async fn read_flow(&self, _: SocketAddr, _: SocketAddr) -> Result<Option<Flow>, PinholeError> {
         Err(PinholeError::Unsupported)
     }
 }

@@ -17,8 +17,9 @@ use std::time::Duration;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
 /// Every set the table must have, by family: the one-shot gate, the destination translation,
-/// the source translation without and with a fixed port, the guard, the connections cut.
-pub const SETS: [&str; 12] = [
+/// the source translation without and with a fixed port, the guard, the connections cut; and
+/// the source ports of IPv4 connections that passed a gate.
+pub const SETS: [&str; 13] = [
     "once4",
     "dnat4",
     "snat4",
@@ -31,6 +32,7 @@ pub const SETS: [&str; 12] = [
     "snat6_port",
     "guard6",
     "kill6",
+    "port4",
 ];
 
 /// One element of one set.
@@ -110,6 +112,27 @@ pub fn gate(p: &Pinhole) -> Element {
 /// connection's original tuple, so packets of both directions are reset.
 pub fn kill(p: &Pinhole) -> Element {
     Element { set: if p.peer.is_ipv6() { "kill6" } else { "kill4" }, key: key(p.peer, p.dialled), data: None }
+}
+
+/// Where the rule that lets a connection through leaves the port it came from (IPv4 only: see
+/// the table's file), keyed like the gate.
+pub fn port(p: &Pinhole) -> Option<Element> {
+    (!p.peer.is_ipv6()).then(|| Element { set: "port4", key: key(p.peer, p.dialled), data: None })
+}
+
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+
+/// The port a set element's data holds, from the element's message (the payload after the
+/// netlink header): network order in the first two bytes of a 32-bit register.
+pub fn element_port(payload: &[u8]) -> Option<u16> {
+    let (_, list) = attributes(payload.get(4..)?).find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)?;
+    let (_, elem) = attributes(list).find(|(k, _)| *k == NFTA_LIST_ELEM)?;
+    let (_, data) = attributes(elem).find(|(k, _)| *k == NFTA_SET_ELEM_DATA)?;
+    let (_, value) = attributes(data).find(|(k, _)| *k == NFTA_DATA_VALUE)?;
+    Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?))
 }
 
 fn header() -> NetfilterHeader {
@@ -312,6 +335,29 @@ mod tests {
         assert_eq!(counter_packets(&p[..20]), None);
         let m = get_counter("refused", 9);
         assert!(serialize(&[m]).windows(8).any(|w| w == b"refused\0"));
+    }
+
+    #[test]
+    fn the_port_element_is_keyed_like_the_gate_and_its_data_read() {
+        let p = passive4();
+        assert_eq!(port(&p).map(|e| (e.set, e.key)), Some(("port4", gate(&p).key)));
+        assert!(SETS.contains(&"port4"));
+        let v6 = Pinhole {
+            peer: "2001:db8:1::2".parse().unwrap(),
+            dialled: "[2001:db8:2::2]:30001".parse().unwrap(),
+            target: "[2001:db8:2::2]:30001".parse().unwrap(),
+            source: "2001:db8:2::1".parse().unwrap(),
+            source_port: None,
+        };
+        assert_eq!(port(&v6), None);
+        // nfgenmsg; LIST_TABLE; LIST_ELEMENTS { LIST_ELEM { KEY {VALUE ..}, DATA { VALUE 40000 } } }
+        let mut p = vec![1, 0, 0, 0];
+        p.extend_from_slice(&[5, 0, 1, 0, b't', 0, 0, 0]);
+        p.extend_from_slice(&[36, 0, 3, 0x80, 32, 0, 1, 0x80]);
+        p.extend_from_slice(&[16, 0, 1, 0x80, 12, 0, 1, 0, 203, 0, 113, 2, 198, 51, 100, 2]);
+        p.extend_from_slice(&[12, 0, 2, 0x80, 8, 0, 1, 0, 0x9c, 0x40, 0, 0]);
+        assert_eq!(element_port(&p), Some(40000));
+        assert_eq!(element_port(&p[..30]), None);
     }
 
     #[test]

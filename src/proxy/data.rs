@@ -43,6 +43,9 @@ pub struct DataTask {
     /// On the kernel path: the pinhole, whose connection ftpgate cuts when the transfer is
     /// aborted.
     pub flow: Option<crate::pinhole::Pinhole>,
+    /// On the kernel path: poked when the server replies, so the check whether the pinhole was
+    /// used happens at once instead of at the next poll.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
     _permit: OwnedSemaphorePermit,
     /// `ftpgate_data_channels_active{mode,family}` for as long as the channel exists.
     _active: Active,
@@ -244,6 +247,7 @@ pub(super) fn spawn_channel(
         mode,
         bytes,
         flow: None,
+        wake: None,
         _permit: permit,
         _active: active,
         _registration: None,

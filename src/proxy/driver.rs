@@ -17,6 +17,7 @@ use crate::tls::{DataTls, Upgrade};
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,8 +56,9 @@ pub(super) struct Driver<'a> {
     pub ep: Endpoints,
     pub tls: SessionTls,
     data: Option<(DataId, DataTask)>,
-    /// The kernel path's last connection handed to the kernel: an ABOR cuts it.
-    kernel_flow: Option<crate::pinhole::Pinhole>,
+    /// The kernel path's last connection handed to the kernel: an ABOR cuts it (and tells its
+    /// count that the transfer was aborted).
+    kernel_flow: Option<(crate::pinhole::Pinhole, Arc<AtomicBool>)>,
     /// Data bytes relayed toward the server and toward the client.
     pub up: u64,
     pub down: u64,
@@ -184,16 +186,27 @@ impl<'a> Driver<'a> {
                     }
                 }
                 Event::Server(Ok(0) | Err(_)) => core.handle_server_eof(now),
-                Event::Server(Ok(n)) => core.handle_server_bytes(&schunk[..n], now),
+                Event::Server(Ok(n)) => {
+                    // A reply to the transfer command while a kernel channel waits (its 150, its
+                    // 226): check it now. Not before that command: a channel seen ended before
+                    // it could not be told which transfer it carried.
+                    let waiting = self.data.as_ref().and_then(|(_, t)| t.wake.as_ref());
+                    if let Some(wake) = waiting.filter(|_| core.transfer().is_some()) {
+                        wake.notify_one();
+                    }
+                    core.handle_server_bytes(&schunk[..n], now)
+                }
                 Event::DataDone(r) => {
                     if let Some((id, task)) = self.data.take() {
                         self.channel_gone(&task);
-                        if r.as_ref().is_ok_and(|o| o.result.is_ok()) {
-                            self.kernel_flow = task.flow;
-                        }
+                        let aborted = Arc::new(AtomicBool::new(false));
+                        let handed = task.flow.filter(|_| r.as_ref().is_ok_and(|o| o.result.is_ok()));
+                        self.kernel_flow = handed.map(|f| (f, aborted.clone()));
                         let delivered = r.as_ref().is_ok_and(|o| o.handed_over || o.result.is_ok());
-                        let transfer = core.handle_data_finished(id, delivered, now);
-                        self.finish_data(r, transfer.flatten(), core.user());
+                        let transfer = core.handle_data_finished(id, delivered, now).flatten();
+                        let counted =
+                            handed.is_some_and(|f| self.count_in_kernel(f, &task, &transfer, core.user(), aborted));
+                        self.finish_data(r, transfer, core.user(), counted);
                     }
                 }
                 Event::AdminEnd(Ok(by)) => {
@@ -259,7 +272,8 @@ impl<'a> Driver<'a> {
                 // The kernel's connection ends first, so a server blocked on a client that
                 // stopped reading gets to the ABOR.
                 Action::Note(Note::Aborting) => {
-                    if let Some(flow) = self.kernel_flow.take() {
+                    if let Some((flow, aborted)) = self.kernel_flow.take() {
+                        aborted.store(true, Ordering::Relaxed);
                         self.cut(flow);
                     }
                     Ok(())
@@ -395,11 +409,42 @@ impl<'a> Driver<'a> {
         self.shared.metrics.reject(reason);
     }
 
+    /// A kernel channel whose connection the kernel now carries: its figures come from
+    /// conntrack when the connection ends (`kernel_count`), if the kernel counts at all.
+    fn count_in_kernel(
+        &self,
+        flow: crate::pinhole::Pinhole,
+        task: &DataTask,
+        transfer: &Option<TransferInfo>,
+        user: Option<&str>,
+        aborted: Arc<AtomicBool>,
+    ) -> bool {
+        let Some(pinholes) = self.shared.pinholes.as_ref().filter(|p| p.counting()) else { return false };
+        super::kernel_count::Count {
+            pinholes: pinholes.clone(),
+            pinhole: flow,
+            mode: task.mode,
+            transfer: transfer.clone(),
+            user: user.map(str::to_owned),
+            client: self.ep.client.ip(),
+            xferlog: self.shared.xferlog.clone(),
+            metrics: self.shared.metrics.clone(),
+            idle: self.shared.cfg.live.timeouts.data_idle,
+            started: task.started,
+            aborted,
+        }
+        .spawn();
+        true
+    }
+
+    /// Logs and counts a data channel's end; `counted`: a kernel connection whose transfer
+    /// line and transfer log are written by its count when it ends.
     fn finish_data(
         &mut self,
         r: Result<DataOutcome, tokio::task::JoinError>,
         transfer: Option<TransferInfo>,
         user: Option<&str>,
+        counted: bool,
     ) {
         let verb = transfer.as_ref().map_or("-", |t| t.verb.as_str());
         let m = &self.shared.metrics;
@@ -421,6 +466,7 @@ impl<'a> Driver<'a> {
         let bytes = |n: u64| if o.bytes_known { n.to_string() } else { "unknown".to_owned() };
         let (to_client, to_server) = (bytes(o.to_client), bytes(o.to_server));
         match &o.result {
+            Ok(()) if counted => debug!(verb, mode = o.mode.label(), "transfer with the kernel; counted when over"),
             Ok(()) => info!(
                 verb,
                 mode = o.mode.label(),
@@ -450,7 +496,7 @@ impl<'a> Driver<'a> {
         if !o.stolen_attempts.is_empty() {
             warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
         }
-        if let Some(t) = &transfer {
+        if let Some(t) = transfer.as_ref().filter(|_| !counted) {
             let counts = o.bytes_known.then_some((o.to_client, o.to_server));
             self.log_transfer(t, user, counts, o.duration, o.result.is_ok());
         }
@@ -485,23 +531,37 @@ impl<'a> Driver<'a> {
         duration: Duration,
         complete: bool,
     ) {
-        let Some(log) = &self.shared.xferlog else { return };
-        let outgoing = match t.verb.as_str() {
-            "RETR" => true,
-            "STOR" | "STOU" | "APPE" => false,
-            _ => return,
-        };
-        log.write(&crate::xferlog::Entry {
-            client: self.ep.client.ip(),
-            bytes: counts.map(|(to_client, to_server)| if outgoing { to_client } else { to_server }),
-            duration,
-            path: &t.path,
-            binary: t.binary,
-            outgoing,
-            user: user.unwrap_or("-"),
-            complete,
-        });
+        if let Some(log) = &self.shared.xferlog {
+            log_transfer(log, self.ep.client.ip(), t, user, counts, duration, complete);
+        }
     }
+}
+
+/// Writes a file transfer's xferlog line; `counts` toward the client and toward the server.
+pub(super) fn log_transfer(
+    log: &crate::xferlog::XferLog,
+    client: std::net::IpAddr,
+    t: &TransferInfo,
+    user: Option<&str>,
+    counts: Option<(u64, u64)>,
+    duration: Duration,
+    complete: bool,
+) {
+    let outgoing = match t.verb.as_str() {
+        "RETR" => true,
+        "STOR" | "STOU" | "APPE" => false,
+        _ => return,
+    };
+    log.write(&crate::xferlog::Entry {
+        client,
+        bytes: counts.map(|(to_client, to_server)| if outgoing { to_client } else { to_server }),
+        duration,
+        path: &t.path,
+        binary: t.binary,
+        outgoing,
+        user: user.unwrap_or("-"),
+        complete,
+    });
 }
 
 fn nobody_came_of(o: &DataOutcome) -> bool {

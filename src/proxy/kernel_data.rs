@@ -11,8 +11,16 @@
 //! packet deleted the gate element): from then on client and server hold one end-to-end TCP
 //! connection, whose ordering against the control channel is the same as on a routed path, so
 //! the final reply need not wait for its last byte. Unused, it ends when the pinhole expires
-//! (the data accept timeout). The kernel keeps no per-element byte count that survives the
-//! one-shot deletion, so a kernel channel's byte counts are unknown and logged as such.
+//! (the data accept timeout).
+//!
+//! The final reply does wait for the channel's end, so the check must not lag: every reply of
+//! the server while the channel waits (its 150, its 226) wakes the check at once, one netlink
+//! round trip; polling with backoff remains only for the accept timeout. (The kernel sends no
+//! notification when the packet path deletes a set element; conntrack's NEW events would
+//! tell, but they come for every connection of the namespace, are lost under load, and a
+//! server's reply is the moment the answer matters anyway.)
+//!
+//! The bytes are counted by conntrack, read when the connection ends (`kernel_count`).
 //!
 //! ftpgate cannot close such a connection, but it can have the kernel cut it: when a transfer
 //! is aborted (ABOR, its channel dropped) the driver asks for the pinhole's connection to be
@@ -32,6 +40,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 /// How long a cut connection's packets are answered with resets: long enough for each end to
@@ -136,19 +145,34 @@ pub async fn open(
     let armed = Armed { pinholes: pinholes.clone(), pinhole, used: false };
     let (carries_tx, _carrier) = carries();
     let mode = request.mode();
-    let task = watch(armed, mode, wait, reserved);
+    let wake = Arc::new(Notify::new());
+    let task = watch(armed, mode, wait, reserved, wake.clone());
     let mut channel = spawn_channel(mode, task, carries_tx, Arc::default(), shared, permit, ep);
     channel.flow = Some(pinhole);
+    channel.wake = Some(wake);
     Ok((ready, channel))
 }
 
-/// Polls the gate element until the kernel used it or the accept timeout passed.
-async fn watch(mut armed: Armed, mode: DataMode, wait: Duration, reserved: Option<socket2::Socket>) -> DataOutcome {
+/// Checks the gate element, whenever woken and at polls that back off, until the kernel used
+/// it or the accept timeout passed.
+async fn watch(
+    mut armed: Armed,
+    mode: DataMode,
+    wait: Duration,
+    reserved: Option<socket2::Socket>,
+    wake: Arc<Notify>,
+) -> DataOutcome {
     let started = Instant::now();
     let deadline = started + wait;
     let expected = armed.pinhole.peer;
     let mut checks = 0u32;
     let result = loop {
+        // Nobody can have used it before the client was told where to connect: wait first.
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll_interval(checks).min(left)) => checks += 1,
+        }
         match armed.pinholes.armed(armed.pinhole).await {
             Ok(false) => {
                 armed.used = true;
@@ -159,9 +183,6 @@ async fn watch(mut armed: Armed, mode: DataMode, wait: Duration, reserved: Optio
             Ok(true) => {}
             Err(e) => break Err(DataError::Kernel(e.to_string())),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::sleep(poll_interval(checks).min(left)).await;
-        checks += 1;
     };
     drop(reserved);
     DataOutcome {

@@ -6,6 +6,7 @@ mod data;
 mod destination;
 mod driver;
 mod http;
+mod kernel_count;
 mod kernel_data;
 mod local_addrs;
 mod login;
