@@ -181,6 +181,24 @@ impl<D: Device> PfPinholes<D> {
         Err(PinholeError::Gone("pf keeps no pinhole counters"))
     }
 
+    /// pf's states are not read for byte counts: a kernel-path transfer's counts are unknown
+    /// there, and said so.
+    pub fn counting(&self) -> bool {
+        false
+    }
+
+    pub async fn find_flow(&self, _: Pinhole) -> Result<Option<super::Flow>, PinholeError> {
+        Err(PinholeError::Unsupported)
+    }
+
+    pub async fn read_flow(
+        &self,
+        _: std::net::SocketAddr,
+        _: std::net::SocketAddr,
+    ) -> Result<Option<super::Flow>, PinholeError> {
+        Err(PinholeError::Unsupported)
+    }
+
     /// Takes a pinhole away (its data channel was dropped); what is already gone is no error.
     pub fn remove(&self, p: Pinhole) {
         let mut st = self.inner.lock();
