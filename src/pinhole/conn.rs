@@ -12,8 +12,14 @@ use tokio::sync::oneshot;
 
 /// Connections cut and remembered at most (their kill elements expire in the kernel anyway).
 const MAX_CUTS: usize = 4096;
+/// Gate keys whose latest installation is remembered at most (one per pinhole alive).
+const MAX_LATEST: usize = 65_536;
 /// The largest datagram the kernel sends on this socket (a dump's part is at most 32 KiB).
 const DATAGRAM: usize = 64 * 1024;
+
+/// Source ports recorded by gates, by gate key: written by the writer (which reads them from the
+/// kernel when it sees a pinhole used), taken by the counter (which looks the connection up).
+pub(super) type Ports = std::sync::Arc<std::sync::Mutex<HashMap<Vec<u8>, (u16, Instant)>>>;
 
 /// One installation waiting for the writer.
 pub(super) struct Install {
@@ -23,6 +29,12 @@ pub(super) struct Install {
     pub done: oneshot::Sender<io::Result<()>>,
     /// Stale elements of a used pinhole were taken away for it already.
     pub replaced: bool,
+    /// The translation elements of a used pinhole with the same key (the server handed the
+    /// port out again) are there: they are written again in place (same data, a new
+    /// timeout) rather than deleted first, since a deletion is a slow commit.
+    pub renew: bool,
+    /// Which installation this is ([`super::Ticket`]).
+    pub ticket: u64,
 }
 
 pub(super) struct Conn {
@@ -36,12 +48,20 @@ pub(super) struct Conn {
     pub claimed: HashMap<u32, Instant>,
     /// Source ports of connections that passed a gate, by the gate's key, until their
     /// conntrack entry is looked up.
-    pub ports: HashMap<Vec<u8>, (u16, Instant)>,
+    pub ports: Ports,
+    /// Elements to delete, written together as one transaction ([`Conn::flush_deletes`]):
+    /// every nf_tables transaction waits for the kernel's commit (milliseconds under load),
+    /// so one per element would hold up the installations queued behind it.
+    pub deletes: Vec<Element>,
+    /// The latest installation of each gate key, until it expires: a check of an earlier
+    /// one with that key (re-armed after it was used) answers "used" without asking.
+    pub latest: HashMap<Vec<u8>, (u64, Instant)>,
 }
 
 impl Conn {
-    pub fn new(sock: Socket) -> Self {
-        Self { sock, seq: 1, cuts: HashMap::new(), claimed: HashMap::new(), ports: HashMap::new() }
+    pub fn new(sock: Socket, ports: Ports) -> Self {
+        let (cuts, claimed, latest) = (HashMap::new(), HashMap::new(), HashMap::new());
+        Self { sock, seq: 1, cuts, claimed, ports, deletes: Vec::new(), latest }
     }
 
     pub fn next_seq(&mut self) -> u32 {
@@ -115,10 +135,16 @@ impl Conn {
             let mut msgs = Vec::new();
             let mut owner = HashMap::new();
             for (i, inst) in pending.iter().enumerate() {
-                for e in &inst.elements {
+                for (n, e) in inst.elements.iter().enumerate() {
                     let seq = self.next_seq();
                     owner.insert(seq, i);
-                    msgs.push(nft::add(e, inst.timeout, seq));
+                    // The gate is always new: an armed one means the key is taken.
+                    let renew = inst.renew && n > 0;
+                    msgs.push(if renew {
+                        nft::add_shared(e, inst.timeout, seq)
+                    } else {
+                        nft::add(e, inst.timeout, seq)
+                    });
                 }
                 let seq = self.next_seq();
                 owner.insert(seq, i);
@@ -145,18 +171,40 @@ impl Conn {
                 }
             }
             if failed.is_empty() {
-                for inst in pending.drain(..) {
-                    let _ = inst.done.send(Ok(()));
+                let mut again = Vec::new();
+                for mut inst in pending.drain(..) {
+                    if inst.renew && !self.renewed(&inst) {
+                        // A kernel that keeps an element's old expiry when it is written again
+                        // (before Linux 6.10 or so): delete and write them anew after all.
+                        self.remove(&inst.elements);
+                        self.flush_deletes();
+                        (inst.renew, inst.replaced) = (false, true);
+                        again.push(inst);
+                    } else {
+                        self.note_latest(&inst);
+                        let _ = inst.done.send(Ok(()));
+                    }
                 }
-                return;
+                if again.is_empty() {
+                    return;
+                }
+                pending = again;
+                continue;
             }
             failed.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
             for (i, e) in failed {
                 let mut inst = pending.remove(i);
                 let stale = e.raw_os_error() == Some(libc::EEXIST) && !inst.replaced;
                 if stale && matches!(self.armed(&inst.elements[0]), Ok(false)) {
-                    self.remove(&inst.elements);
-                    inst.replaced = true;
+                    if inst.renew {
+                        // Other data than the pinhole's (an active port handed to another
+                        // client): the old elements go first.
+                        self.remove(&inst.elements);
+                        self.flush_deletes();
+                        (inst.renew, inst.replaced) = (false, true);
+                    } else {
+                        inst.renew = true;
+                    }
                     pending.push(inst);
                 } else {
                     let _ = inst.done.send(Err(e));
@@ -165,11 +213,48 @@ impl Conn {
         }
     }
 
-    /// Deletes each element on its own: one already gone (used, expired) must not undo the
-    /// deletion of the others.
+    /// Deletes a pinhole's elements (with the others waiting, see [`Conn::flush_deletes`]).
     pub fn remove(&mut self, elements: &[Element; 3]) {
-        for e in elements {
-            self.delete_one(e);
+        self.deletes.extend(elements.iter().cloned());
+    }
+
+    /// Writes every deletion waiting as one transaction. An element already gone (used,
+    /// expired) fails its deletion and so undoes the transaction: it is dropped from the list
+    /// and the rest are written again, so each round takes one element off at least.
+    pub fn flush_deletes(&mut self) {
+        let mut pending = std::mem::take(&mut self.deletes);
+        while !pending.is_empty() {
+            let first = self.next_seq();
+            let mut msgs = Vec::with_capacity(pending.len());
+            let mut seqs = Vec::with_capacity(pending.len());
+            for e in &pending {
+                let seq = self.next_seq();
+                seqs.push(seq);
+                msgs.push(nft::delete(e, seq));
+            }
+            let last = self.next_seq();
+            let replies = match self.send(&nft::batch(msgs, first, last)).and_then(|()| self.replies(&seqs)) {
+                Ok(r) => r,
+                Err(e) => return tracing::warn!(error = %e, "removing pinhole elements failed"),
+            };
+            let before = pending.len();
+            let mut i = 0;
+            pending.retain(|_| {
+                let r = replies.get(&seqs[i]);
+                i += 1;
+                match r {
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => false,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "removing a pinhole element failed");
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            if pending.len() == before {
+                // No deletion failed: the transaction was committed.
+                return;
+            }
         }
     }
 
@@ -223,7 +308,7 @@ impl Conn {
         }
     }
 
-    /// Reads and deletes the port element a used gate left: `None` when there is none.
+    /// Reads the port element a used gate left: `None` when there is none.
     pub fn take_port(&mut self, port: &Element) -> io::Result<Option<u16>> {
         let seq = self.next_seq();
         self.send(&nft::serialize(&[nft::get(port, seq)]))?;
@@ -242,10 +327,53 @@ impl Conn {
                 }
             }
         })?;
-        if got.is_some() {
-            self.delete_one(port);
-        }
+        // Not deleted: it expires within seconds, and a stale one is recognised by its entry.
         Ok(got)
+    }
+
+    fn note_latest(&mut self, inst: &Install) {
+        let now = Instant::now();
+        if self.latest.len() >= MAX_LATEST {
+            self.latest.retain(|_, (_, until)| *until > now);
+        }
+        if self.latest.len() < MAX_LATEST {
+            self.latest.insert(inst.elements[0].key.clone(), (inst.ticket, now + inst.timeout));
+        }
+    }
+
+    /// Whether installation `ticket` of `gate`'s key was followed by another one with its key,
+    /// which happens only once its gate was used.
+    pub fn superseded(&self, gate: &Element, ticket: u64) -> bool {
+        self.latest.get(&gate.key).is_some_and(|(latest, _)| *latest != ticket)
+    }
+
+    /// Whether a renewed installation's translation element now lives as long as asked.
+    fn renewed(&mut self, inst: &Install) -> bool {
+        match self.expires_in(&inst.elements[1]) {
+            Ok(Some(left)) => left + Duration::from_secs(1) >= inst.timeout,
+            Ok(None) | Err(_) => false,
+        }
+    }
+
+    /// How long an element has left: `None` when it is gone or has no timeout.
+    pub fn expires_in(&mut self, e: &Element) -> io::Result<Option<Duration>> {
+        let seq = self.next_seq();
+        self.send(&nft::serialize(&[nft::get(e, seq)]))?;
+        let mut left = None;
+        self.read(4, |msg| {
+            if msg.seq != seq {
+                return Ok(None);
+            }
+            match msg.status() {
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(None)),
+                Some(Err(e)) => Err(e),
+                Some(Ok(())) => Ok(Some(left)),
+                None => {
+                    left = left.or(nft::element_expiration(msg.payload()));
+                    Ok(None)
+                }
+            }
+        })
     }
 
     pub fn armed(&mut self, gate: &Element) -> io::Result<bool> {

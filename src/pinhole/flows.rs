@@ -39,9 +39,10 @@ impl Conn {
         match self.take_port(port) {
             Ok(Some(p)) => {
                 let now = Instant::now();
-                self.ports.retain(|_, (_, at)| now.duration_since(*at) < CLAIM_FOR);
-                if self.ports.len() < MAX_CLAIMED {
-                    self.ports.insert(port.key.clone(), (p, now));
+                let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+                ports.retain(|_, (_, at)| now.duration_since(*at) < CLAIM_FOR);
+                if ports.len() < MAX_CLAIMED {
+                    ports.insert(port.key.clone(), (p, now));
                 }
             }
             Ok(None) => tracing::debug!("no source port recorded for a used pinhole"),
@@ -55,12 +56,17 @@ impl Conn {
     /// other connection with its key gets through, so a new entry with that key is the
     /// pinhole's.
     pub fn find_flow(&mut self, p: &Pinhole) -> io::Result<Option<Flow>> {
-        if let Some((port, _)) = nft::port(p).and_then(|e| self.ports.remove(&e.key)) {
+        let recorded = nft::port(p).and_then(|e| self.ports.lock().unwrap_or_else(|e| e.into_inner()).remove(&e.key));
+        if let Some((port, _)) = recorded {
             let flow = self.read_flow(SocketAddr::new(p.peer, port), p.dialled)?;
-            if let Some(id) = flow.and_then(|f| f.id).filter(|_| self.claimed.len() < MAX_CLAIMED) {
-                self.claimed.insert(id, Instant::now());
+            // An entry already taken is an earlier connection's, whose port was still recorded
+            // when this one passed the gate (same key within the port's lifetime): search.
+            if !flow.and_then(|f| f.id).is_some_and(|id| self.claimed.contains_key(&id)) {
+                if let Some(id) = flow.and_then(|f| f.id).filter(|_| self.claimed.len() < MAX_CLAIMED) {
+                    self.claimed.insert(id, Instant::now());
+                }
+                return Ok(flow);
             }
-            return Ok(flow);
         }
         self.dump_flow(p)
     }

@@ -60,6 +60,12 @@ impl Pinhole {
     }
 }
 
+/// One installation of a pinhole. A server may hand the same data port out again while the
+/// connection of the first pinhole with that key still runs; the second installation then
+/// re-arms the same key, and the first one's check must still say "used".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(pub u64);
+
 #[derive(Debug, Error)]
 pub enum PinholeError {
     /// At start-up: the kernel refused the probe (no CAP_NET_ADMIN, the table is not loaded).
@@ -131,15 +137,15 @@ impl Pinholes {
         Err(PinholeError::Unsupported)
     }
 
-    pub async fn install(&self, _: Pinhole, _: Duration) -> Result<(), PinholeError> {
+    pub async fn install(&self, _: Pinhole, _: Duration) -> Result<Ticket, PinholeError> {
         Err(PinholeError::Unsupported)
     }
 
-    pub async fn armed(&self, _: Pinhole) -> Result<bool, PinholeError> {
+    pub async fn armed(&self, _: Pinhole, _: Ticket) -> Result<bool, PinholeError> {
         Err(PinholeError::Unsupported)
     }
 
-    pub fn remove(&self, _: Pinhole) {}
+    pub fn remove(&self, _: Pinhole, _: Ticket) {}
 
     pub fn cut(&self, _: Pinhole, _: Duration) {}
 

@@ -123,10 +123,19 @@ pub fn port(p: &Pinhole) -> Option<Element> {
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
 
 /// The port a set element's data holds, from the element's message (the payload after the
 /// netlink header): network order in the first two bytes of a 32-bit register.
+/// How long the element in a GETSETELEM answer has left, when it has a timeout.
+pub fn element_expiration(payload: &[u8]) -> Option<Duration> {
+    let (_, list) = attributes(payload.get(4..)?).find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)?;
+    let (_, elem) = attributes(list).find(|(k, _)| *k == NFTA_LIST_ELEM)?;
+    let (_, ms) = attributes(elem).find(|(k, _)| *k == NFTA_SET_ELEM_EXPIRATION)?;
+    Some(Duration::from_millis(u64::from_be_bytes(ms.get(..8)?.try_into().ok()?)))
+}
+
 pub fn element_port(payload: &[u8]) -> Option<u16> {
     let (_, list) = attributes(payload.get(4..)?).find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)?;
     let (_, elem) = attributes(list).find(|(k, _)| *k == NFTA_LIST_ELEM)?;
@@ -145,8 +154,12 @@ fn element_message(e: &Element, timeout: Option<Duration>) -> SetElementMessage 
         attrs.push(SetElementAttribute::Data(DataAttribute::Value(d.clone())));
     }
     if let Some(t) = timeout {
-        // Milliseconds; at least one, since zero would mean "the set's default".
-        attrs.push(SetElementAttribute::Timeout((t.as_millis() as u64).max(1)));
+        // Milliseconds; at least one, since zero would mean "the set's default". The
+        // expiration too: an element written again over an identical one gets its full time
+        // again only when told (the kernel keeps the old expiry for an unchanged timeout).
+        let ms = (t.as_millis() as u64).max(1);
+        attrs.push(SetElementAttribute::Timeout(ms));
+        attrs.push(SetElementAttribute::Expiration(ms));
     }
     SetElementMessage {
         attributes: vec![

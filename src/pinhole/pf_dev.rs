@@ -14,7 +14,7 @@
 
 use super::nvlist::NvList;
 use super::pf_rules::{self, Ruleset};
-use super::{Pinhole, PinholeError};
+use super::{Pinhole, PinholeError, Ticket};
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -98,13 +98,13 @@ impl<D: Device> PfPinholes<D> {
     }
 
     /// Loads a pinhole's rules; `timeout` after, ftpgate removes them (pf would not).
-    pub async fn install(&self, p: Pinhole, timeout: Duration) -> Result<(), PinholeError> {
+    pub async fn install(&self, p: Pinhole, timeout: Duration) -> Result<Ticket, PinholeError> {
         if !p.is_consistent() {
             return Err(PinholeError::MixedFamilies);
         }
         let n = self.inner.replace(p, &pf_rules::pinhole(&p), true)?;
         self.expire_at(p, n, timeout);
-        Ok(())
+        Ok(Ticket(n))
     }
 
     /// Makes ftpgate's own connection from `local_port` to `to` leave the firewall from
@@ -137,11 +137,16 @@ impl<D: Device> PfPinholes<D> {
 
     /// Whether the pinhole still waits for its connection: false once its `pass in` rule
     /// made a state, or once the pinhole is gone.
-    pub async fn armed(&self, p: Pinhole) -> Result<bool, PinholeError> {
+    /// An installation replaced by a later one with the same key was used (it is replaced only
+    /// then).
+    pub async fn armed(&self, p: Pinhole, install: Ticket) -> Result<bool, PinholeError> {
         let mut st = self.inner.lock();
         let Some(Installed { n, filter_ticket: Some(ticket) }) = st.installed.get(&p).copied() else {
             return Ok(false);
         };
+        if n != install.0 {
+            return Ok(false);
+        }
         let anchor = pf_rules::anchor_path(self.inner.pid, n);
         let answer = self.inner.dev.get_rule(&pf_rules::get_rule(&anchor, ticket, 0)).map_err(PinholeError::Install)?;
         let made = pf_rules::states_created(&answer)
@@ -199,8 +204,18 @@ impl<D: Device> PfPinholes<D> {
         Err(PinholeError::Unsupported)
     }
 
-    /// Takes a pinhole away (its data channel was dropped); what is already gone is no error.
-    pub fn remove(&self, p: Pinhole) {
+    /// Takes installation `install` of a pinhole away (its data channel was dropped); what is
+    /// already gone, or was replaced by a later installation with its key, is left alone.
+    pub fn remove(&self, p: Pinhole, install: Ticket) {
+        let mut st = self.inner.lock();
+        if st.installed.get(&p).is_some_and(|i| i.n == install.0) {
+            if let Some(i) = st.installed.remove(&p) {
+                self.inner.clear(i.n);
+            }
+        }
+    }
+
+    fn remove_any(&self, p: Pinhole) {
         let mut st = self.inner.lock();
         if let Some(i) = st.installed.remove(&p) {
             self.inner.clear(i.n);
@@ -213,7 +228,7 @@ impl<D: Device> PfPinholes<D> {
         if tx.send(e).is_err() {
             tracing::warn!(?p, "the pinhole expiry thread stopped; removing the pinhole now");
             drop(tx);
-            self.remove(p);
+            self.remove_any(p);
         }
     }
 }

@@ -121,22 +121,22 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 #[test]
 fn a_pinhole_is_one_anchor_whose_pass_rule_tells_when_it_was_used() {
     let (pf, pinholes) = start();
-    block_on(pinholes.install(pinhole(), Duration::from_secs(60))).unwrap();
+    let ticket = block_on(pinholes.install(pinhole(), Duration::from_secs(60))).unwrap();
     assert_eq!(anchors(&pf), ["ftpgate/4242.1"]);
     // rdr, nat, pass in, pass out; the translations' addresses went into their pools.
     assert_eq!(pf.anchors.lock().unwrap()["ftpgate/4242.1"].len(), 4);
     let pools: Vec<IpAddr> = pf.pools.lock().unwrap().iter().map(|(_, ip)| *ip).collect();
     assert_eq!(pools, [pinhole().target.ip(), pinhole().source]);
-    assert!(block_on(pinholes.armed(pinhole())).unwrap());
+    assert!(block_on(pinholes.armed(pinhole(), ticket)).unwrap());
     pf.states.store(1, Ordering::Relaxed);
-    assert!(!block_on(pinholes.armed(pinhole())).unwrap());
+    assert!(!block_on(pinholes.armed(pinhole(), ticket)).unwrap());
     // Used: the rules stay (max 1 turns a second connection away) and pf is not asked again.
     pf.states.store(0, Ordering::Relaxed);
-    assert!(!block_on(pinholes.armed(pinhole())).unwrap());
+    assert!(!block_on(pinholes.armed(pinhole(), ticket)).unwrap());
     assert_eq!(anchors(&pf), ["ftpgate/4242.1"]);
-    pinholes.remove(pinhole());
+    pinholes.remove(pinhole(), ticket);
     assert!(anchors(&pf).is_empty());
-    assert!(!block_on(pinholes.armed(pinhole())).unwrap());
+    assert!(!block_on(pinholes.armed(pinhole(), ticket)).unwrap());
 }
 
 #[test]
@@ -147,15 +147,18 @@ fn a_refused_rule_rolls_the_whole_anchor_back() {
     assert!(matches!(err, PinholeError::Install(_)), "{err}");
     assert_eq!(pf.rollbacks.load(Ordering::Relaxed), 1);
     assert!(anchors(&pf).is_empty());
-    assert!(!block_on(pinholes.armed(pinhole())).unwrap(), "nothing installed, nothing armed");
+    assert!(!block_on(pinholes.armed(pinhole(), Ticket(1))).unwrap(), "nothing installed, nothing armed");
 }
 
 #[test]
 fn the_same_pinhole_again_replaces_the_earlier_anchor() {
     let (pf, pinholes) = start();
-    block_on(pinholes.install(pinhole(), Duration::from_secs(60))).unwrap();
-    block_on(pinholes.install(pinhole(), Duration::from_secs(60))).unwrap();
+    let first = block_on(pinholes.install(pinhole(), Duration::from_secs(60))).unwrap();
+    let second = block_on(pinholes.install(pinhole(), Duration::from_secs(60))).unwrap();
     assert_eq!(anchors(&pf), ["ftpgate/4242.2"]);
+    // The first installation was replaced: its check says used, the second's armed.
+    assert!(!block_on(pinholes.armed(pinhole(), first)).unwrap());
+    assert!(block_on(pinholes.armed(pinhole(), second)).unwrap());
 }
 
 #[test]
@@ -176,14 +179,14 @@ fn anchors_go_at_their_deadline_unless_replaced() {
     let (tx, rx) = mpsc::channel();
     *pf.commits.lock().unwrap() = Some(tx);
     let other = Pinhole { dialled: "198.51.100.2:30001".parse().unwrap(), ..pinhole() };
-    block_on(pinholes.install(pinhole(), Duration::from_millis(50))).unwrap();
+    let ticket = block_on(pinholes.install(pinhole(), Duration::from_millis(50))).unwrap();
     block_on(pinholes.install(other, Duration::from_secs(600))).unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "ftpgate/4242.1");
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "ftpgate/4242.2");
     // The expiry thread's commit: the short-lived anchor emptied, the other kept.
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "ftpgate/4242.1");
     assert_eq!(anchors(&pf), ["ftpgate/4242.2"]);
-    assert!(!block_on(pinholes.armed(pinhole())).unwrap());
+    assert!(!block_on(pinholes.armed(pinhole(), ticket)).unwrap());
     // Dropping the handle leaves no anchor behind.
     drop(pinholes);
     assert!(anchors(&pf).is_empty());

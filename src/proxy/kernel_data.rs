@@ -34,7 +34,7 @@ use crate::config::Advertise;
 use crate::data::channel::{carries, DataError, DataOutcome};
 use crate::data::sockets::reserve_in_range;
 use crate::labels::DataMode;
-use crate::pinhole::{poll_interval, Pinhole, Pinholes};
+use crate::pinhole::{poll_interval, Pinhole, Pinholes, Ticket};
 use crate::session::{DataReady, DataRequest};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -54,13 +54,14 @@ pub const CUT_FOR: Duration = Duration::from_secs(60);
 struct Armed {
     pinholes: Arc<Pinholes>,
     pinhole: Pinhole,
+    ticket: Ticket,
     used: bool,
 }
 
 impl Drop for Armed {
     fn drop(&mut self) {
         if !self.used {
-            self.pinholes.remove(self.pinhole);
+            self.pinholes.remove(self.pinhole, self.ticket);
         }
     }
 }
@@ -140,9 +141,9 @@ pub async fn open(
     let wait = live.timeouts.data_accept;
     // The kernel's own expiry comes a little after ftpgate's deadline, so a gate that is gone
     // before the deadline was used, never expired; at the deadline ftpgate removes it.
-    pinholes.install(pinhole, wait + EXPIRY_MARGIN).await.map_err(io::Error::other)?;
+    let ticket = pinholes.install(pinhole, wait + EXPIRY_MARGIN).await.map_err(io::Error::other)?;
     tracing::debug!(?pinhole, "pinhole installed");
-    let armed = Armed { pinholes: pinholes.clone(), pinhole, used: false };
+    let armed = Armed { pinholes: pinholes.clone(), pinhole, ticket, used: false };
     let (carries_tx, _carrier) = carries();
     let mode = request.mode();
     let wake = Arc::new(Notify::new());
@@ -169,14 +170,23 @@ async fn watch(
     let result = loop {
         // Nobody can have used it before the client was told where to connect: wait first.
         let left = deadline.saturating_duration_since(Instant::now());
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(poll_interval(checks).min(left)) => checks += 1,
-        }
-        match armed.pinholes.armed(armed.pinhole).await {
+        let woken = tokio::select! {
+            _ = wake.notified() => true,
+            _ = tokio::time::sleep(poll_interval(checks).min(left)) => {
+                checks += 1;
+                false
+            }
+        };
+        match armed.pinholes.armed(armed.pinhole, armed.ticket).await {
             Ok(false) => {
                 armed.used = true;
                 tracing::info!(peer = %expected, "data connection handed to the kernel");
+                // The driver wakes the watch only once the transfer's command went to the
+                // server: a client that connects before it sends RETR must not have its
+                // channel end before the transfer it carries is known (its log, its counts).
+                if !woken {
+                    wake.notified().await;
+                }
                 break Ok(());
             }
             Ok(true) if Instant::now() >= deadline => break Err(DataError::AcceptTimeout { expected, after: wait }),
