@@ -308,27 +308,39 @@ impl Conn {
         }
     }
 
-    /// Reads the port element a used gate left: `None` when there is none.
-    pub fn take_port(&mut self, port: &Element) -> io::Result<Option<u16>> {
-        let seq = self.next_seq();
-        self.send(&nft::serialize(&[nft::get(port, seq)]))?;
+    /// Sends one request and reads its answer: what `parse` finds in it, `None` when the
+    /// kernel answers that the object is not there (ENOENT).
+    pub fn query<T>(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        parse: impl Fn(&Msg<'_>) -> Option<T>,
+    ) -> io::Result<Option<T>> {
+        self.send(request)?;
         let mut found = None;
-        let got = self.read(4, |msg| {
+        self.read(4, |msg| {
             if msg.seq != seq {
                 return Ok(None);
             }
             match msg.status() {
                 Some(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(None)),
                 Some(Err(e)) => Err(e),
-                Some(Ok(())) => Ok(Some(found)),
+                Some(Ok(())) => Ok(Some(found.take())),
                 None => {
-                    found = found.or(nft::element_port(msg.payload()));
+                    if found.is_none() {
+                        found = parse(&msg);
+                    }
                     Ok(None)
                 }
             }
-        })?;
-        // Not deleted: it expires within seconds, and a stale one is recognised by its entry.
-        Ok(got)
+        })
+    }
+
+    /// Reads the port element a used gate left: `None` when there is none. Not deleted: it
+    /// expires within seconds, and a stale one is recognised by its conntrack entry.
+    pub fn take_port(&mut self, port: &Element) -> io::Result<Option<u16>> {
+        let seq = self.next_seq();
+        self.query(&nft::serialize(&[nft::get(port, seq)]), seq, |m| nft::element_port(m.payload()))
     }
 
     fn note_latest(&mut self, inst: &Install) {
@@ -358,22 +370,7 @@ impl Conn {
     /// How long an element has left: `None` when it is gone or has no timeout.
     pub fn expires_in(&mut self, e: &Element) -> io::Result<Option<Duration>> {
         let seq = self.next_seq();
-        self.send(&nft::serialize(&[nft::get(e, seq)]))?;
-        let mut left = None;
-        self.read(4, |msg| {
-            if msg.seq != seq {
-                return Ok(None);
-            }
-            match msg.status() {
-                Some(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(None)),
-                Some(Err(e)) => Err(e),
-                Some(Ok(())) => Ok(Some(left)),
-                None => {
-                    left = left.or(nft::element_expiration(msg.payload()));
-                    Ok(None)
-                }
-            }
-        })
+        self.query(&nft::serialize(&[nft::get(e, seq)]), seq, |m| nft::element_expiration(m.payload()))
     }
 
     pub fn armed(&mut self, gate: &Element) -> io::Result<bool> {

@@ -105,22 +105,7 @@ impl Conn {
     /// The entry with this exact original tuple, `None` once the kernel forgot it.
     pub fn read_flow(&mut self, src: SocketAddr, dst: SocketAddr) -> io::Result<Option<Flow>> {
         let seq = self.next_seq();
-        self.send(&conntrack::get(src, dst, seq))?;
-        let mut flow = None;
-        self.read(4, |msg| {
-            if msg.seq != seq {
-                return Ok(None);
-            }
-            match msg.status() {
-                Some(Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Some(None)),
-                Some(Err(e)) => Err(e),
-                Some(Ok(())) => Ok(Some(flow)),
-                None => {
-                    flow = flow.or(conntrack::parse(msg.bytes));
-                    Ok(None)
-                }
-            }
-        })
+        self.query(&conntrack::get(src, dst, seq), seq, |m| conntrack::parse(m.bytes))
     }
 }
 
