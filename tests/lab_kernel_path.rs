@@ -270,3 +270,17 @@ fn without_conntrack_accounting_kernel_counts_are_unknown() {
     println!("{line}");
     lab.finish();
 }
+
+#[test]
+fn a_download_the_client_cuts_is_logged_incomplete() {
+    let Some((lab, _tree, xferlog)) = counting_lab("kernel path cut download") else { return };
+    // The client resets the data connection after 1 MiB; the server answers 426. ftpgate sees
+    // no byte of it: the server's reply is what says the transfer was not whole.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lab/halfclose.py");
+    let (ok, out) = lab.client_run(&["python3", script, SERVER4, "21", "cut", "large.bin", &(1 << 20).to_string()]);
+    assert!(ok && out.lines().any(|l| l == "OK"), "{out}\n{}", lab.logs());
+    eventually(Duration::from_secs(30), "the transfer in the transfer log", || xferlog_rows(&xferlog).len() == 1);
+    let r = &xferlog_rows(&xferlog)[0];
+    assert_eq!((&*r[8], &*r[11], &*r[17]), ("large.bin", "o", "i"), "{r:?}");
+    lab.finish();
+}

@@ -59,12 +59,24 @@ pub(super) struct Driver<'a> {
     /// The kernel path's last connection handed to the kernel: an ABOR cuts it (and tells its
     /// count that the transfer was aborted).
     kernel_flow: Option<(crate::pinhole::Pinhole, Arc<AtomicBool>)>,
+    /// The kernel path: the server's final reply to the transfer the kernel carries, while
+    /// its channel still waits (`Pending`) or once it was handed over (`Told`). ftpgate sees
+    /// no byte of such a transfer; the server's 226 or 4xx says whether it was whole.
+    transfer_reply: TransferReply,
     /// Data bytes relayed toward the server and toward the client.
     pub up: u64,
     pub down: u64,
     /// The session's entry in the live-sessions registry.
     registered: Registered,
     published: Published,
+}
+
+/// See [`Driver::transfer_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransferReply {
+    None,
+    Pending(u16),
+    Told,
 }
 
 async fn admin_end(
@@ -110,6 +122,7 @@ impl<'a> Driver<'a> {
             tls: SessionTls::default(),
             data: None,
             kernel_flow: None,
+            transfer_reply: TransferReply::None,
             up: 0,
             down: 0,
             registered,
@@ -199,7 +212,16 @@ impl<'a> Driver<'a> {
                 Event::DataDone(r) => {
                     if let Some((id, task)) = self.data.take() {
                         self.channel_gone(&task);
-                        let aborted = Arc::new(AtomicBool::new(false));
+                        // A final reply that came first decides now; a later one when it comes.
+                        let failed = match self.transfer_reply {
+                            TransferReply::Pending(code) => code >= 400,
+                            _ => false,
+                        };
+                        self.transfer_reply = match self.transfer_reply {
+                            TransferReply::Pending(_) => TransferReply::Told,
+                            _ => TransferReply::None,
+                        };
+                        let aborted = Arc::new(AtomicBool::new(failed));
                         let handed = task.flow.filter(|_| r.as_ref().is_ok_and(|o| o.result.is_ok()));
                         self.kernel_flow = handed.map(|f| (f, aborted.clone()));
                         let delivered = r.as_ref().is_ok_and(|o| o.handed_over || o.result.is_ok());
@@ -283,6 +305,9 @@ impl<'a> Driver<'a> {
                     Ok(())
                 }
                 Action::Note(n) => {
+                    if let Note::ServerReply(code @ 200..) = n {
+                        self.kernel_transfer_reply(core, code);
+                    }
                     note(&self.shared.metrics, n);
                     Ok(())
                 }
@@ -407,6 +432,22 @@ impl<'a> Driver<'a> {
         let reason = if e.kind() == io::ErrorKind::AddrInUse { Reason::PortExhausted } else { Reason::Limit };
         warn!(reason = reason.label(), mode = mode.label(), error = %e, "cannot open a data channel");
         self.shared.metrics.reject(reason);
+    }
+
+    /// A final reply from the server: on the kernel path, the first one to the transfer the
+    /// kernel carries says whether it was whole (a 426 after the client reset the connection).
+    fn kernel_transfer_reply(&mut self, core: &ControlCore, code: u16) {
+        let waiting = self.data.as_ref().is_some_and(|(_, t)| t.flow.is_some()) && core.transfer().is_some();
+        if waiting {
+            if self.transfer_reply == TransferReply::None {
+                self.transfer_reply = TransferReply::Pending(code);
+            }
+        } else if let (Some((_, failed)), TransferReply::None) = (&self.kernel_flow, self.transfer_reply) {
+            self.transfer_reply = TransferReply::Told;
+            if code >= 400 {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A kernel channel whose connection the kernel now carries: its figures come from
