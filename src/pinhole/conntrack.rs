@@ -10,6 +10,7 @@
 //! destination port; only matching entries reach ftpgate, but the kernel walks its whole
 //! connection table for it (some milliseconds), so it is the fallback, not the rule.
 
+use super::netlink::attributes;
 use super::{Counts, Flow};
 use netlink_packet_core::{DefaultNla, NetlinkMessage, Nla, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::{
@@ -93,17 +94,6 @@ pub fn dump(peer: IpAddr, dialled: SocketAddr, seq: u32) -> Vec<u8> {
 /// ENOENT once the kernel forgot it.
 pub fn get(src: SocketAddr, dst: SocketAddr, seq: u32) -> Vec<u8> {
     message(src.ip(), vec![orig_tuple(src.ip(), Some(src.port()), dst)], &[], NLM_F_REQUEST | NLM_F_ACK, seq)
-}
-
-/// Walks netlink attributes: (type without flags, value) pairs; a malformed tail ends it.
-fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes(b.get(2..4)?.try_into().ok()?) & 0x3fff;
-        let value = b.get(4..len)?;
-        b = b.get((len + 3) & !3..).unwrap_or(&[]);
-        Some((kind, value))
-    })
 }
 
 fn raw(nla: &DefaultNla) -> Vec<u8> {

@@ -36,6 +36,17 @@ impl<'a> Msg<'a> {
     }
 }
 
+/// Walks netlink attributes: (type without flags, value) pairs; a malformed tail ends it.
+pub fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(b.get(2..4)?.try_into().ok()?) & 0x3fff;
+        let value = b.get(4..len)?;
+        b = b.get((len + 3) & !3..).unwrap_or(&[]);
+        Some((kind, value))
+    })
+}
+
 fn malformed(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("malformed netlink reply: {what}"))
 }

@@ -3,6 +3,7 @@
 //! layout of the sets in `nftables/ftpgate-kernel-path.nft` and the encoding of concatenated
 //! keys (each field padded to 32 bits, as nf_tables registers are).
 
+use super::netlink::attributes;
 use super::{Pinhole, TABLE};
 use netlink_packet_core::{DefaultNla, NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_netfilter::nftables::{
@@ -128,18 +129,20 @@ const NFTA_DATA_VALUE: u16 = 1;
 
 /// The port a set element's data holds, from the element's message (the payload after the
 /// netlink header): network order in the first two bytes of a 32-bit register.
+/// The attributes of the (first) element in a GETSETELEM answer's payload.
+fn element(payload: &[u8]) -> Option<&[u8]> {
+    let (_, list) = attributes(payload.get(4..)?).find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)?;
+    attributes(list).find(|(k, _)| *k == NFTA_LIST_ELEM).map(|(_, elem)| elem)
+}
+
 /// How long the element in a GETSETELEM answer has left, when it has a timeout.
 pub fn element_expiration(payload: &[u8]) -> Option<Duration> {
-    let (_, list) = attributes(payload.get(4..)?).find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)?;
-    let (_, elem) = attributes(list).find(|(k, _)| *k == NFTA_LIST_ELEM)?;
-    let (_, ms) = attributes(elem).find(|(k, _)| *k == NFTA_SET_ELEM_EXPIRATION)?;
+    let (_, ms) = attributes(element(payload)?).find(|(k, _)| *k == NFTA_SET_ELEM_EXPIRATION)?;
     Some(Duration::from_millis(u64::from_be_bytes(ms.get(..8)?.try_into().ok()?)))
 }
 
 pub fn element_port(payload: &[u8]) -> Option<u16> {
-    let (_, list) = attributes(payload.get(4..)?).find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)?;
-    let (_, elem) = attributes(list).find(|(k, _)| *k == NFTA_LIST_ELEM)?;
-    let (_, data) = attributes(elem).find(|(k, _)| *k == NFTA_SET_ELEM_DATA)?;
+    let (_, data) = attributes(element(payload)?).find(|(k, _)| *k == NFTA_SET_ELEM_DATA)?;
     let (_, value) = attributes(data).find(|(k, _)| *k == NFTA_DATA_VALUE)?;
     Some(u16::from_be_bytes(value.get(..2)?.try_into().ok()?))
 }
@@ -232,17 +235,6 @@ pub fn get_counter(name: &str, seq: u32) -> NetlinkMessage<NetfilterMessage> {
         DefaultNla::new(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER.to_be_bytes().to_vec()),
     ];
     message(NfTablesMessage::GetObject(attrs), NLM_F_REQUEST | NLM_F_ACK, seq)
-}
-
-/// Walks netlink attributes: (type without flags, value) pairs; a malformed tail ends it.
-fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes(b.get(2..4)?.try_into().ok()?) & 0x3fff;
-        let value = b.get(4..len)?;
-        b = b.get((len + 3) & !3..).unwrap_or(&[]);
-        Some((kind, value))
-    })
 }
 
 /// The packet count in a counter object's reply (the payload after the netlink header).
