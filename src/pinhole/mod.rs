@@ -172,6 +172,19 @@ pub fn poll_interval(checks: u32) -> Duration {
     Duration::from_millis((10u64 << checks.min(5)).min(250))
 }
 
+/// The tests' passive pinhole: a client dials the server's address (intercepted), port 30000;
+/// the firewall sends it on to the server's data port from its own server-side address.
+#[cfg(test)]
+pub(crate) fn sample_passive() -> Pinhole {
+    Pinhole {
+        peer: "203.0.113.2".parse().unwrap(),
+        dialled: "198.51.100.2:30000".parse().unwrap(),
+        target: "198.51.100.2:30000".parse().unwrap(),
+        source: "198.51.100.1".parse().unwrap(),
+        source_port: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,13 +199,7 @@ mod tests {
 
     #[test]
     fn families_must_agree() {
-        let p = Pinhole {
-            peer: "203.0.113.2".parse().unwrap(),
-            dialled: "198.51.100.2:30000".parse().unwrap(),
-            target: "198.51.100.2:30000".parse().unwrap(),
-            source: "198.51.100.1".parse().unwrap(),
-            source_port: None,
-        };
+        let p = sample_passive();
         assert!(p.is_consistent());
         assert!(!Pinhole { source: "2001:db8:2::1".parse().unwrap(), ..p }.is_consistent());
     }

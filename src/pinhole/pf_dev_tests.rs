@@ -95,13 +95,7 @@ impl Device for Arc<FakePf> {
 }
 
 fn pinhole() -> Pinhole {
-    Pinhole {
-        peer: "203.0.113.2".parse().unwrap(),
-        dialled: "198.51.100.2:30000".parse().unwrap(),
-        target: "198.51.100.2:30000".parse().unwrap(),
-        source: "198.51.100.1".parse().unwrap(),
-        source_port: None,
-    }
+    crate::pinhole::sample_passive()
 }
 
 fn start() -> (Arc<FakePf>, PfPinholes<Arc<FakePf>>) {

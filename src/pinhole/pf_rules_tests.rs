@@ -1,15 +1,7 @@
 use super::*;
 
 fn passive() -> Pinhole {
-    // A client's passive connection: it dials the server's address (intercepted), port 30000;
-    // the firewall sends it on to the server's data port from its own server-side address.
-    Pinhole {
-        peer: "203.0.113.2".parse().unwrap(),
-        dialled: "198.51.100.2:30000".parse().unwrap(),
-        target: "198.51.100.2:30000".parse().unwrap(),
-        source: "198.51.100.1".parse().unwrap(),
-        source_port: None,
-    }
+    crate::pinhole::sample_passive()
 }
 
 fn active_v6() -> Pinhole {
