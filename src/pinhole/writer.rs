@@ -91,17 +91,11 @@ impl Pinholes {
     }
 
     fn submit_count(&self, r: Request) -> Result<(), PinholeError> {
-        self.counter()?.try_send(r).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => PinholeError::Gone("too many conntrack reads waiting"),
-            mpsc::TrySendError::Disconnected(_) => PinholeError::Gone("the conntrack reader stopped"),
-        })
+        offer(self.counter()?, r, ["too many conntrack reads waiting", "the conntrack reader stopped"])
     }
 
     fn submit(&self, r: Request) -> Result<(), PinholeError> {
-        self.writer()?.try_send(r).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => PinholeError::Gone("too many pinhole requests waiting"),
-            mpsc::TrySendError::Disconnected(_) => PinholeError::Gone("the pinhole writer stopped"),
-        })
+        offer(self.writer()?, r, ["too many pinhole requests waiting", "the pinhole writer stopped"])
     }
 
     /// Arms a pinhole for `timeout`; after it the kernel forgets the pinhole by itself.
@@ -184,6 +178,14 @@ fn socket() -> Result<Socket, PinholeError> {
     .map_err(|e| io::Error::from_raw_os_error(e as i32))
     .map_err(setup("cannot set the netlink reply timeout", ""))?;
     Ok(sock)
+}
+
+/// Hands a request to a thread without waiting: `[busy, stopped]` say why it was not taken.
+fn offer(tx: &mpsc::SyncSender<Request>, r: Request, [busy, stopped]: [&'static str; 2]) -> Result<(), PinholeError> {
+    tx.try_send(r).map_err(|e| match e {
+        mpsc::TrySendError::Full(_) => PinholeError::Gone(busy),
+        mpsc::TrySendError::Disconnected(_) => PinholeError::Gone(stopped),
+    })
 }
 
 /// The thread that owns `idle`'s connection, started on first use. Capabilities belong to
