@@ -34,7 +34,9 @@
 //! `FTPGATE_BENCH_ONLY=bulk,rate,rtt,idle,pipeline,ftps` (any of them) runs only those figures
 //! (ftps: benches/lab/ftps.rs, its size from `FTPGATE_BENCH_FTPS_BYTES`);
 //! `FTPGATE_BENCH_MIB=64 FTPGATE_BENCH_RUNS=2` shrinks figure 1 to validate the benchmark;
-//! `FTPGATE_BIN=/path/to/ftpgate` measures that binary instead of the one cargo built.
+//! `FTPGATE_BIN=/path/to/ftpgate` measures that binary instead of the one cargo built;
+//! `FTPGATE_BENCH_PERF=<dir>` records a system-wide CPU profile (`perf record -a -g`) of each
+//! session-setup run into that directory (figures of such a run are slowed by perf).
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) no lab is built: the binary checks
 //! its pure helpers (percentiles, parsers, the table) and exits.

@@ -221,11 +221,11 @@ fn kernel_transfers_are_logged_with_conntracks_ip_layer_counts() {
     let rows = xferlog_rows(&xferlog);
     let log = lab.log_of("ftpgate");
     let log = log.as_str();
-    for (nth, file, size, direction, verb) in [
-        (0, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
-        (1, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR"),
-        (0, "up-counted.bin", upload_bytes, "i", "STOR"),
-        (0, "up-counted6.bin", upload_bytes, "i", "STOR"),
+    for (nth, file, size, direction, verb, found_by) in [
+        (0, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR", "source_port"),
+        (1, "large.bin", lab::LARGE_BYTES as u64, "o", "RETR", "source_port"),
+        (0, "up-counted.bin", upload_bytes, "i", "STOR", "source_port"),
+        (0, "up-counted6.bin", upload_bytes, "i", "STOR", "search"),
     ] {
         let mut same = rows.iter().filter(|r| r.get(8).map(String::as_str) == Some(file));
         let r = same.nth(nth).unwrap_or_else(|| panic!("{rows:?}"));
@@ -242,11 +242,54 @@ fn kernel_transfers_are_logged_with_conntracks_ip_layer_counts() {
             .find(|l| l.contains(&format!("verb=\"{verb}\"")) && field(l, &format!("bytes_{toward}")) == Some(&*figure))
             .unwrap_or_else(|| panic!("no {verb} line with {bytes} bytes:\n{}", done.join("\n")));
         assert_eq!(field(line, "byte_layer"), Some("ip"), "{line}");
+        assert_eq!(field(line, "found_by"), Some(found_by), "{line}");
         for dir in [toward, back] {
             let packets: u64 = field(line, &format!("packets_{dir}")).unwrap().parse().unwrap();
             assert!(packets > 0, "{line}");
         }
         println!("{line}\n{}", r.join(" "));
+    }
+    lab.finish();
+}
+
+#[test]
+fn a_data_port_handed_out_again_at_once_is_still_looked_up_exactly() {
+    if !gate("kernel path port reuse", Some(ServerKind::Vsftpd)) {
+        return;
+    }
+    // One passive port: every transfer's pinhole has the key of the one before, whose recorded
+    // source port has not expired. The rule must replace it, or the lookup finds the earlier
+    // connection's entry and has to search the whole conntrack table.
+    let mut lab = Lab::new(LabPath::Redirect);
+    let tree = lab::Tree::create(lab.dir.path());
+    let port = lab::SERVER_PASV.0;
+    let one_port = move |conf: String| {
+        conf.lines()
+            .map(|l| match l.split_once('=') {
+                Some(("pasv_min_port" | "pasv_max_port", _)) => format!("{}={port}", l.split('=').next().unwrap()),
+                _ => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    lab.start_server_at(ServerKind::Vsftpd, &tree, &[SERVER4], "vsftpd", &one_port);
+    lab.kernel_path();
+    let xferlog = lab.dir.path().join("xferlog");
+    lab.start_ftpgate(&["--xferlog", xferlog.to_str().unwrap()]);
+    for n in 0..3 {
+        ftplib(&lab, "pasv", "retr", "small.bin", &lab.dir.path().join(format!("small-{n}.out")), None);
+    }
+    eventually(Duration::from_secs(30), "the transfers in the transfer log", || xferlog_rows(&xferlog).len() == 3);
+    let log = lab.log_of("ftpgate");
+    let done: Vec<&str> = log.lines().filter(|l| l.contains("transfer done")).collect();
+    assert_eq!(done.len(), 3, "{log}");
+    for line in &done {
+        assert_eq!(field(line, "found_by"), Some("source_port"), "{line}");
+        // IP-layer bytes: the file and each packet's headers (IPv4 and TCP, options included).
+        let number = |name: &str| -> u64 { field(line, name).unwrap_or_default().parse().unwrap_or_default() };
+        let (bytes, packets) = (number("bytes_to_client"), number("packets_to_client"));
+        assert!(bytes >= 1536 && bytes <= 1536 + 80 * packets, "{line}");
+        println!("{line}");
     }
     lab.finish();
 }

@@ -52,23 +52,34 @@ pub fn rate(labs: &mut [PathLab], exe: &str) {
         for l in rotated(labs, round) {
             let name = l.figs.path.name();
             let before = machine_jiffies();
-            let (_, out) = l.lab.client_run(&[
-                exe,
-                "--loadgen",
-                "rate",
-                "--target",
-                &target,
-                "--workers",
-                &workers,
-                "--warmup",
-                &warmup,
-                "--seconds",
-                &window,
-                "--file",
-                SMALL_NAME,
-                "--size",
-                &size,
-            ]);
+            // `FTPGATE_BENCH_PERF=<dir>`: a system-wide CPU profile of each run (perf record -a -g),
+            // to say where a path's sessions spend their time. perf slows what it watches: the
+            // figures of such a run are for the profile, not for the table.
+            let perf = std::env::var("FTPGATE_BENCH_PERF").ok().map(|dir| format!("{dir}/rate-{name}-{round}.data"));
+            let profiled = perf.as_deref().map(|out| ["perf", "record", "-a", "-g", "-q", "-o", out, "--"]);
+            let (_, out) = l.lab.client_run(
+                &[
+                    profiled.as_ref().map_or(&[][..], |p| &p[..]),
+                    &[
+                        exe,
+                        "--loadgen",
+                        "rate",
+                        "--target",
+                        &target,
+                        "--workers",
+                        &workers,
+                        "--warmup",
+                        &warmup,
+                        "--seconds",
+                        &window,
+                        "--file",
+                        SMALL_NAME,
+                        "--size",
+                        &size,
+                    ],
+                ]
+                .concat(),
+            );
             let after = machine_jiffies();
             let line = match loadgen_result(&out, name) {
                 Ok(line) => line,

@@ -4,7 +4,7 @@
 use super::conn::Conn;
 use super::conntrack;
 use super::nft::{self, Element};
-use super::{Flow, Pinhole};
+use super::{Flow, Found, FoundBy, Pinhole};
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,20 +55,21 @@ impl Conn {
     /// asked right after the pinhole was seen used: while its translation element lives, no
     /// other connection with its key gets through, so a new entry with that key is the
     /// pinhole's.
-    pub fn find_flow(&mut self, p: &Pinhole) -> io::Result<Option<Flow>> {
+    pub fn find_flow(&mut self, p: &Pinhole) -> io::Result<Option<Found>> {
         let recorded = nft::port(p).and_then(|e| self.ports.lock().unwrap_or_else(|e| e.into_inner()).remove(&e.key));
         if let Some((port, _)) = recorded {
             let flow = self.read_flow(SocketAddr::new(p.peer, port), p.dialled)?;
-            // An entry already taken is an earlier connection's, whose port was still recorded
-            // when this one passed the gate (same key within the port's lifetime): search.
+            // An entry already taken is an earlier connection's (the rule replaces a port left
+            // by an earlier connection with the key, but a reuse of the key between this
+            // connection's passing and this read leaves the later one's): search.
             if !flow.and_then(|f| f.id).is_some_and(|id| self.claimed.contains_key(&id)) {
                 if let Some(id) = flow.and_then(|f| f.id).filter(|_| self.claimed.len() < MAX_CLAIMED) {
                     self.claimed.insert(id, Instant::now());
                 }
-                return Ok(flow);
+                return Ok(flow.map(|flow| Found { flow, by: FoundBy::SourcePort }));
             }
         }
-        self.dump_flow(p)
+        Ok(self.dump_flow(p)?.map(|flow| Found { flow, by: FoundBy::Search }))
     }
 
     fn dump_flow(&mut self, p: &Pinhole) -> io::Result<Option<Flow>> {

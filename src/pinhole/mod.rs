@@ -115,6 +115,31 @@ impl Flow {
     }
 }
 
+/// How the conntrack entry of a pinhole's connection was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundBy {
+    /// Looked up exactly, by the source port the gate's rule recorded.
+    SourcePort,
+    /// Searched for with a dump the kernel filters (it walks the whole conntrack table).
+    Search,
+}
+
+impl FoundBy {
+    pub fn label(self) -> &'static str {
+        match self {
+            FoundBy::SourcePort => "source_port",
+            FoundBy::Search => "search",
+        }
+    }
+}
+
+/// A pinhole's connection's conntrack entry, and how it was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub flow: Flow,
+    pub by: FoundBy,
+}
+
 /// The process's one connection to the kernel's pinhole sets.
 #[cfg(target_os = "linux")]
 pub use writer::Pinholes;
@@ -157,7 +182,7 @@ impl Pinholes {
         false
     }
 
-    pub async fn find_flow(&self, _: Pinhole) -> Result<Option<Flow>, PinholeError> {
+    pub async fn find_flow(&self, _: Pinhole) -> Result<Option<Found>, PinholeError> {
         Err(PinholeError::Unsupported)
     }
 

@@ -192,7 +192,7 @@ impl<D: Device> PfPinholes<D> {
         false
     }
 
-    pub async fn find_flow(&self, _: Pinhole) -> Result<Option<super::Flow>, PinholeError> {
+    pub async fn find_flow(&self, _: Pinhole) -> Result<Option<super::Found>, PinholeError> {
         Err(PinholeError::Unsupported)
     }
 

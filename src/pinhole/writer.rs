@@ -5,7 +5,7 @@
 
 use super::conn::{Conn, Install, Ports};
 use super::nft::{self, Element};
-use super::{Flow, Pinhole, PinholeError, Ticket};
+use super::{Flow, Found, Pinhole, PinholeError, Ticket};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr as NlAddr};
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ enum Request {
     Remove { elements: [Element; 3], port: Option<Element>, ticket: u64 },
     Cut { kill: Element, timeout: Duration },
     Counters { done: oneshot::Sender<io::Result<[u64; 2]>> },
-    FindFlow { pinhole: Pinhole, done: oneshot::Sender<io::Result<Option<Flow>>> },
+    FindFlow { pinhole: Pinhole, done: oneshot::Sender<io::Result<Option<Found>>> },
     ReadFlow { src: SocketAddr, dst: SocketAddr, done: oneshot::Sender<io::Result<Option<Flow>>> },
 }
 
@@ -141,7 +141,7 @@ impl Pinholes {
     }
 
     /// The conntrack entry of the connection that used pinhole `p`, when it can be told apart.
-    pub async fn find_flow(&self, p: Pinhole) -> Result<Option<Flow>, PinholeError> {
+    pub async fn find_flow(&self, p: Pinhole) -> Result<Option<Found>, PinholeError> {
         let (done, rx) = oneshot::channel();
         self.submit_count(Request::FindFlow { pinhole: p, done })?;
         rx.await.map_err(|_| PinholeError::Gone("the pinhole writer stopped"))?.map_err(PinholeError::Conntrack)

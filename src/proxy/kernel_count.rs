@@ -11,7 +11,7 @@
 
 use crate::labels::{DataMode, Direction};
 use crate::metrics::Metrics;
-use crate::pinhole::{Counts, Flow, Pinhole, Pinholes};
+use crate::pinhole::{Counts, Found, FoundBy, Pinhole, Pinholes};
 use crate::session::TransferInfo;
 use crate::xferlog::XferLog;
 use std::net::IpAddr;
@@ -76,7 +76,7 @@ impl Count {
         let ms = duration.as_millis() as u64;
         let mode = self.mode.label();
         match &counted {
-            Ok(c) => {
+            Ok((c, by)) => {
                 info!(
                     verb,
                     mode,
@@ -86,6 +86,7 @@ impl Count {
                     packets_to_server = c.to_server.packets,
                     byte_layer = "ip",
                     counted_by = "conntrack",
+                    found_by = by.label(),
                     duration_ms = ms,
                     "{what}"
                 );
@@ -104,15 +105,15 @@ impl Count {
             ),
         }
         if let (Some(log), Some(t)) = (&self.xferlog, &self.transfer) {
-            let counts = counted.ok().map(|c| (c.to_client.bytes, c.to_server.bytes));
+            let counts = counted.ok().map(|(c, _)| (c.to_client.bytes, c.to_server.bytes));
             super::driver::log_transfer(log, self.client, t, self.user.as_deref(), counts, duration, !aborted);
         }
     }
 
     /// The connection's final counts, or why they are not known.
-    async fn follow(&self) -> Result<Carried, String> {
+    async fn follow(&self) -> Result<(Carried, FoundBy), String> {
         let p = &self.pinholes;
-        let mut last: Flow = p
+        let Found { flow: mut last, by } = p
             .find_flow(self.pinhole)
             .await
             .map_err(|e| e.to_string())?
@@ -137,7 +138,7 @@ impl Count {
             last = now;
         }
         match (last.is_over(), last.counts) {
-            (true, Some(c)) => Ok(carried(self.mode, c)),
+            (true, Some(c)) => Ok((carried(self.mode, c), by)),
             _ => Err("the connection outlasted the reads".into()),
         }
     }
