@@ -32,6 +32,16 @@ pub fn anchor_path(pid: u32, n: u64) -> String {
     format!("{PARENT}/{pid}.{n}")
 }
 
+/// An anchor path as pf's `char[MAXPATHLEN]` fields hold it, NUL-terminated.
+pub fn path_field(s: &str) -> std::io::Result<[u8; 1024]> {
+    let mut f = [0u8; 1024];
+    if s.len() >= f.len() || s.as_bytes().contains(&0) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "pf anchor path too long or not a C string"));
+    }
+    f[..s.len()].copy_from_slice(s.as_bytes());
+    Ok(f)
+}
+
 /// Whether `name`, an anchor under [`PARENT`], is a pinhole of an ftpgate process that is
 /// gone (`<pid>.<n>` with `alive(pid)` false): left by a crash, its rules would still let
 /// connections through. Other names (an administrator's) are never touched.
@@ -93,11 +103,11 @@ pub struct Host {
 }
 
 impl Host {
-    fn at(s: SocketAddr) -> Self {
+    pub(super) fn at(s: SocketAddr) -> Self {
         Self { ip: s.ip(), port: Some(s.port()) }
     }
 
-    fn any_port(ip: IpAddr) -> Self {
+    pub(super) fn any_port(ip: IpAddr) -> Self {
         Self { ip, port: None }
     }
 }
@@ -217,7 +227,7 @@ fn family(ip: IpAddr) -> u64 {
 }
 
 /// `struct pf_addr` as pf's nvlists carry it: 16 bytes, IPv4 in the first four.
-fn pf_addr(ip: IpAddr) -> Vec<u8> {
+pub(super) fn pf_addr(ip: IpAddr) -> Vec<u8> {
     let mut b = vec![0u8; 16];
     match ip {
         IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
@@ -227,7 +237,7 @@ fn pf_addr(ip: IpAddr) -> Vec<u8> {
 }
 
 /// A host's mask; the unspecified address stands for any address (mask 0).
-fn host_mask(ip: IpAddr) -> Vec<u8> {
+pub(super) fn host_mask(ip: IpAddr) -> Vec<u8> {
     let mut b = vec![0u8; 16];
     let n = match ip {
         _ if ip.is_unspecified() => 0,
