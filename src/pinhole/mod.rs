@@ -130,13 +130,9 @@ impl Flow {
 #[cfg(target_os = "linux")]
 pub use writer::Pinholes;
 
-/// FreeBSD: pf anchors through /dev/pf.
-#[cfg(target_os = "freebsd")]
-pub type Pinholes = pf_dev::PfPinholes<pf_ffi::Dev>;
-
-/// OpenBSD: pf anchors through /dev/pf.
-#[cfg(target_os = "openbsd")]
-pub type Pinholes = pf_dev::PfPinholes<pf_obsd_ffi::Dev>;
+/// FreeBSD and OpenBSD: pf anchors through /dev/pf.
+#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+pub type Pinholes = pf_dev::PfPinholes<pf_anchors::Dev>;
 
 /// Whether the kernel counts what its pinholes let through and turned away (the
 /// `ftpgate_kernel_path_packets_total` metrics): nf_tables counters do; pf has no such count.

@@ -1,11 +1,12 @@
-//! What FreeBSD's and OpenBSD's pf share for the pinholes: `/dev/pf`, the anchor listing
-//! (`struct pfioc_ruleset` and its two ioctls have one layout and one number on both), and
+//! What FreeBSD's and OpenBSD's pf share for the pinholes: `/dev/pf`, the transactions and
+//! the anchor listing (`struct pfioc_trans`, `struct pfioc_ruleset` and their ioctls have
+//! one layout and one number on both: FreeBSD 14's and OpenBSD 7.7's sys/net/pfvar.h), and
 //! the start-up steps: the `ftpgate` anchor must exist, a crashed ftpgate's pinhole anchors
 //! are emptied, and one whole pinhole is added and rolled back as a probe.
 //!
-//! This module holds `unsafe`: the two listing ioctls and kill(2).
+//! This module holds `unsafe`: the transaction and listing ioctls, and kill(2).
 
-use super::pf_dev::Device;
+use super::pf_dev::{Device, PfPinholes, Rules};
 use super::pf_rules::{self, path_field, PARENT};
 use super::{Pinhole, PinholeError};
 use std::fs::File;
@@ -30,13 +31,38 @@ pub struct PfiocRuleset {
     name: [u8; ANCHOR_NAME],
 }
 
-// FreeBSD 14's and OpenBSD 7.7's sys/net/pfvar.h alike.
+/// `struct pfioc_trans_e { int type; char anchor[MAXPATHLEN]; u_int32_t ticket; }`
+/// (FreeBSD calls `type` `rs_num`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PfiocTransE {
+    kind: libc::c_int,
+    anchor: [u8; PATH_MAX],
+    ticket: u32,
+}
+
+/// `struct pfioc_trans { int size; int esize; struct pfioc_trans_e *array; }`
+#[repr(C)]
+struct PfiocTrans {
+    size: libc::c_int,
+    esize: libc::c_int,
+    array: *mut PfiocTransE,
+}
+
 const _: () = assert!(size_of::<PfiocRuleset>() == 1092);
+const _: () = assert!(size_of::<PfiocTransE>() == 1032);
+const _: () = assert!(std::mem::offset_of!(PfiocTransE, ticket) == 1028);
+const _: () = assert!(size_of::<PfiocTrans>() == 16);
+// _IOWR('D', 81, struct pfioc_trans) = DIOCXBEGIN; 82 and 83 (commit, rollback) alike.
+const _: () = assert!(nix::request_code_readwrite!(b'D', 81, size_of::<PfiocTrans>()) == 0xc010_4451);
 // _IOWR('D', 58, struct pfioc_ruleset) = DIOCGETRULESETS: 1092 = 0x444.
 const _: () = assert!(nix::request_code_readwrite!(b'D', 58, size_of::<PfiocRuleset>()) == 0xc444_443a);
 
 mod ioctls {
-    use super::PfiocRuleset;
+    use super::{PfiocRuleset, PfiocTrans};
+    nix::ioctl_readwrite!(xbegin, b'D', 81, PfiocTrans);
+    nix::ioctl_readwrite!(xcommit, b'D', 82, PfiocTrans);
+    nix::ioctl_readwrite!(xrollback, b'D', 83, PfiocTrans);
     nix::ioctl_readwrite!(get_rulesets, b'D', 58, PfiocRuleset);
     nix::ioctl_readwrite!(get_ruleset, b'D', 59, PfiocRuleset);
 }
@@ -57,9 +83,54 @@ const ANCHOR_HINT: &str = " (add nat-anchor \"ftpgate/*\", rdr-anchor \"ftpgate/
 const ANCHOR_HINT: &str = " (add anchor \"ftpgate/*\" before the filter rules of /etc/pf.conf and reload \
                            it: see pf-anchors/openbsd-pf.conf)";
 #[cfg(target_os = "freebsd")]
+const LAYOUT: &str = " (the rule layout is FreeBSD 14's: an older pf answers E2BIG or EINVAL)";
+#[cfg(not(target_os = "freebsd"))]
+const LAYOUT: &str = " (the rule layout is OpenBSD 7.7's: another release's pf answers ENOTTY or EINVAL)";
+#[cfg(target_os = "freebsd")]
 const NOT_FOUND_HINT: &str = " (is pf loaded? `kldload pf`)";
 #[cfg(not(target_os = "freebsd"))]
 const NOT_FOUND_HINT: &str = " (no pf device: is this a jail or chroot without /dev/pf?)";
+
+/// A step of a ruleset transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum Trans {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// `DIOCXBEGIN`, `DIOCXCOMMIT` or `DIOCXROLLBACK` on the rulesets `elems` names (pf's
+/// `type`/`rs_num`, anchor, ticket; tickets 0 when beginning); returns their tickets.
+pub fn transaction<const N: usize>(dev: &File, step: Trans, elems: [(i32, &str, u32); N]) -> io::Result<[u32; N]> {
+    let mut array = [PfiocTransE { kind: 0, anchor: [0; PATH_MAX], ticket: 0 }; N];
+    for (e, (kind, anchor, ticket)) in array.iter_mut().zip(elems) {
+        *e = PfiocTransE { kind, anchor: path_field(anchor)?, ticket };
+    }
+    let mut req = PfiocTrans {
+        size: N as libc::c_int,
+        esize: size_of::<PfiocTransE>() as libc::c_int,
+        array: array.as_mut_ptr(),
+    };
+    let fd = dev.as_raw_fd();
+    // SAFETY: `dev` is an open /dev/pf descriptor; `req` is a `PfiocTrans` (size asserted)
+    // whose `array` points at `array`, N initialised `PfiocTransE` (size asserted, and
+    // `esize` says it) that stay alive and are not otherwise used through the call; the
+    // kernel copies `size * esize` bytes in and the tickets back out, within that array.
+    let done = unsafe {
+        match step {
+            Trans::Begin => ioctls::xbegin(fd, &mut req),
+            Trans::Commit => ioctls::xcommit(fd, &mut req),
+            Trans::Rollback => ioctls::xrollback(fd, &mut req),
+        }
+    };
+    let what = match step {
+        Trans::Begin => "DIOCXBEGIN",
+        Trans::Commit => "DIOCXCOMMIT",
+        Trans::Rollback => "DIOCXROLLBACK",
+    };
+    done.map_err(|e| errno(what, e))?;
+    Ok(array.map(|e| e.ticket))
+}
 
 pub fn errno(what: &str, e: nix::errno::Errno) -> io::Error {
     let base = io::Error::from(e);
@@ -118,11 +189,25 @@ pub fn open_checked() -> Result<File, PinholeError> {
     Ok(dev)
 }
 
+/// `/dev/pf`, opened for writing; its pinhole ioctls are the platform's (`pf_ffi` for
+/// FreeBSD, `pf_obsd_ffi` for OpenBSD).
+pub struct Dev(pub(super) File);
+
+impl PfPinholes<Dev> {
+    /// Opens `/dev/pf`, checks that the main ruleset has the `ftpgate` anchor the pinholes'
+    /// anchors live under and that pf lets this process change it.
+    pub fn open() -> Result<Self, PinholeError> {
+        let dev = Dev(open_checked()?);
+        let pid = std::process::id();
+        clean_and_probe(&dev, pid)?;
+        Self::start(dev, pid)
+    }
+}
+
 /// Empties the pinhole anchors of ftpgate processes that are gone, then adds a whole
-/// pinhole's rules (`probe`) and rolls them back: pf checks the right to change rules and
-/// reads every rule as ftpgate lays it out, before any transfer needs one. `layout` says
-/// which pf's layout was refused.
-pub fn clean_and_probe<D: Device>(list: &File, dev: &D, pid: u32, layout: &'static str) -> Result<(), PinholeError> {
+/// pinhole's rules ([`PROBE`]) and rolls them back: pf checks the right to change rules and
+/// reads every rule as ftpgate lays it out, before any transfer needs one.
+fn clean_and_probe(dev: &Dev, pid: u32) -> Result<(), PinholeError> {
     // Pinholes a crashed ftpgate left behind would go on letting connections through.
     // This process has loaded nothing yet: anchors under its pid are an earlier process's.
     let alive = |p: u32| {
@@ -134,7 +219,7 @@ pub fn clean_and_probe<D: Device>(list: &File, dev: &D, pid: u32, layout: &'stat
         let r = unsafe { libc::kill(p as libc::pid_t, 0) };
         r == 0 || nix::errno::Errno::last() != nix::errno::Errno::ESRCH
     };
-    for name in child_anchors(list, PARENT, MAX_ANCHORS_LISTED).unwrap_or_default() {
+    for name in child_anchors(&dev.0, PARENT, MAX_ANCHORS_LISTED).unwrap_or_default() {
         if pf_rules::stale(&name, alive) {
             let anchor = format!("{PARENT}/{name}");
             match dev.begin(&anchor).and_then(|t| dev.commit(&anchor, t)) {
@@ -149,9 +234,9 @@ pub fn clean_and_probe<D: Device>(list: &File, dev: &D, pid: u32, layout: &'stat
         source: e,
         hint: " (run as root)",
     })?;
-    let added = dev.add_rules(&probe, &D::pinhole(&PROBE), tickets);
+    let added = dev.add_rules(&probe, &Rules::pinhole(&PROBE), tickets);
     if let Err(e) = dev.rollback(&probe, tickets) {
         tracing::warn!(error = %e, anchor = probe, "pf transaction not rolled back");
     }
-    added.map_err(|e| PinholeError::Setup { what: "pf refuses ftpgate's pinhole rules", source: e, hint: layout })
+    added.map_err(|e| PinholeError::Setup { what: "pf refuses ftpgate's pinhole rules", source: e, hint: LAYOUT })
 }

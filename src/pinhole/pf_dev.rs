@@ -21,14 +21,24 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What this module asks of pf: one anchor's transaction, and the rules of a pinhole in the
-/// form this pf takes them (FreeBSD: nvlists, `pf_nv`; OpenBSD: `struct pfioc_rule`,
-/// `pf_obsd`). Tests put a recording fake in its place.
+/// A pinhole's rules in the form one pf takes them, from its pure rule builder.
+pub trait Rules: Default {
+    /// The rules that let exactly one connection through `p`, translated both ways.
+    fn pinhole(p: &Pinhole) -> Self;
+    /// What replaces a used pinhole that is cut: each further packet of it is reset.
+    fn cut(p: &Pinhole) -> Self;
+    /// ftpgate's own connection from `local_port` to `to` leaves from `appear_as` (and
+    /// `as_port`, else `local_port` kept).
+    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Self;
+}
+
+/// What this module asks of pf: one anchor's transaction and what it reads back (FreeBSD:
+/// nvlist rules, `pf_nv`; OpenBSD: `struct pfioc_rule`, `pf_obsd`). Tests put a recording
+/// fake in its place.
 pub trait Device: Send + Sync + 'static {
     /// The tickets of one anchor's transaction, one per ruleset it replaces.
     type Tickets: Copy + Send + 'static;
-    /// A pinhole's rules, built by this pf's pure rule builder.
-    type Rules: Default;
+    type Rules: Rules;
 
     /// `DIOCXBEGIN` for the rulesets of `anchor`: their tickets.
     fn begin(&self, anchor: &str) -> io::Result<Self::Tickets>;
@@ -41,14 +51,6 @@ pub trait Device: Send + Sync + 'static {
     fn states_created(&self, anchor: &str, tickets: Self::Tickets) -> io::Result<Option<u64>>;
     /// Removes the states of a used pinhole's connection, both legs; every leg is tried.
     fn kill_states(&self, p: &Pinhole) -> io::Result<()>;
-
-    /// The rules that let exactly one connection through `p`, translated both ways.
-    fn pinhole(p: &Pinhole) -> Self::Rules;
-    /// What replaces a used pinhole that is cut: each further packet of it is reset.
-    fn cut(p: &Pinhole) -> Self::Rules;
-    /// ftpgate's own connection from `local_port` to `to` leaves from `appear_as` (and
-    /// `as_port`, else `local_port` kept).
-    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Self::Rules;
 }
 
 /// The process's handle on pf's pinhole anchors.
@@ -117,7 +119,7 @@ impl<D: Device> PfPinholes<D> {
         if !p.is_consistent() {
             return Err(PinholeError::MixedFamilies);
         }
-        let n = self.inner.replace(p, &D::pinhole(&p), true)?;
+        let n = self.inner.replace(p, &D::Rules::pinhole(&p), true)?;
         self.expire_at(p, n, timeout);
         Ok(Ticket(n))
     }
@@ -145,7 +147,7 @@ impl<D: Device> PfPinholes<D> {
             source: appear_as.ip(),
             source_port: as_port,
         };
-        let n = self.inner.replace(key, &D::source_nat(local_port, to, appear_as.ip(), as_port), false)?;
+        let n = self.inner.replace(key, &D::Rules::source_nat(local_port, to, appear_as.ip(), as_port), false)?;
         self.expire_at(key, n, timeout);
         Ok(())
     }
@@ -181,7 +183,7 @@ impl<D: Device> PfPinholes<D> {
     /// Cuts the connection that used pinhole `p`: its states go, and for `timeout` each
     /// further packet of it, either way, is answered with a reset.
     pub fn cut(&self, p: Pinhole, timeout: Duration) {
-        let n = match self.inner.replace(p, &D::cut(&p), false) {
+        let n = match self.inner.replace(p, &D::Rules::cut(&p), false) {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!(error = %e, ?p, "data connection not cut: pf refused the reset rules");

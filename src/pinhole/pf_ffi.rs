@@ -6,11 +6,9 @@
 //! This module holds the pinholes' `unsafe`: each ioctl call.
 
 use super::nvlist::NvList;
-use super::pf_anchors::{self, errno};
-use super::pf_dev::PfPinholes;
+use super::pf_anchors::{self, errno, Dev, Trans};
 use super::pf_nv::NvDevice;
-use super::pf_rules::{path_field, Ruleset};
-use super::PinholeError;
+use super::pf_rules::Ruleset;
 use std::fs::File;
 use std::io;
 use std::mem::{offset_of, size_of};
@@ -23,23 +21,6 @@ pub const AF_INET6: u8 = libc::AF_INET6 as u8;
 const MAXPATHLEN: usize = 1024;
 /// `PF_ADDR_ADDRMASK`.
 const PF_ADDR_ADDRMASK: u8 = 0;
-
-/// `struct pfioc_trans_e { int rs_num; char anchor[MAXPATHLEN]; u_int32_t ticket; }`
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PfiocTransE {
-    rs_num: libc::c_int,
-    anchor: [u8; MAXPATHLEN],
-    ticket: u32,
-}
-
-/// `struct pfioc_trans { int size; int esize; struct pfioc_trans_e *array; }`
-#[repr(C)]
-pub struct PfiocTrans {
-    size: libc::c_int,
-    esize: libc::c_int,
-    array: *mut PfiocTransE,
-}
 
 /// `struct pfioc_nv { void *data; size_t len; size_t size; }`: the packed nvlist, its
 /// length, and the buffer's size (room for the kernel's answer).
@@ -88,9 +69,6 @@ pub struct PfiocPooladdr {
     addr: PfPooladdr,
 }
 
-const _: () = assert!(size_of::<PfiocTransE>() == 1032);
-const _: () = assert!(offset_of!(PfiocTransE, ticket) == 1028);
-const _: () = assert!(size_of::<PfiocTrans>() == 16);
 const _: () = assert!(size_of::<PfiocNv>() == 24);
 const _: () = assert!(size_of::<PfAddrWrap>() == 48);
 const _: () = assert!(offset_of!(PfAddrWrap, kind) == 40);
@@ -100,8 +78,6 @@ const _: () = assert!(offset_of!(PfiocPooladdr, af) == 18);
 const _: () = assert!(offset_of!(PfiocPooladdr, anchor) == 19);
 const _: () = assert!(offset_of!(PfiocPooladdr, addr) == 1048);
 const _: () = assert!(size_of::<PfiocPooladdr>() == 1136);
-// _IOWR('D', 81, struct pfioc_trans): IOC_INOUT | 16 << 16 | 'D' << 8 | 81.
-const _: () = assert!(nix::request_code_readwrite!(b'D', 81, size_of::<PfiocTrans>()) == 0xc010_4451);
 // _IOWR('D', 4, struct pfioc_nv) = DIOCADDRULENV.
 const _: () = assert!(nix::request_code_readwrite!(b'D', 4, size_of::<PfiocNv>()) == 0xc018_4404);
 // _IOWR('D', 51, struct pfioc_pooladdr) = DIOCBEGINADDRS: 1136 = 0x470.
@@ -109,9 +85,6 @@ const _: () = assert!(nix::request_code_readwrite!(b'D', 51, size_of::<PfiocPool
 
 mod ioctls {
     use super::*;
-    nix::ioctl_readwrite!(xbegin, b'D', 81, PfiocTrans);
-    nix::ioctl_readwrite!(xcommit, b'D', 82, PfiocTrans);
-    nix::ioctl_readwrite!(xrollback, b'D', 83, PfiocTrans);
     nix::ioctl_readwrite!(begin_addrs, b'D', 51, PfiocPooladdr);
     nix::ioctl_readwrite!(add_addr, b'D', 52, PfiocPooladdr);
     nix::ioctl_readwrite!(add_rule_nv, b'D', 4, PfiocNv);
@@ -128,34 +101,10 @@ pub fn af(ip: IpAddr) -> u8 {
     }
 }
 
-/// The three rulesets of `anchor` a transaction covers, in [`Ruleset::parts`]'s order, with
-/// the tickets pf gave them (0 when asking for them).
-fn trans_elems(anchor: &str, tickets: [u32; 3]) -> io::Result<[PfiocTransE; 3]> {
-    let path = path_field(anchor)?;
+/// One transaction step on the three rulesets of `anchor`, in [`Ruleset::parts`]'s order.
+fn trans(dev: &File, step: Trans, anchor: &str, tickets: [u32; 3]) -> io::Result<[u32; 3]> {
     let parts = Ruleset::default().parts().map(|(rs_num, _)| rs_num);
-    Ok([0, 1, 2].map(|i| PfiocTransE { rs_num: parts[i], anchor: path, ticket: tickets[i] }))
-}
-
-fn trans_call(
-    what: &str,
-    dev: &File,
-    anchor: &str,
-    tickets: [u32; 3],
-    call: unsafe fn(libc::c_int, *mut PfiocTrans) -> nix::Result<libc::c_int>,
-) -> io::Result<[u32; 3]> {
-    let mut elems = trans_elems(anchor, tickets)?;
-    let mut req = PfiocTrans {
-        size: elems.len() as libc::c_int,
-        esize: size_of::<PfiocTransE>() as libc::c_int,
-        array: elems.as_mut_ptr(),
-    };
-    // SAFETY: `dev` is an open /dev/pf descriptor; `req` is a `PfiocTrans` (size asserted)
-    // whose `array` points at `elems`, three initialised `PfiocTransE` (size asserted, and
-    // `esize` says it) that stay alive and exclusively borrowed through the call; the kernel
-    // copies `size * esize` bytes in and the tickets back out, within that array. `call` is
-    // one of the DIOCX* wrappers, all taking exactly these arguments.
-    unsafe { call(dev.as_raw_fd(), &mut req) }.map_err(|e| errno(what, e))?;
-    Ok(elems.map(|e| e.ticket))
+    pf_anchors::transaction(dev, step, [0, 1, 2].map(|i| (parts[i], anchor, tickets[i])))
 }
 
 fn pooladdr(ticket: u32, af: u8) -> PfiocPooladdr {
@@ -243,23 +192,20 @@ pub fn kill_states(dev: &File, request: &NvList) -> io::Result<()> {
     nv_call("DIOCKILLSTATESNV", request, 4096, |nv| unsafe { ioctls::kill_states_nv(dev.as_raw_fd(), nv) }).map(drop)
 }
 
-/// `/dev/pf`, opened for writing.
-pub struct Dev(File);
-
 /// Room for `DIOCGETRULENV`'s answer (a rule packs to about 3 KiB).
 const ANSWER_ROOM: usize = 16 * 1024;
 
 impl NvDevice for Dev {
     fn begin(&self, anchor: &str) -> io::Result<[u32; 3]> {
-        trans_call("DIOCXBEGIN", &self.0, anchor, [0; 3], ioctls::xbegin)
+        trans(&self.0, Trans::Begin, anchor, [0; 3])
     }
 
     fn commit(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()> {
-        trans_call("DIOCXCOMMIT", &self.0, anchor, tickets, ioctls::xcommit).map(drop)
+        trans(&self.0, Trans::Commit, anchor, tickets).map(drop)
     }
 
     fn rollback(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()> {
-        trans_call("DIOCXROLLBACK", &self.0, anchor, tickets, ioctls::xrollback).map(drop)
+        trans(&self.0, Trans::Rollback, anchor, tickets).map(drop)
     }
 
     fn begin_addrs(&self) -> io::Result<u32> {
@@ -280,21 +226,5 @@ impl NvDevice for Dev {
 
     fn kill_states(&self, request: &NvList) -> io::Result<()> {
         kill_states(&self.0, request)
-    }
-}
-
-impl PfPinholes<Dev> {
-    /// Opens `/dev/pf`, checks that the main ruleset has the `ftpgate` anchor the pinholes'
-    /// anchors live under and that pf lets this process change it.
-    pub fn open() -> Result<Self, PinholeError> {
-        let dev = Dev(pf_anchors::open_checked()?);
-        let pid = std::process::id();
-        pf_anchors::clean_and_probe(
-            &dev.0,
-            &dev,
-            pid,
-            " (the rule layout is FreeBSD 14's: an older pf answers E2BIG or EINVAL)",
-        )?;
-        Self::start(dev, pid)
     }
 }

@@ -3,7 +3,7 @@
 //! `DIOCADDADDR`), and one transaction covers an anchor's rdr, nat and filter rulesets.
 
 use super::nvlist::NvList;
-use super::pf_dev::Device;
+use super::pf_dev::{Device, Rules};
 use super::pf_rules::{self, Ruleset};
 use super::Pinhole;
 use std::io;
@@ -62,16 +62,18 @@ impl<T: NvDevice> Device for T {
     fn kill_states(&self, p: &Pinhole) -> io::Result<()> {
         pf_rules::kill_states(p).iter().map(|kill| NvDevice::kill_states(self, kill)).fold(Ok(()), Result::and)
     }
+}
 
-    fn pinhole(p: &Pinhole) -> Ruleset {
+impl Rules for Ruleset {
+    fn pinhole(p: &Pinhole) -> Self {
         pf_rules::pinhole(p)
     }
 
-    fn cut(p: &Pinhole) -> Ruleset {
+    fn cut(p: &Pinhole) -> Self {
         pf_rules::cut(p)
     }
 
-    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Ruleset {
+    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Self {
         pf_rules::source_nat(local_port, to, appear_as, as_port)
     }
 }

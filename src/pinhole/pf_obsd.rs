@@ -13,31 +13,17 @@
 //!   nat-to source` (port `source_port`, else the peer's own: `static-port`). Outbound rules
 //!   see the addresses before their own translation, after the inbound one.
 
-use super::pf_obsd_abi::{PfAddrWrap, PfRule, PfRuleAddr, PfiocRule, PfiocStateKill, PfiocTransE};
+use super::pf_obsd_abi::{PfAddrWrap, PfRule, PfRuleAddr, PfiocRule, PfiocStateKill};
 use super::pf_rules::{host_mask, path_field, pf_addr, Host, Translation};
+use super::pf_rules::{IPPROTO_TCP, PFRULE_RETURNRST, PF_ADDR_ADDRMASK, PF_DROP, PF_IN, PF_OP_EQ, PF_OP_NONE};
+use super::pf_rules::{PF_OUT, PF_PASS, PF_STATE_NORMAL, TH_ACK, TH_SYN};
 use super::Pinhole;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-// enum { PF_INOUT, PF_IN, PF_OUT, PF_FWD }
-const PF_IN: u8 = 1;
-const PF_OUT: u8 = 2;
-// enum { PF_PASS, PF_DROP, ... }
-const PF_PASS: u8 = 0;
-const PF_DROP: u8 = 1;
-// enum { PF_OP_NONE, PF_OP_IRG, PF_OP_EQ, ... }
-const PF_OP_NONE: u8 = 0;
-const PF_OP_EQ: u8 = 2;
-// enum { PF_ADDR_ADDRMASK, ..., PF_ADDR_RANGE, PF_ADDR_NONE }
-const PF_ADDR_ADDRMASK: u8 = 0;
+// enum { PF_ADDR_ADDRMASK, ..., PF_ADDR_RANGE, PF_ADDR_NONE }: OpenBSD's "no address" for
+// the pools a rule does not use.
 const PF_ADDR_NONE: u8 = 7;
-/// `PF_TRANS_RULESET`: a transaction element that replaces an anchor's rules.
-pub const PF_TRANS_RULESET: i32 = 0;
-const PF_STATE_NORMAL: u8 = 1;
-const PFRULE_RETURNRST: u32 = 0x1;
-const TH_SYN: u8 = 0x02;
-const TH_ACK: u8 = 0x10;
-const IPPROTO_TCP: u8 = 6;
 /// OpenBSD's address family numbers (`AF_INET6` is 24 there).
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 24;
@@ -201,11 +187,6 @@ pub fn get_rules(anchor: &str) -> io::Result<Box<PfiocRule>> {
     Ok(req)
 }
 
-/// The one element of a transaction that replaces `anchor`'s rules.
-pub fn trans_elem(anchor: &str, ticket: u32) -> io::Result<PfiocTransE> {
-    Ok(PfiocTransE { kind: PF_TRANS_RULESET, anchor: path_field(anchor)?, ticket })
-}
-
 /// `DIOCKILLSTATES` requests that remove the states of a used pinhole's connection. pf
 /// matches an inbound state by its addresses on the wire (`peer -> dialled`), an outbound one
 /// by those before its translation (`peer -> target`).
@@ -218,6 +199,20 @@ pub fn kill_states(p: &Pinhole) -> [PfiocStateKill; 2] {
         psk_dst: rule_addr(dst),
         ..PfiocStateKill::ZERO
     })
+}
+
+impl super::pf_dev::Rules for Vec<Rule> {
+    fn pinhole(p: &Pinhole) -> Self {
+        pinhole(p)
+    }
+
+    fn cut(p: &Pinhole) -> Self {
+        cut(p)
+    }
+
+    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Self {
+        source_nat(local_port, to, appear_as, as_port)
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! sys/net/pfvar.h rev. 1.543 (2025-04-14, OpenBSD 7.7 and later) lays them out for LP64
 //! (amd64, arm64). Every size and every offset this crate writes or reads was measured on
 //! that header with a C compiler and is asserted below; the ioctl request codes, which encode
-//! the sizes, are asserted where they are used (`pf_obsd_ffi`). Plain data, no `unsafe`:
+//! the sizes, are asserted where they are used (`pf_obsd_ffi`; the transaction structures,
+//! which FreeBSD shares, in `pf_anchors`). Plain data, no `unsafe`:
 //! the rule builder fills these on any host, and its tests run on Linux.
 //!
 //! Pointer members the kernel fills or ignores are `u64` here; ftpgate leaves them zero.
@@ -200,24 +201,6 @@ pub struct PfiocStateKill {
     pub psk_rdomain: u16,
 }
 
-/// `struct pfioc_trans_e { int type; char anchor[PATH_MAX]; u_int32_t ticket; }`
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PfiocTransE {
-    pub kind: i32,
-    pub anchor: [u8; PATH_MAX],
-    pub ticket: u32,
-}
-
-/// `struct pfioc_trans { int size; int esize; struct pfioc_trans_e *array; }`
-#[repr(C)]
-#[derive(Debug)]
-pub struct PfiocTrans {
-    pub size: i32,
-    pub esize: i32,
-    pub array: *mut PfiocTransE,
-}
-
 const ZERO_WRAP: PfAddrWrap = PfAddrWrap { v: [0; 32], p: 0, kind: 0, iflags: 0, _pad: [0; 6] };
 const ZERO_ADDR: PfRuleAddr = PfRuleAddr { addr: ZERO_WRAP, port: [0; 2], neg: 0, port_op: 0, weight: 0 };
 const ZERO_POOL: PfPool = PfPool {
@@ -410,7 +393,4 @@ const _: () = {
     assert!(offset_of!(PfiocStateKill, psk_src) == 24 && offset_of!(PfiocStateKill, psk_dst) == 80);
     assert!(offset_of!(PfiocStateKill, psk_ifname) == 136 && offset_of!(PfiocStateKill, psk_label) == 152);
     assert!(offset_of!(PfiocStateKill, psk_killed) == 216 && offset_of!(PfiocStateKill, psk_rdomain) == 220);
-    assert!(size_of::<PfiocTransE>() == 1032);
-    assert!(offset_of!(PfiocTransE, anchor) == 4 && offset_of!(PfiocTransE, ticket) == 1028);
-    assert!(size_of::<PfiocTrans>() == 16 && offset_of!(PfiocTrans, array) == 8);
 };

@@ -9,26 +9,25 @@
 //!
 //! This module holds the OpenBSD pinholes' `unsafe`: each ioctl call.
 
-use super::pf_anchors::{self, errno};
-use super::pf_dev::{Device, PfPinholes};
+use super::pf_anchors::{self, errno, Dev, Trans};
+use super::pf_dev::Device;
 use super::pf_obsd::{self, Rule};
-use super::pf_obsd_abi::{PfiocRule, PfiocStateKill, PfiocTrans, PfiocTransE};
-use super::{Pinhole, PinholeError};
-use std::fs::File;
+use super::pf_obsd_abi::{PfiocRule, PfiocStateKill};
+use super::Pinhole;
 use std::io;
 use std::mem::size_of;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-// The request codes of pfvar.h 1.543, as gcc computed them from its _IOWR definitions.
+// The request codes of pfvar.h 1.543, as gcc computed them from its _IOWR definitions
+// (the transactions' are asserted in pf_anchors).
 const _: () = assert!(nix::request_code_readwrite!(b'D', 4, size_of::<PfiocRule>()) == 0xcd50_4404);
 const _: () = assert!(nix::request_code_readwrite!(b'D', 6, size_of::<PfiocRule>()) == 0xcd50_4406);
 const _: () = assert!(nix::request_code_readwrite!(b'D', 7, size_of::<PfiocRule>()) == 0xcd50_4407);
 const _: () = assert!(nix::request_code_readwrite!(b'D', 41, size_of::<PfiocStateKill>()) == 0xc0e0_4429);
-const _: () = assert!(nix::request_code_readwrite!(b'D', 81, size_of::<PfiocTrans>()) == 0xc010_4451);
-const _: () = assert!(nix::request_code_readwrite!(b'D', 82, size_of::<PfiocTrans>()) == 0xc010_4452);
-const _: () = assert!(nix::request_code_readwrite!(b'D', 83, size_of::<PfiocTrans>()) == 0xc010_4453);
 const _: () = assert!(nix::request_code_readwrite!(b'D', 100, size_of::<u32>()) == 0xc004_4464);
+
+/// `PF_TRANS_RULESET`: a transaction element that replaces an anchor's rules.
+const PF_TRANS_RULESET: i32 = 0;
 
 mod ioctls {
     use super::*;
@@ -36,34 +35,13 @@ mod ioctls {
     nix::ioctl_readwrite!(get_rules, b'D', 6, PfiocRule);
     nix::ioctl_readwrite!(get_rule, b'D', 7, PfiocRule);
     nix::ioctl_readwrite!(kill_states, b'D', 41, PfiocStateKill);
-    nix::ioctl_readwrite!(xbegin, b'D', 81, PfiocTrans);
-    nix::ioctl_readwrite!(xcommit, b'D', 82, PfiocTrans);
-    nix::ioctl_readwrite!(xrollback, b'D', 83, PfiocTrans);
     nix::ioctl_readwrite!(xend, b'D', 100, u32);
 }
 
-/// `/dev/pf`, opened for writing.
-pub struct Dev(File);
-
 impl Dev {
-    /// One transaction call on the one element that covers `anchor`'s rules.
-    fn trans(
-        &self,
-        what: &str,
-        anchor: &str,
-        ticket: u32,
-        call: unsafe fn(libc::c_int, *mut PfiocTrans) -> nix::Result<libc::c_int>,
-    ) -> io::Result<u32> {
-        let mut elem = pf_obsd::trans_elem(anchor, ticket)?;
-        let mut req =
-            PfiocTrans { size: 1, esize: size_of::<PfiocTransE>() as i32, array: std::ptr::addr_of_mut!(elem) };
-        // SAFETY: `self.0` is an open /dev/pf descriptor; `req` is a `PfiocTrans` (size
-        // asserted in pf_obsd_abi) whose `array` points at `elem`, one initialised
-        // `PfiocTransE` (size asserted, and `esize` says it) alive and not otherwise borrowed
-        // through the call; the kernel copies `size * esize` bytes in and the ticket back out.
-        // `call` is one of the DIOCX* wrappers, all taking exactly these arguments.
-        unsafe { call(self.0.as_raw_fd(), &mut req) }.map_err(|e| errno(what, e))?;
-        Ok(elem.ticket)
+    /// One transaction step on the one element that covers `anchor`'s rules.
+    fn trans(&self, step: Trans, anchor: &str, ticket: u32) -> io::Result<u32> {
+        pf_anchors::transaction(&self.0, step, [(PF_TRANS_RULESET, anchor, ticket)]).map(|[t]| t)
     }
 
     /// Closes the rule-reading transaction `ticket` (pf keeps it until then).
@@ -83,15 +61,15 @@ impl Device for Dev {
     type Rules = Vec<Rule>;
 
     fn begin(&self, anchor: &str) -> io::Result<u32> {
-        self.trans("DIOCXBEGIN", anchor, 0, ioctls::xbegin)
+        self.trans(Trans::Begin, anchor, 0)
     }
 
     fn commit(&self, anchor: &str, ticket: u32) -> io::Result<()> {
-        self.trans("DIOCXCOMMIT", anchor, ticket, ioctls::xcommit).map(drop)
+        self.trans(Trans::Commit, anchor, ticket).map(drop)
     }
 
     fn rollback(&self, anchor: &str, ticket: u32) -> io::Result<()> {
-        self.trans("DIOCXROLLBACK", anchor, ticket, ioctls::xrollback).map(drop)
+        self.trans(Trans::Rollback, anchor, ticket).map(drop)
     }
 
     fn add_rules(&self, anchor: &str, rules: &Vec<Rule>, ticket: u32) -> io::Result<()> {
@@ -139,33 +117,5 @@ impl Device for Dev {
             })
             .into_iter()
             .fold(Ok(()), Result::and)
-    }
-
-    fn pinhole(p: &Pinhole) -> Vec<Rule> {
-        pf_obsd::pinhole(p)
-    }
-
-    fn cut(p: &Pinhole) -> Vec<Rule> {
-        pf_obsd::cut(p)
-    }
-
-    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Vec<Rule> {
-        pf_obsd::source_nat(local_port, to, appear_as, as_port)
-    }
-}
-
-impl PfPinholes<Dev> {
-    /// Opens `/dev/pf`, checks that the main ruleset has the `ftpgate` anchor the pinholes'
-    /// anchors live under and that pf lets this process change it.
-    pub fn open() -> Result<Self, PinholeError> {
-        let dev = Dev(pf_anchors::open_checked()?);
-        let pid = std::process::id();
-        pf_anchors::clean_and_probe(
-            &dev.0,
-            &dev,
-            pid,
-            " (the rule layout is OpenBSD 7.7's: another release's pf answers ENOTTY or EINVAL)",
-        )?;
-        Self::start(dev, pid)
     }
 }

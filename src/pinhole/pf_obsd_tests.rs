@@ -94,7 +94,6 @@ fn ftpgates_own_connection_is_one_pass_out_with_nat_to() {
 fn requests_carry_the_anchor_and_ticket_and_refuse_what_pf_could_not_read() {
     let req = add_rule(&super::pinhole(&pinhole())[0], "ftpgate/1.2", 77).unwrap();
     assert_eq!((req.ticket, &req.anchor[..12]), (77, &b"ftpgate/1.2\0"[..]));
-    assert_eq!(trans_elem("ftpgate/1.2", 5).unwrap().kind, PF_TRANS_RULESET);
     assert!(get_rules(&"a".repeat(1024)).is_err());
     assert!(get_rules("ftp\0gate").is_err());
 }
@@ -155,18 +154,6 @@ impl Device for Arc<FakePf> {
     fn kill_states(&self, p: &Pinhole) -> io::Result<()> {
         self.kills.fetch_add(super::kill_states(p).len() as u64, Ordering::Relaxed);
         Ok(())
-    }
-
-    fn pinhole(p: &Pinhole) -> Vec<Rule> {
-        super::pinhole(p)
-    }
-
-    fn cut(p: &Pinhole) -> Vec<Rule> {
-        super::cut(p)
-    }
-
-    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Vec<Rule> {
-        super::source_nat(local_port, to, appear_as, as_port)
     }
 }
 
