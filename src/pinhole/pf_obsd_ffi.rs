@@ -3,9 +3,9 @@
 //! their sizes, were read off the same header (`_IOWR`) and are asserted, so a kernel with
 //! another layout refuses the call (ENOTTY) instead of misreading it.
 //!
-//! pf keeps its transactions per open `/dev/pf` (sys/net/pf_ioctl.c since 2023, OpenBSD 7.4): the rule-adding and the
-//! commit go through the one descriptor that began them, and reading rules opens a
-//! transaction of its own (`DIOCGETRULES`) that `DIOCXEND` closes.
+//! pf keeps its transactions per open `/dev/pf` (sys/net/pf_ioctl.c since 2023): the
+//! rule-adding and the commit go through the one descriptor that began them, and reading
+//! rules opens a transaction of its own (`DIOCGETRULES`) that `DIOCXEND` closes.
 //!
 //! This module holds the OpenBSD pinholes' `unsafe`: each ioctl call.
 
@@ -95,8 +95,9 @@ impl Device for Dev {
         let made = if req.nr == 0 {
             Ok(None)
         } else {
-            // SAFETY: as above; the kernel copies one `struct pf_rule` into `req.rule`, any
-            // bit pattern being valid for its integer and array fields.
+            // SAFETY: as above; the kernel copies one `struct pf_rule` into `req.rule` and the
+            // rule's anchor call into `req.anchor_call`, within the structure; any bit pattern
+            // is valid for their integer and array fields.
             unsafe { ioctls::get_rule(self.0.as_raw_fd(), &mut *req) }
                 .map(|_| Some(u64::from(req.rule.states_tot)))
                 .map_err(|e| errno("DIOCGETRULE", e))
