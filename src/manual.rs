@@ -102,7 +102,7 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  pf.conf needs nat-anchor, rdr-anchor and anchor \"ftpgate/*\" \
                  (pf-anchors/freebsd-pf.conf), and ftpgate runs as root. The rules go at \
                  timeouts.data_accept, used or not (states outlive them); pf keeps no counters, so \
-                 byte counts there are unknown. OpenBSD (7.7's pf): the same anchors hold a pass in \
+                 byte counts there are unknown. OpenBSD (pf as of pfvar.h 1.543, April 2025): the same anchors hold a pass in \
                  (max 1) rule with rdr-to and a pass out (max 1) rule with nat-to; pf.conf needs \
                  anchor \"ftpgate/*\" ahead of the divert-to rules (pf-anchors/openbsd-pf.conf).",
             ),

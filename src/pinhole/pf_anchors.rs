@@ -1,6 +1,6 @@
 //! What FreeBSD's and OpenBSD's pf share for the pinholes: `/dev/pf`, the transactions and
 //! the anchor listing (`struct pfioc_trans`, `struct pfioc_ruleset` and their ioctls have
-//! one layout and one number on both: FreeBSD 14's and OpenBSD 7.7's sys/net/pfvar.h), and
+//! one layout and one number on both: FreeBSD 14's sys/net/pfvar.h and OpenBSD's rev. 1.543), and
 //! the start-up steps: the `ftpgate` anchor must exist, a crashed ftpgate's pinhole anchors
 //! are emptied, and one whole pinhole is added and rolled back as a probe.
 //!
@@ -85,7 +85,8 @@ const ANCHOR_HINT: &str = " (add anchor \"ftpgate/*\" before the filter rules of
 #[cfg(target_os = "freebsd")]
 const LAYOUT: &str = " (the rule layout is FreeBSD 14's: an older pf answers E2BIG or EINVAL)";
 #[cfg(not(target_os = "freebsd"))]
-const LAYOUT: &str = " (the rule layout is OpenBSD 7.7's: another release's pf answers ENOTTY or EINVAL)";
+const LAYOUT: &str =
+    " (the rule layout is that of OpenBSD's pfvar.h 1.543, April 2025: a pf with another one answers ENOTTY or EINVAL)";
 #[cfg(target_os = "freebsd")]
 const NOT_FOUND_HINT: &str = " (is pf loaded? `kldload pf`)";
 #[cfg(not(target_os = "freebsd"))]

@@ -1,12 +1,13 @@
 //! OpenBSD's pf structures the pinholes pass through `/dev/pf`, laid out as OpenBSD's
-//! sys/net/pfvar.h rev. 1.543 (2025-04-14, OpenBSD 7.7 and later) lays them out for LP64
-//! (amd64, arm64). Every size and every offset this crate writes or reads was measured on
+//! sys/net/pfvar.h rev. 1.543 (2025-04-14) lays them out for LP64 (amd64, arm64). Every size and every offset this crate writes or reads was measured on
 //! that header with a C compiler and is asserted below; the ioctl request codes, which encode
 //! the sizes, are asserted where they are used (`pf_obsd_ffi`; the transaction structures,
 //! which FreeBSD shares, in `pf_anchors`). Plain data, no `unsafe`:
 //! the rule builder fills these on any host, and its tests run on Linux.
 //!
-//! Pointer members the kernel fills or ignores are `u64` here; ftpgate leaves them zero.
+//! Pointer members the kernel fills or ignores are `u64` here; ftpgate leaves them zero. A pf
+//! whose structures have another size has other request codes: it refuses the start-up
+//! probe's rules (ENOTTY, exit 3) instead of misreading them.
 
 #[cfg(target_pointer_width = "64")]
 use std::mem::{offset_of, size_of};
