@@ -81,7 +81,7 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
             ),
             Item(
                 "data_path: kernel (--data-path kernel)",
-                "Linux and FreeBSD. Linux: instead of relaying data connections, ftpgate writes an exact, one-shot \
+                "Linux, FreeBSD and OpenBSD. Linux: instead of relaying data connections, ftpgate writes an exact, one-shot \
                  NAT pinhole per data connection into the sets of \
                  nftables/ftpgate-kernel-path.nft over netlink and the kernel forwards it. Load \
                  that file beside the interception rules (nft -f, no values). Needs \
@@ -102,7 +102,9 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                  pf.conf needs nat-anchor, rdr-anchor and anchor \"ftpgate/*\" \
                  (pf-anchors/freebsd-pf.conf), and ftpgate runs as root. The rules go at \
                  timeouts.data_accept, used or not (states outlive them); pf keeps no counters, so \
-                 byte counts there are unknown. Not available on OpenBSD.",
+                 byte counts there are unknown. OpenBSD (pf as of pfvar.h 1.543, April 2025): the same anchors hold a pass in \
+                 (max 1) rule with rdr-to and a pass out (max 1) rule with nat-to; pf.conf needs \
+                 anchor \"ftpgate/*\" ahead of the divert-to rules (pf-anchors/openbsd-pf.conf).",
             ),
             P("nftables/ftpgate-filter.nft is for firewalls whose input and forward policies \
                drop: it admits ftpgate's ports (with active.ports set to the same fixed range as \
@@ -129,13 +131,15 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                transparent rule of ftpgate-redirect.nft and ftpgate-tproxy.nft marks them with \
                MARK, and the policy routing of ftpgate-tproxy-routing.sh add MARK delivers them \
                to ftpgate instead of forwarding them."),
-            P("With intercept pf on FreeBSD there is no transparent bind: as OpenBSD's \
+            P("With intercept pf on FreeBSD and OpenBSD there is no transparent bind: as OpenBSD's \
                ftp-proxy does, ftpgate loads a nat rule into an anchor ftpgate/<pid>.<n> for \
                exactly its own connection (its port to the client's data address) that rewrites \
                the source to the server's address (port 20 with active.source_port_20), with a \
-               pass out rule for it; the connection's state keeps the translation, the rules go \
-               after timeouts.data_accept plus timeouts.connect. pf.conf needs nat-anchor and anchor \"ftpgate/*\" \
-               (pf-anchors/freebsd-pf.conf) and ftpgate root at start-up (/dev/pf is opened \
+               pass out rule for it (on OpenBSD one pass out rule with nat-to); the connection's \
+               state keeps the translation, the rules go after timeouts.data_accept plus \
+               timeouts.connect. pf.conf needs nat-anchor and anchor \"ftpgate/*\" \
+               (pf-anchors/freebsd-pf.conf), on OpenBSD anchor \"ftpgate/*\" \
+               (pf-anchors/openbsd-pf.conf), and ftpgate root at start-up (/dev/pf is opened \
                then; without the anchor it exits 3). Switching to original by a reload takes \
                effect at a restart there; until then such transfers get 425."),
             P("active.source: auto (the default) is original in tproxy mode, which has both \
@@ -254,7 +258,7 @@ const BEFORE_METRICS: &[(&str, &[Block])] = &[
                 "A start-up failure: a listen address in use, a missing capability, a user to \
                  switch to that does not exist, the kernel data path's table not loaded (Linux) or \
                  its pf anchor not referenced, /dev/pf not writable or the probe \
-                 pinhole's rules refused (FreeBSD).",
+                 pinhole's rules refused (FreeBSD, OpenBSD).",
             ),
             Item(
                 "4",

@@ -287,3 +287,16 @@ fn the_freebsd_pf_file_references_the_pinhole_anchors() {
         assert!(text.lines().any(|l| l.trim_start_matches('#').trim() == line), "{line} missing");
     }
 }
+
+#[test]
+fn the_openbsd_pf_file_evaluates_the_pinhole_anchors_before_the_divert_rules() {
+    // OpenBSD has no nat-anchor or rdr-anchor: the pinholes' anchors are filter rules with
+    // rdr-to and nat-to, and must be met before the quick divert-to rules of "ftpgate".
+    let text = read("pf-anchors/openbsd-pf.conf");
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_start_matches('#').trim()).collect();
+    let at = |line: &str| lines.iter().position(|l| *l == line);
+    let pinholes = at(r#"anchor "ftpgate/*""#).expect(r#"anchor "ftpgate/*" missing"#);
+    let diverts = at(r#"anchor "ftpgate""#).expect(r#"anchor "ftpgate" missing"#);
+    assert!(pinholes < diverts, "the pinhole anchors come after the divert-to anchor");
+    assert!(!lines.iter().any(|l| l.starts_with("nat-anchor") || l.starts_with("rdr-anchor")), "not OpenBSD syntax");
+}

@@ -225,7 +225,7 @@ mod tests {
         assert!(!transparent("intercept: tproxy\nactive: {source: gateway}\n"));
         let reverse = err_of("upstream: 198.51.100.2:21\nactive: {source: original}\n");
         assert!(reverse.contains("`active.source`") && reverse.contains("reverse mode"), "{reverse}");
-        if cfg!(target_os = "freebsd") {
+        if cfg!(any(target_os = "freebsd", target_os = "openbsd")) {
             assert!(transparent("intercept: pf\nactive: {source: original}\n"));
         } else {
             assert!(err_of("intercept: pf\nactive: {source: original}\n").contains("`active.source`"));

@@ -120,7 +120,7 @@ impl Config {
     pub fn active_transparent(&self) -> bool {
         let mode = self.startup.intercept;
         let intercepting = matches!(mode, InterceptMode::Redirect | InterceptMode::Tproxy)
-            || (mode == InterceptMode::Pf && cfg!(target_os = "freebsd"));
+            || (mode == InterceptMode::Pf && cfg!(any(target_os = "freebsd", target_os = "openbsd")));
         match self.live.active_source {
             ActiveSource::Auto => mode == InterceptMode::Tproxy,
             ActiveSource::Original => intercepting,

@@ -83,11 +83,12 @@ fn active_source(value: &str, mode: InterceptMode) -> Result<ActiveSource, Confi
             "`original` needs an intercepting mode: in reverse mode clients dial ftpgate itself, which is \
              where their data connections come from",
         )),
-        // FreeBSD: a nat rule in ftpgate's pf anchor makes the connection come from the
-        // server. OpenBSD's pf takes other rule ioctls.
-        ("original", InterceptMode::Pf) if !cfg!(target_os = "freebsd") => Err(invalid(
+        // The BSDs: a nat rule in ftpgate's pf anchor makes the connection come from the
+        // server.
+        ("original", InterceptMode::Pf) if !cfg!(any(target_os = "freebsd", target_os = "openbsd")) => Err(invalid(
             FIELD,
-            "`original` is available with intercept redirect or tproxy (Linux) and pf on FreeBSD, not with pf here",
+            "`original` is available with intercept redirect or tproxy (Linux) and pf on FreeBSD and OpenBSD, \
+             not with pf here",
         )),
         ("original", _) => Ok(ActiveSource::Original),
         (other, _) => Err(invalid(FIELD, format!("`{other}` is not auto, original or gateway"))),

@@ -12,7 +12,7 @@
 //! This module (together with one other) is where the crate's `unsafe` lives:
 //! the single `ioctl(2)` call below.
 
-use super::{addressed_to_listener, diverted, InterceptError, Interception};
+use super::{diverted, InterceptError, Interception};
 use crate::addr::{LocalAddr, OriginalDst};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -47,7 +47,7 @@ impl Interception for PfNatLook {
     fn is_loop(&self, dst: OriginalDst, local: LocalAddr, listening: &[SocketAddr]) -> bool {
         // pf also finds the state of a connection no rule redirected, and answers its local
         // address.
-        dst.0 == local.0 || addressed_to_listener(dst, local, listening)
+        dst.0 == local.0 || super::addressed_to_listener(dst, local, listening)
     }
 }
 

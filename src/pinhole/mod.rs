@@ -4,9 +4,10 @@
 //! contents of sets change; the rules that use them are static (`nftables/ftpgate-kernel-path.nft`).
 //!
 //! Linux: nf_tables set and map elements, written over one netlink socket ([`nft`]).
-//! FreeBSD: one pf anchor per pinhole under `ftpgate/`, its rdr, nat and pass rules loaded in
-//! one transaction through /dev/pf (`pf_dev`, `pf_rules`, `nvlist`). Other platforms have
-//! no kernel data path: asking for one fails at start-up.
+//! FreeBSD and OpenBSD: one pf anchor per pinhole under `ftpgate/`, its rules loaded in one
+//! transaction through /dev/pf (`pf_dev` keeps the books for both; FreeBSD's rules are
+//! nvlists: `pf_nv`, `pf_rules`, `nvlist`; OpenBSD's `struct pfioc_rule`: `pf_obsd`,
+//! `pf_obsd_abi`). Other platforms have no kernel data path: asking for one fails at start-up.
 
 #[cfg(target_os = "linux")]
 mod accounting;
@@ -22,14 +23,24 @@ mod netlink;
 mod nft;
 #[cfg(target_os = "linux")]
 mod writer;
-// The pf pieces are pure (and tested) everywhere; only the ioctls are FreeBSD's.
+// The pf pieces are pure (and tested) everywhere; only the ioctls are the BSDs'.
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod nvlist;
-#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+mod pf_anchors;
+#[cfg_attr(not(any(target_os = "freebsd", target_os = "openbsd")), allow(dead_code))]
 mod pf_dev;
 #[cfg(target_os = "freebsd")]
 mod pf_ffi;
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod pf_nv;
+#[cfg_attr(not(target_os = "openbsd"), allow(dead_code))]
+mod pf_obsd;
+#[cfg_attr(not(target_os = "openbsd"), allow(dead_code))]
+mod pf_obsd_abi;
+#[cfg(target_os = "openbsd")]
+mod pf_obsd_ffi;
+#[cfg_attr(not(any(target_os = "freebsd", target_os = "openbsd")), allow(dead_code))]
 mod pf_rules;
 
 use std::io;
@@ -144,19 +155,19 @@ pub struct Found {
 #[cfg(target_os = "linux")]
 pub use writer::Pinholes;
 
-/// FreeBSD: pf anchors through /dev/pf.
-#[cfg(target_os = "freebsd")]
-pub type Pinholes = pf_dev::PfPinholes<pf_ffi::Dev>;
+/// FreeBSD and OpenBSD: pf anchors through /dev/pf.
+#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+pub type Pinholes = pf_dev::PfPinholes<pf_anchors::Dev>;
 
 /// Whether the kernel counts what its pinholes let through and turned away (the
 /// `ftpgate_kernel_path_packets_total` metrics): nf_tables counters do; pf has no such count.
 pub const COUNTERS: bool = cfg!(target_os = "linux");
 
 /// Elsewhere: nothing can be opened, so `data_path: kernel` fails at start-up.
-#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd")))]
 pub struct Pinholes;
 
-#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd")))]
 impl Pinholes {
     pub fn open() -> Result<Self, PinholeError> {
         Err(PinholeError::Unsupported)

@@ -1,19 +1,19 @@
-//! FreeBSD: pinholes as pf anchors, loaded through `/dev/pf`, the way OpenBSD's ftp-proxy
-//! does it: each pinhole's rules ([`pf_rules`]) go into an anchor of its own under
-//! `ftpgate/`, replaced in one transaction (`DIOCXBEGIN`, per rule `DIOCBEGINADDRS` /
-//! `DIOCADDADDR` / `DIOCADDRULENV`, `DIOCXCOMMIT`; `DIOCXROLLBACK` when any step fails).
-//! Removing a pinhole commits its anchor empty.
+//! The BSDs: pinholes as pf anchors, loaded through `/dev/pf`, the way OpenBSD's ftp-proxy
+//! does it: each pinhole's rules go into an anchor of its own under `ftpgate/`, replaced in
+//! one transaction (`DIOCXBEGIN`, the rules, `DIOCXCOMMIT`; `DIOCXROLLBACK` when any step
+//! fails). Removing a pinhole commits its anchor empty. This module keeps the books; how the
+//! rules look and are added is the [`Device`]'s: FreeBSD's nvlists (`pf_nv`, `pf_rules`)
+//! or OpenBSD's `struct pfioc_rule` (`pf_obsd`).
 //!
 //! pf rules have no timeout of their own: a thread of this module removes each anchor at its
 //! deadline (the states pf made go on without the rules). A pinhole is used once its
-//! `pass in` rule has created a state (`states_tot`, read with `DIOCGETRULENV`). Its rules
+//! `pass in` rule has created a state (its `states_tot`). Its rules
 //! stay until the deadline, as a used Linux pinhole's elements do: taking them away at once
 //! could catch the first packet between its inbound and outbound passes (the nat and the
 //! `pass out` are met on the way out), and while they stay, `max 1` turns a second
 //! connection away (the first's state lives on after it closes, for pf's TCP timeouts).
 
-use super::nvlist::NvList;
-use super::pf_rules::{self, Ruleset};
+use super::pf_rules;
 use super::{Pinhole, PinholeError, Ticket};
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
@@ -21,18 +21,36 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What this module asks of pf: the ioctls (`pf_ffi` on FreeBSD; a recording fake in tests).
+/// A pinhole's rules in the form one pf takes them, from its pure rule builder.
+pub trait Rules: Default {
+    /// The rules that let exactly one connection through `p`, translated both ways.
+    fn pinhole(p: &Pinhole) -> Self;
+    /// What replaces a used pinhole that is cut: each further packet of it is reset.
+    fn cut(p: &Pinhole) -> Self;
+    /// ftpgate's own connection from `local_port` to `to` leaves from `appear_as` (and
+    /// `as_port`, else `local_port` kept).
+    fn source_nat(local_port: u16, to: SocketAddr, appear_as: IpAddr, as_port: Option<u16>) -> Self;
+}
+
+/// What this module asks of pf: one anchor's transaction and what it reads back (FreeBSD:
+/// nvlist rules, `pf_nv`; OpenBSD: `struct pfioc_rule`, `pf_obsd`). Tests put a recording
+/// fake in its place.
 pub trait Device: Send + Sync + 'static {
-    /// `DIOCXBEGIN` for the rdr, nat and filter rulesets of `anchor`: their tickets.
-    fn begin(&self, anchor: &str) -> io::Result<[u32; 3]>;
-    fn commit(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()>;
-    fn rollback(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()>;
-    /// `DIOCBEGINADDRS`: the pool ticket for the next rule.
-    fn begin_addrs(&self) -> io::Result<u32>;
-    fn add_addr(&self, pool: u32, ip: IpAddr) -> io::Result<()>;
-    fn add_rule(&self, request: &NvList) -> io::Result<()>;
-    fn get_rule(&self, request: &NvList) -> io::Result<NvList>;
-    fn kill_states(&self, request: &NvList) -> io::Result<()>;
+    /// The tickets of one anchor's transaction, one per ruleset it replaces.
+    type Tickets: Copy + Send + 'static;
+    type Rules: Rules;
+
+    /// `DIOCXBEGIN` for the rulesets of `anchor`: their tickets.
+    fn begin(&self, anchor: &str) -> io::Result<Self::Tickets>;
+    fn commit(&self, anchor: &str, tickets: Self::Tickets) -> io::Result<()>;
+    fn rollback(&self, anchor: &str, tickets: Self::Tickets) -> io::Result<()>;
+    /// Adds `rules` to the open transaction `tickets` of `anchor`.
+    fn add_rules(&self, anchor: &str, rules: &Self::Rules, tickets: Self::Tickets) -> io::Result<()>;
+    /// How many states the first filter rule of `anchor` (the peer's `pass in`) has created;
+    /// `tickets` are those of the transaction that committed it. `None`: pf did not say.
+    fn states_created(&self, anchor: &str, tickets: Self::Tickets) -> io::Result<Option<u64>>;
+    /// Removes the states of a used pinhole's connection, both legs; every leg is tried.
+    fn kill_states(&self, p: &Pinhole) -> io::Result<()>;
 }
 
 /// The process's handle on pf's pinhole anchors.
@@ -41,24 +59,23 @@ pub struct PfPinholes<D: Device> {
     expiries: Mutex<mpsc::Sender<Expiry>>,
 }
 
-struct Inner<D> {
+struct Inner<D: Device> {
     dev: D,
     pid: u32,
-    state: Mutex<State>,
+    state: Mutex<State<D::Tickets>>,
 }
 
-#[derive(Default)]
-struct State {
+struct State<T> {
     next: u64,
-    installed: HashMap<Pinhole, Installed>,
+    installed: HashMap<Pinhole, Installed<T>>,
 }
 
 #[derive(Clone, Copy)]
-struct Installed {
+struct Installed<T> {
     n: u64,
-    /// The filter ruleset's ticket the transaction committed (its rule queries need it);
-    /// `None` once nothing is to be asked: the pinhole was used, cut, or is a translation.
-    filter_ticket: Option<u32>,
+    /// The tickets the transaction committed (pf's rule queries may need them); `None` once
+    /// nothing is to be asked: the pinhole was used, cut, or is a translation.
+    tickets: Option<T>,
 }
 
 /// An anchor to take away at `at`, unless a later installation took its place.
@@ -88,7 +105,7 @@ impl Ord for PinholeKey {
 impl<D: Device> PfPinholes<D> {
     /// Starts the thread that removes anchors at their deadlines; the device was checked.
     pub(super) fn start(dev: D, pid: u32) -> Result<Self, PinholeError> {
-        let inner = Arc::new(Inner { dev, pid, state: Mutex::new(State { next: 1, ..State::default() }) });
+        let inner = Arc::new(Inner { dev, pid, state: Mutex::new(State { next: 1, installed: HashMap::new() }) });
         let (tx, rx) = mpsc::channel();
         let reaper = inner.clone();
         std::thread::Builder::new().name("ftpgate-pf-expiry".into()).spawn(move || reaper.expire(rx)).map_err(
@@ -102,7 +119,7 @@ impl<D: Device> PfPinholes<D> {
         if !p.is_consistent() {
             return Err(PinholeError::MixedFamilies);
         }
-        let n = self.inner.replace(p, &pf_rules::pinhole(&p), true)?;
+        let n = self.inner.replace(p, &D::Rules::pinhole(&p), true)?;
         self.expire_at(p, n, timeout);
         Ok(Ticket(n))
     }
@@ -130,7 +147,7 @@ impl<D: Device> PfPinholes<D> {
             source: appear_as.ip(),
             source_port: as_port,
         };
-        let n = self.inner.replace(key, &pf_rules::source_nat(local_port, to, appear_as.ip(), as_port), false)?;
+        let n = self.inner.replace(key, &D::Rules::source_nat(local_port, to, appear_as.ip(), as_port), false)?;
         self.expire_at(key, n, timeout);
         Ok(())
     }
@@ -141,21 +158,24 @@ impl<D: Device> PfPinholes<D> {
     /// then).
     pub async fn armed(&self, p: Pinhole, install: Ticket) -> Result<bool, PinholeError> {
         let mut st = self.inner.lock();
-        let Some(Installed { n, filter_ticket: Some(ticket) }) = st.installed.get(&p).copied() else {
+        let Some(Installed { n, tickets: Some(tickets) }) = st.installed.get(&p).copied() else {
             return Ok(false);
         };
         if n != install.0 {
             return Ok(false);
         }
         let anchor = pf_rules::anchor_path(self.inner.pid, n);
-        let answer = self.inner.dev.get_rule(&pf_rules::get_rule(&anchor, ticket, 0)).map_err(PinholeError::Install)?;
-        let made = pf_rules::states_created(&answer)
-            .ok_or(PinholeError::Gone("pf's rule answer has no state count (states_tot)"))?;
+        let made = self
+            .inner
+            .dev
+            .states_created(&anchor, tickets)
+            .map_err(PinholeError::Install)?
+            .ok_or(PinholeError::Gone("pf's rule answer has no state count"))?;
         if made == 0 {
             return Ok(true);
         }
         if let Some(i) = st.installed.get_mut(&p) {
-            i.filter_ticket = None;
+            i.tickets = None;
         }
         Ok(false)
     }
@@ -163,17 +183,15 @@ impl<D: Device> PfPinholes<D> {
     /// Cuts the connection that used pinhole `p`: its states go, and for `timeout` each
     /// further packet of it, either way, is answered with a reset.
     pub fn cut(&self, p: Pinhole, timeout: Duration) {
-        let n = match self.inner.replace(p, &pf_rules::cut(&p), false) {
+        let n = match self.inner.replace(p, &D::Rules::cut(&p), false) {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!(error = %e, ?p, "data connection not cut: pf refused the reset rules");
                 None
             }
         };
-        for kill in pf_rules::kill_states(&p) {
-            if let Err(e) = self.inner.dev.kill_states(&kill) {
-                tracing::warn!(error = %e, ?p, "pf refused to remove the data connection's states");
-            }
+        if let Err(e) = self.inner.dev.kill_states(&p) {
+            tracing::warn!(error = %e, ?p, "pf refused to remove the data connection's states");
         }
         if let Some(n) = n {
             self.expire_at(p, n, timeout);
@@ -243,47 +261,32 @@ impl<D: Device> Drop for PfPinholes<D> {
     }
 }
 
-/// Adds `rules` to the open transaction `tickets` of `anchor`: per rule its pool (the
-/// translation's address), then the rule.
-pub(super) fn add_all<D: Device>(dev: &D, anchor: &str, rules: &Ruleset, tickets: [u32; 3]) -> io::Result<()> {
-    for (i, (_, part)) in rules.parts().iter().enumerate() {
-        for rule in part.iter() {
-            let pool = dev.begin_addrs()?;
-            if let Some(ip) = rule.pool_address() {
-                dev.add_addr(pool, ip)?;
-            }
-            dev.add_rule(&pf_rules::add_rule(rule, anchor, tickets[i], pool))?;
-        }
-    }
-    Ok(())
-}
-
 impl<D: Device> Inner<D> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<D::Tickets>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Loads `rules` for key `p` into a new anchor, then takes away the anchor `p` had (a
     /// pinhole whose port was handed out again, or one being cut): its deadline, still in the
     /// heap, then finds another number and does nothing. Returns the new anchor's number.
-    fn replace(&self, p: Pinhole, rules: &Ruleset, ask: bool) -> Result<u64, PinholeError> {
+    fn replace(&self, p: Pinhole, rules: &D::Rules, ask: bool) -> Result<u64, PinholeError> {
         let mut st = self.lock();
         let n = st.next;
         st.next += 1;
-        let ticket = self.load(n, rules).map_err(PinholeError::Install)?;
-        if let Some(old) = st.installed.insert(p, Installed { n, filter_ticket: ask.then_some(ticket) }) {
+        let tickets = self.load(n, rules).map_err(PinholeError::Install)?;
+        if let Some(old) = st.installed.insert(p, Installed { n, tickets: ask.then_some(tickets) }) {
             self.clear(old.n);
         }
         Ok(n)
     }
 
-    /// Replaces anchor `n`'s rules with `rules` in one transaction; returns the filter
-    /// ruleset's ticket, which the committed rules carry. Any refusal rolls it all back.
-    fn load(&self, n: u64, rules: &Ruleset) -> io::Result<u32> {
+    /// Replaces anchor `n`'s rules with `rules` in one transaction; returns its tickets,
+    /// which the committed rules carry. Any refusal rolls it all back.
+    fn load(&self, n: u64, rules: &D::Rules) -> io::Result<D::Tickets> {
         let anchor = pf_rules::anchor_path(self.pid, n);
         let tickets = self.dev.begin(&anchor)?;
-        match add_all(&self.dev, &anchor, rules, tickets).and_then(|()| self.dev.commit(&anchor, tickets)) {
-            Ok(()) => Ok(tickets[2]),
+        match self.dev.add_rules(&anchor, rules, tickets).and_then(|()| self.dev.commit(&anchor, tickets)) {
+            Ok(()) => Ok(tickets),
             Err(e) => {
                 if let Err(r) = self.dev.rollback(&anchor, tickets) {
                     tracing::warn!(error = %r, anchor, "pf transaction not rolled back");
@@ -295,7 +298,7 @@ impl<D: Device> Inner<D> {
 
     /// Empties anchor `n` (pf drops an anchor left empty).
     fn clear(&self, n: u64) {
-        if let Err(e) = self.load(n, &Ruleset::default()) {
+        if let Err(e) = self.load(n, &D::Rules::default()) {
             tracing::warn!(error = %e, anchor = pf_rules::anchor_path(self.pid, n), "pinhole anchor not removed");
         }
     }

@@ -3,7 +3,9 @@
 //! leaves the anchor as it was.
 
 use super::*;
+use crate::pinhole::nvlist::NvList;
 use crate::pinhole::nvlist::Value;
+use crate::pinhole::pf_nv::NvDevice;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -24,7 +26,7 @@ struct FakePf {
     commits: Mutex<Option<mpsc::Sender<String>>>,
 }
 
-impl Device for Arc<FakePf> {
+impl NvDevice for Arc<FakePf> {
     fn begin(&self, anchor: &str) -> io::Result<[u32; 3]> {
         let t = [0, 1, 2].map(|_| self.next_ticket.fetch_add(1, Ordering::Relaxed) as u32 + 100);
         self.pending.lock().unwrap().insert(anchor.to_owned(), (t, Vec::new()));

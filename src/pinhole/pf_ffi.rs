@@ -6,41 +6,21 @@
 //! This module holds the pinholes' `unsafe`: each ioctl call.
 
 use super::nvlist::NvList;
-use super::pf_dev::{Device, PfPinholes};
-use super::pf_rules::{self, Ruleset, PARENT};
-use super::PinholeError;
+use super::pf_anchors::{self, errno, Dev, Trans};
+use super::pf_nv::NvDevice;
+use super::pf_rules::Ruleset;
 use std::fs::File;
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-pub const PF_DEV: &str = "/dev/pf";
 pub const AF_INET: u8 = libc::AF_INET as u8;
 pub const AF_INET6: u8 = libc::AF_INET6 as u8;
 /// `MAXPATHLEN`: the size of every anchor path field.
 const MAXPATHLEN: usize = 1024;
-/// `PF_ANCHOR_NAME_SIZE`.
-const ANCHOR_NAME: usize = 64;
 /// `PF_ADDR_ADDRMASK`.
 const PF_ADDR_ADDRMASK: u8 = 0;
-
-/// `struct pfioc_trans_e { int rs_num; char anchor[MAXPATHLEN]; u_int32_t ticket; }`
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PfiocTransE {
-    rs_num: libc::c_int,
-    anchor: [u8; MAXPATHLEN],
-    ticket: u32,
-}
-
-/// `struct pfioc_trans { int size; int esize; struct pfioc_trans_e *array; }`
-#[repr(C)]
-pub struct PfiocTrans {
-    size: libc::c_int,
-    esize: libc::c_int,
-    array: *mut PfiocTransE,
-}
 
 /// `struct pfioc_nv { void *data; size_t len; size_t size; }`: the packed nvlist, its
 /// length, and the buffer's size (room for the kernel's answer).
@@ -89,17 +69,6 @@ pub struct PfiocPooladdr {
     addr: PfPooladdr,
 }
 
-/// `struct pfioc_ruleset { u_int32_t nr; char path[MAXPATHLEN]; char name[PF_ANCHOR_NAME_SIZE]; }`
-#[repr(C)]
-pub struct PfiocRuleset {
-    nr: u32,
-    path: [u8; MAXPATHLEN],
-    name: [u8; ANCHOR_NAME],
-}
-
-const _: () = assert!(size_of::<PfiocTransE>() == 1032);
-const _: () = assert!(offset_of!(PfiocTransE, ticket) == 1028);
-const _: () = assert!(size_of::<PfiocTrans>() == 16);
 const _: () = assert!(size_of::<PfiocNv>() == 24);
 const _: () = assert!(size_of::<PfAddrWrap>() == 48);
 const _: () = assert!(offset_of!(PfAddrWrap, kind) == 40);
@@ -109,9 +78,6 @@ const _: () = assert!(offset_of!(PfiocPooladdr, af) == 18);
 const _: () = assert!(offset_of!(PfiocPooladdr, anchor) == 19);
 const _: () = assert!(offset_of!(PfiocPooladdr, addr) == 1048);
 const _: () = assert!(size_of::<PfiocPooladdr>() == 1136);
-const _: () = assert!(size_of::<PfiocRuleset>() == 1092);
-// _IOWR('D', 81, struct pfioc_trans): IOC_INOUT | 16 << 16 | 'D' << 8 | 81.
-const _: () = assert!(nix::request_code_readwrite!(b'D', 81, size_of::<PfiocTrans>()) == 0xc010_4451);
 // _IOWR('D', 4, struct pfioc_nv) = DIOCADDRULENV.
 const _: () = assert!(nix::request_code_readwrite!(b'D', 4, size_of::<PfiocNv>()) == 0xc018_4404);
 // _IOWR('D', 51, struct pfioc_pooladdr) = DIOCBEGINADDRS: 1136 = 0x470.
@@ -119,16 +85,11 @@ const _: () = assert!(nix::request_code_readwrite!(b'D', 51, size_of::<PfiocPool
 
 mod ioctls {
     use super::*;
-    nix::ioctl_readwrite!(xbegin, b'D', 81, PfiocTrans);
-    nix::ioctl_readwrite!(xcommit, b'D', 82, PfiocTrans);
-    nix::ioctl_readwrite!(xrollback, b'D', 83, PfiocTrans);
     nix::ioctl_readwrite!(begin_addrs, b'D', 51, PfiocPooladdr);
     nix::ioctl_readwrite!(add_addr, b'D', 52, PfiocPooladdr);
     nix::ioctl_readwrite!(add_rule_nv, b'D', 4, PfiocNv);
     nix::ioctl_readwrite!(get_rule_nv, b'D', 7, PfiocNv);
     nix::ioctl_readwrite!(kill_states_nv, b'D', 41, PfiocNv);
-    nix::ioctl_readwrite!(get_rulesets, b'D', 58, PfiocRuleset);
-    nix::ioctl_readwrite!(get_ruleset, b'D', 59, PfiocRuleset);
 }
 
 /// The family of an address as FreeBSD numbers it.
@@ -140,72 +101,10 @@ pub fn af(ip: IpAddr) -> u8 {
     }
 }
 
-fn errno(what: &str, e: nix::errno::Errno) -> io::Error {
-    let base = io::Error::from(e);
-    io::Error::new(base.kind(), format!("pf {what}: {base}"))
-}
-
-fn path_field(s: &str) -> io::Result<[u8; MAXPATHLEN]> {
-    let mut f = [0u8; MAXPATHLEN];
-    if s.len() >= MAXPATHLEN {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "pf anchor path too long"));
-    }
-    f[..s.len()].copy_from_slice(s.as_bytes());
-    Ok(f)
-}
-
-fn c_string(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-/// The names of the anchors directly under `path` ("" = the main ruleset), at most `max`.
-pub fn child_anchors(dev: &File, path: &str, max: u32) -> io::Result<Vec<String>> {
-    let mut rs = PfiocRuleset { nr: 0, path: path_field(path)?, name: [0; ANCHOR_NAME] };
-    // SAFETY: `dev` is an open /dev/pf descriptor for the whole call; `rs` is a fully
-    // initialised, exclusively borrowed `PfiocRuleset` whose size is asserted above to be
-    // FreeBSD's `struct pfioc_ruleset` (the request code encodes it), so the kernel reads and
-    // writes exactly that many bytes of it; any bit pattern is valid for its fields.
-    unsafe { ioctls::get_rulesets(dev.as_raw_fd(), &mut rs) }.map_err(|e| errno("DIOCGETRULESETS", e))?;
-    let count = rs.nr.min(max);
-    let mut names = Vec::with_capacity(count as usize);
-    for nr in 0..count {
-        let mut one = PfiocRuleset { nr, path: path_field(path)?, name: [0; ANCHOR_NAME] };
-        // SAFETY: as for DIOCGETRULESETS above; same structure, same size.
-        unsafe { ioctls::get_ruleset(dev.as_raw_fd(), &mut one) }.map_err(|e| errno("DIOCGETRULESET", e))?;
-        names.push(c_string(&one.name));
-    }
-    Ok(names)
-}
-
-/// The three rulesets of `anchor` a transaction covers, in [`Ruleset::parts`]'s order, with
-/// the tickets pf gave them (0 when asking for them).
-fn trans_elems(anchor: &str, tickets: [u32; 3]) -> io::Result<[PfiocTransE; 3]> {
-    let path = path_field(anchor)?;
+/// One transaction step on the three rulesets of `anchor`, in [`Ruleset::parts`]'s order.
+fn trans(dev: &File, step: Trans, anchor: &str, tickets: [u32; 3]) -> io::Result<[u32; 3]> {
     let parts = Ruleset::default().parts().map(|(rs_num, _)| rs_num);
-    Ok([0, 1, 2].map(|i| PfiocTransE { rs_num: parts[i], anchor: path, ticket: tickets[i] }))
-}
-
-fn trans_call(
-    what: &str,
-    dev: &File,
-    anchor: &str,
-    tickets: [u32; 3],
-    call: unsafe fn(libc::c_int, *mut PfiocTrans) -> nix::Result<libc::c_int>,
-) -> io::Result<[u32; 3]> {
-    let mut elems = trans_elems(anchor, tickets)?;
-    let mut req = PfiocTrans {
-        size: elems.len() as libc::c_int,
-        esize: size_of::<PfiocTransE>() as libc::c_int,
-        array: elems.as_mut_ptr(),
-    };
-    // SAFETY: `dev` is an open /dev/pf descriptor; `req` is a `PfiocTrans` (size asserted)
-    // whose `array` points at `elems`, three initialised `PfiocTransE` (size asserted, and
-    // `esize` says it) that stay alive and exclusively borrowed through the call; the kernel
-    // copies `size * esize` bytes in and the tickets back out, within that array. `call` is
-    // one of the DIOCX* wrappers, all taking exactly these arguments.
-    unsafe { call(dev.as_raw_fd(), &mut req) }.map_err(|e| errno(what, e))?;
-    Ok(elems.map(|e| e.ticket))
+    pf_anchors::transaction(dev, step, [0, 1, 2].map(|i| (parts[i], anchor, tickets[i])))
 }
 
 fn pooladdr(ticket: u32, af: u8) -> PfiocPooladdr {
@@ -293,34 +192,20 @@ pub fn kill_states(dev: &File, request: &NvList) -> io::Result<()> {
     nv_call("DIOCKILLSTATESNV", request, 4096, |nv| unsafe { ioctls::kill_states_nv(dev.as_raw_fd(), nv) }).map(drop)
 }
 
-/// The pinhole the start-up probe adds and rolls back (documentation addresses).
-const PROBE: super::Pinhole = super::Pinhole {
-    peer: IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 2)),
-    dialled: std::net::SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 2)), 20021),
-    target: std::net::SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 2)), 20021),
-    source: IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1)),
-    source_port: Some(20),
-};
-
-/// `/dev/pf`, opened for writing.
-pub struct Dev(File);
-
 /// Room for `DIOCGETRULENV`'s answer (a rule packs to about 3 KiB).
 const ANSWER_ROOM: usize = 16 * 1024;
-/// Anchors of the main ruleset looked at when checking that `ftpgate` is one, at most.
-const MAX_ANCHORS_LISTED: u32 = 100_000;
 
-impl Device for Dev {
+impl NvDevice for Dev {
     fn begin(&self, anchor: &str) -> io::Result<[u32; 3]> {
-        trans_call("DIOCXBEGIN", &self.0, anchor, [0; 3], ioctls::xbegin)
+        trans(&self.0, Trans::Begin, anchor, [0; 3])
     }
 
     fn commit(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()> {
-        trans_call("DIOCXCOMMIT", &self.0, anchor, tickets, ioctls::xcommit).map(drop)
+        trans(&self.0, Trans::Commit, anchor, tickets).map(drop)
     }
 
     fn rollback(&self, anchor: &str, tickets: [u32; 3]) -> io::Result<()> {
-        trans_call("DIOCXROLLBACK", &self.0, anchor, tickets, ioctls::xrollback).map(drop)
+        trans(&self.0, Trans::Rollback, anchor, tickets).map(drop)
     }
 
     fn begin_addrs(&self) -> io::Result<u32> {
@@ -341,75 +226,5 @@ impl Device for Dev {
 
     fn kill_states(&self, request: &NvList) -> io::Result<()> {
         kill_states(&self.0, request)
-    }
-}
-
-impl PfPinholes<Dev> {
-    /// Opens `/dev/pf`, checks that the main ruleset has the `ftpgate` anchor the pinholes'
-    /// anchors live under and that pf lets this process change it.
-    pub fn open() -> Result<Self, PinholeError> {
-        let dev = std::fs::OpenOptions::new().read(true).write(true).open(PF_DEV).map_err(|e| {
-            let hint = match e.kind() {
-                io::ErrorKind::NotFound => " (is pf loaded? `kldload pf`)",
-                io::ErrorKind::PermissionDenied => {
-                    " (pf's anchors are changed through /dev/pf opened for writing: run as root)"
-                }
-                _ => "",
-            };
-            PinholeError::Setup { what: "cannot open /dev/pf", source: e, hint }
-        })?;
-        let anchors = child_anchors(&dev, "", MAX_ANCHORS_LISTED).map_err(|source| PinholeError::Setup {
-            what: "cannot list pf's anchors",
-            source,
-            hint: "",
-        })?;
-        if !anchors.iter().any(|a| a == PARENT) {
-            return Err(PinholeError::Setup {
-                what: "the main pf ruleset does not reference the anchor \"ftpgate\"",
-                source: io::Error::from(io::ErrorKind::NotFound),
-                hint: " (add nat-anchor \"ftpgate/*\", rdr-anchor \"ftpgate/*\" and anchor \"ftpgate/*\" to \
-                       /etc/pf.conf and reload it: see pf-anchors/freebsd-pf.conf)",
-            });
-        }
-        let dev = Dev(dev);
-        let pid = std::process::id();
-        // Pinholes a crashed ftpgate left behind would go on letting connections through.
-        // This process has loaded nothing yet: anchors under its pid are an earlier process's.
-        let alive = |p: u32| {
-            if p == pid {
-                return false;
-            }
-            // SAFETY: kill(2) with signal 0 sends nothing and touches no memory of ours; it
-            // only says whether the process exists (ESRCH when it does not).
-            let r = unsafe { libc::kill(p as libc::pid_t, 0) };
-            r == 0 || nix::errno::Errno::last() != nix::errno::Errno::ESRCH
-        };
-        for name in child_anchors(&dev.0, PARENT, MAX_ANCHORS_LISTED).unwrap_or_default() {
-            if pf_rules::stale(&name, alive) {
-                let anchor = format!("{PARENT}/{name}");
-                match dev.begin(&anchor).and_then(|t| dev.commit(&anchor, t)) {
-                    Ok(()) => tracing::info!(anchor, "removed a pinhole anchor a stopped ftpgate left behind"),
-                    Err(e) => tracing::warn!(error = %e, anchor, "a stopped ftpgate's pinhole anchor not removed"),
-                }
-            }
-        }
-        // A whole pinhole's rules added and rolled back: pf checks the right to change rules
-        // and reads every rule as ftpgate lays it out, before any transfer needs one.
-        let probe = pf_rules::anchor_path(pid, 0);
-        let tickets = dev.begin(&probe).map_err(|e| PinholeError::Setup {
-            what: "pf refuses ftpgate's anchors",
-            source: e,
-            hint: " (run as root)",
-        })?;
-        let added = super::pf_dev::add_all(&dev, &probe, &pf_rules::pinhole(&PROBE), tickets);
-        if let Err(e) = dev.rollback(&probe, tickets) {
-            tracing::warn!(error = %e, anchor = probe, "pf transaction not rolled back");
-        }
-        added.map_err(|e| PinholeError::Setup {
-            what: "pf refuses ftpgate's pinhole rules",
-            source: e,
-            hint: " (the rule layout is FreeBSD 14's: an older pf answers E2BIG or EINVAL)",
-        })?;
-        Self::start(dev, pid)
     }
 }

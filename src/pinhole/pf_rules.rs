@@ -32,6 +32,16 @@ pub fn anchor_path(pid: u32, n: u64) -> String {
     format!("{PARENT}/{pid}.{n}")
 }
 
+/// An anchor path as pf's `char[MAXPATHLEN]` fields hold it, NUL-terminated.
+pub fn path_field(s: &str) -> std::io::Result<[u8; 1024]> {
+    let mut f = [0u8; 1024];
+    if s.len() >= f.len() || s.as_bytes().contains(&0) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "pf anchor path too long or not a C string"));
+    }
+    f[..s.len()].copy_from_slice(s.as_bytes());
+    Ok(f)
+}
+
 /// Whether `name`, an anchor under [`PARENT`], is a pinhole of an ftpgate process that is
 /// gone (`<pid>.<n>` with `alive(pid)` false): left by a crash, its rules would still let
 /// connections through. Other names (an administrator's) are never touched.
@@ -41,12 +51,13 @@ pub fn stale(name: &str, alive: impl Fn(u32) -> bool) -> bool {
     digits(pid) && digits(n) && pid.parse::<u32>().is_ok_and(|pid| !alive(pid))
 }
 
+// The values both pf's share (FreeBSD's sys/netpfil/pf/pf.h, OpenBSD's sys/net/pfvar.h).
 // enum { PF_INOUT, PF_IN, PF_OUT }
-const PF_IN: u64 = 1;
-const PF_OUT: u64 = 2;
+pub(super) const PF_IN: u8 = 1;
+pub(super) const PF_OUT: u8 = 2;
 // enum { PF_PASS, PF_DROP, PF_SCRUB, PF_NOSCRUB, PF_NAT, PF_NONAT, PF_BINAT, PF_NOBINAT, PF_RDR, ... }
-const PF_PASS: u8 = 0;
-const PF_DROP: u8 = 1;
+pub(super) const PF_PASS: u8 = 0;
+pub(super) const PF_DROP: u8 = 1;
 const PF_NAT: u8 = 4;
 const PF_RDR: u8 = 8;
 // enum { PF_RULESET_SCRUB, PF_RULESET_FILTER, PF_RULESET_NAT, PF_RULESET_BINAT, PF_RULESET_RDR }
@@ -54,15 +65,15 @@ pub const PF_RULESET_FILTER: i32 = 1;
 pub const PF_RULESET_NAT: i32 = 2;
 pub const PF_RULESET_RDR: i32 = 4;
 // enum { PF_OP_NONE, PF_OP_IRG, PF_OP_EQ, ... }
-const PF_OP_NONE: u64 = 0;
-const PF_OP_EQ: u64 = 2;
+pub(super) const PF_OP_NONE: u8 = 0;
+pub(super) const PF_OP_EQ: u8 = 2;
 // enum { PF_ADDR_ADDRMASK, ... }
-const PF_ADDR_ADDRMASK: u64 = 0;
-const PF_STATE_NORMAL: u64 = 1;
-const PFRULE_RETURNRST: u64 = 0x1;
-const TH_SYN: u64 = 0x02;
-const TH_ACK: u64 = 0x10;
-const IPPROTO_TCP: u64 = 6;
+pub(super) const PF_ADDR_ADDRMASK: u8 = 0;
+pub(super) const PF_STATE_NORMAL: u8 = 1;
+pub(super) const PFRULE_RETURNRST: u32 = 0x1;
+pub(super) const TH_SYN: u8 = 0x02;
+pub(super) const TH_ACK: u8 = 0x10;
+pub(super) const IPPROTO_TCP: u8 = 6;
 /// `AF_INET6` is 28 on FreeBSD (not Linux's 10): the rules carry FreeBSD's numbers.
 const AF_INET: u64 = 2;
 const AF_INET6: u64 = 28;
@@ -93,11 +104,11 @@ pub struct Host {
 }
 
 impl Host {
-    fn at(s: SocketAddr) -> Self {
+    pub(super) fn at(s: SocketAddr) -> Self {
         Self { ip: s.ip(), port: Some(s.port()) }
     }
 
-    fn any_port(ip: IpAddr) -> Self {
+    pub(super) fn any_port(ip: IpAddr) -> Self {
         Self { ip, port: None }
     }
 }
@@ -217,7 +228,7 @@ fn family(ip: IpAddr) -> u64 {
 }
 
 /// `struct pf_addr` as pf's nvlists carry it: 16 bytes, IPv4 in the first four.
-fn pf_addr(ip: IpAddr) -> Vec<u8> {
+pub(super) fn pf_addr(ip: IpAddr) -> Vec<u8> {
     let mut b = vec![0u8; 16];
     match ip {
         IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
@@ -227,7 +238,7 @@ fn pf_addr(ip: IpAddr) -> Vec<u8> {
 }
 
 /// A host's mask; the unspecified address stands for any address (mask 0).
-fn host_mask(ip: IpAddr) -> Vec<u8> {
+pub(super) fn host_mask(ip: IpAddr) -> Vec<u8> {
     let mut b = vec![0u8; 16];
     let n = match ip {
         _ if ip.is_unspecified() => 0,
@@ -245,7 +256,7 @@ fn addr_list(bytes: Vec<u8>) -> NvList {
 /// `struct pf_rule_addr`: one host (`addr/32` or `/128`) and `port = p` or any port.
 pub fn rule_addr(h: Host) -> NvList {
     let wrap = NvList::new()
-        .num("type", PF_ADDR_ADDRMASK)
+        .num("type", u64::from(PF_ADDR_ADDRMASK))
         .num("iflags", 0)
         .list("addr", addr_list(pf_addr(h.ip)))
         .list("mask", addr_list(host_mask(h.ip)));
@@ -254,11 +265,11 @@ pub fn rule_addr(h: Host) -> NvList {
         // Ports in network byte order, as pfctl stores them (htons).
         .with("port", Value::NumberArray(vec![u64::from(h.port.unwrap_or(0).to_be()), 0]))
         .num("neg", 0)
-        .num("port_op", if h.port.is_some() { PF_OP_EQ } else { PF_OP_NONE })
+        .num("port_op", u64::from(if h.port.is_some() { PF_OP_EQ } else { PF_OP_NONE }))
 }
 
 fn uid_list() -> NvList {
-    NvList::new().with("uid", Value::NumberArray(vec![0, 0])).num("op", PF_OP_NONE)
+    NvList::new().with("uid", Value::NumberArray(vec![0, 0])).num("op", u64::from(PF_OP_NONE))
 }
 
 impl Rule {
@@ -315,22 +326,22 @@ impl Rule {
             .num("scrub_flags", 0)
             .list("uid", uid_list())
             .list("gid", uid_list())
-            .num("rule_flag", if self.kind == Kind::BlockReset { PFRULE_RETURNRST } else { 0 })
+            .num("rule_flag", if self.kind == Kind::BlockReset { u64::from(PFRULE_RETURNRST) } else { 0 })
             .num("action", u64::from(self.action()))
-            .num("direction", if self.inbound { PF_IN } else { PF_OUT })
+            .num("direction", u64::from(if self.inbound { PF_IN } else { PF_OUT }))
             .num("log", 0)
             .num("logif", 0)
             .num("quick", u64::from(quick))
             .num("ifnot", 0)
             .num("match_tag_not", 0)
             .num("natpass", 0)
-            .num("keep_state", if pass { PF_STATE_NORMAL } else { 0 })
+            .num("keep_state", if pass { u64::from(PF_STATE_NORMAL) } else { 0 })
             .num("af", family(self.from.ip))
-            .num("proto", IPPROTO_TCP)
+            .num("proto", u64::from(IPPROTO_TCP))
             .num("type", 0)
             .num("code", 0)
-            .num("flags", if pass { TH_SYN } else { 0 })
-            .num("flagset", if pass { TH_SYN | TH_ACK } else { 0 })
+            .num("flags", if pass { u64::from(TH_SYN) } else { 0 })
+            .num("flagset", if pass { u64::from(TH_SYN | TH_ACK) } else { 0 })
             .num("min_ttl", 0)
             .num("allow_opts", 0)
             .num("rt", 0)
@@ -387,7 +398,7 @@ pub fn kill_states(p: &Pinhole) -> [NvList; 2] {
         NvList::new()
             .list("cmp", NvList::new().num("id", 0).num("creatorid", 0).num("direction", 0))
             .num("af", family(p.peer))
-            .num("proto", IPPROTO_TCP)
+            .num("proto", u64::from(IPPROTO_TCP))
             .list("src", rule_addr(src))
             .list("dst", rule_addr(dst))
             .string("ifname", "")

@@ -137,7 +137,7 @@ pub struct Shared {
     /// The kernel data path's connection to the pinhole sets (`data_path: kernel`).
     pub pinholes: Option<Arc<crate::pinhole::Pinholes>>,
     /// pf's anchors for the nat rules that make active connections come from the server
-    /// (`intercept: pf` with `active.source: original`, FreeBSD), opened at start-up.
+    /// (`intercept: pf` with `active.source: original`, FreeBSD and OpenBSD), opened at start-up.
     pub source_nat: Option<Arc<crate::pinhole::Pinholes>>,
     /// Certificates and keys of this generation: a reload reads the files again.
     pub tls: Arc<crate::tls::TlsContext>,

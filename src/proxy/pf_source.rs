@@ -1,4 +1,4 @@
-//! Transparent active mode with pf (FreeBSD), ftp-proxy's way: ftpgate connects to the
+//! Transparent active mode with pf (FreeBSD and OpenBSD), ftp-proxy's way: ftpgate connects to the
 //! client from a port of its own, and a nat rule loaded for exactly that connection (that
 //! port to the client's data address) rewrites its source to the original server's address
 //! (port 20 when `active.source_port_20`). pf has no transparent bind; the rule is what makes
@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 /// The source ftpgate binds for its connection to `to`, after loading the nat rule that makes
 /// it appear to come from `appear_as`.
-#[cfg(target_os = "freebsd")]
+#[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
 pub(super) fn translated(shared: &Shared, appear_as: SocketAddr, to: SocketAddr) -> io::Result<Source> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let nat = shared.source_nat.as_ref().ok_or_else(|| {
@@ -32,8 +32,8 @@ pub(super) fn translated(shared: &Shared, appear_as: SocketAddr, to: SocketAddr)
 }
 
 /// Elsewhere pf is never asked to translate: the configuration accepts `active.source:
-/// original` with pf on FreeBSD only.
-#[cfg(not(target_os = "freebsd"))]
+/// original` with pf on FreeBSD and OpenBSD only.
+#[cfg(not(any(target_os = "freebsd", target_os = "openbsd")))]
 pub(super) fn translated(_: &Shared, _: SocketAddr, _: SocketAddr) -> io::Result<Source> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "active.source: original with pf needs FreeBSD"))
+    Err(io::Error::new(io::ErrorKind::Unsupported, "active.source: original with pf needs FreeBSD or OpenBSD"))
 }
