@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn families_and_outcomes() {
-        assert_eq!(Family::of("192.0.2.1".parse().unwrap()), Family::Ipv4);
+        assert_eq!(Family::of("203.0.113.1".parse().unwrap()), Family::Ipv4);
         assert_eq!(Family::of("2001:db8::1".parse().unwrap()), Family::Ipv6);
         assert_eq!(TransferOutcome::of(&Ok::<(), ()>(())), TransferOutcome::Ok);
         assert_eq!(TransferOutcome::of(&Err::<(), ()>(())), TransferOutcome::Failed);

@@ -117,12 +117,12 @@ mod tests {
     #[test]
     fn redirect_sees_a_loop_in_an_unrewritten_destination_and_in_its_listeners() {
         let listening = ["0.0.0.0:8021".parse().unwrap()];
-        let here = local("192.0.2.1:8021");
-        assert!(Redirect.is_loop(dst("192.0.2.1:8021"), here, &listening));
-        assert!(Redirect.is_loop(dst("192.0.2.1:8021"), here, &[]));
+        let here = local("203.0.113.1:8021");
+        assert!(Redirect.is_loop(dst("203.0.113.1:8021"), here, &listening));
+        assert!(Redirect.is_loop(dst("203.0.113.1:8021"), here, &[]));
         assert!(!Redirect.is_loop(dst("198.51.100.2:21"), here, &listening));
         let exact = ["127.0.0.1:8021".parse().unwrap()];
-        assert!(Redirect.is_loop(dst("127.0.0.1:8021"), local("192.0.2.1:8021"), &exact));
+        assert!(Redirect.is_loop(dst("127.0.0.1:8021"), local("203.0.113.1:8021"), &exact));
     }
 
     #[test]
@@ -130,7 +130,7 @@ mod tests {
         // TPROXY always reports the local address: a server on another port is no loop.
         let listening = ["0.0.0.0:8021".parse().unwrap()];
         assert!(!Tproxy.is_loop(dst("198.51.100.2:21"), local("198.51.100.2:21"), &listening));
-        assert!(Tproxy.is_loop(dst("192.0.2.1:8021"), local("192.0.2.1:8021"), &listening));
+        assert!(Tproxy.is_loop(dst("203.0.113.1:8021"), local("203.0.113.1:8021"), &listening));
         assert!(Tproxy.is_loop(dst("127.0.0.1:8021"), local("127.0.0.1:8021"), &["127.0.0.1:8021".parse().unwrap()]));
     }
 
@@ -145,8 +145,8 @@ mod tests {
     #[test]
     fn data_listeners_bind_where_each_mode_delivers() {
         let server = Some(dst("198.51.100.2:21"));
-        let redirect = Redirect.client_data_listener(local("192.0.2.1:8021"), server);
-        assert_eq!(redirect, Bind { ip: "192.0.2.1".parse().unwrap(), transparent: false });
+        let redirect = Redirect.client_data_listener(local("203.0.113.1:8021"), server);
+        assert_eq!(redirect, Bind { ip: "203.0.113.1".parse().unwrap(), transparent: false });
         let v4 = Tproxy.client_data_listener(local("198.51.100.2:21"), server);
         assert_eq!(v4, Bind { ip: Ipv4Addr::UNSPECIFIED.into(), transparent: true });
         let v6 = Tproxy.client_data_listener(local("[2001:db8:2::2]:21"), Some(dst("[2001:db8:2::2]:21")));

@@ -132,9 +132,9 @@ mod tests {
         assert!(addressed_to_listener(dst("127.0.0.1:8021"), local("127.0.0.1:8021"), &exact));
         assert!(!addressed_to_listener(dst("198.51.100.2:21"), local("127.0.0.1:8021"), &exact));
         let wildcard = ["0.0.0.0:8021".parse().unwrap(), "[::]:8021".parse().unwrap()];
-        assert!(addressed_to_listener(dst("192.0.2.1:8021"), local("192.0.2.1:8021"), &wildcard));
+        assert!(addressed_to_listener(dst("203.0.113.1:8021"), local("203.0.113.1:8021"), &wildcard));
         assert!(addressed_to_listener(dst("[2001:db8::1]:8021"), local("[2001:db8::1]:8021"), &wildcard));
         // A server that happens to use ftpgate's port, reached through the firewall.
-        assert!(!addressed_to_listener(dst("198.51.100.2:8021"), local("192.0.2.1:8021"), &wildcard));
+        assert!(!addressed_to_listener(dst("198.51.100.2:8021"), local("203.0.113.1:8021"), &wildcard));
     }
 }

@@ -381,7 +381,7 @@ mod tests {
         let here = LocalAddr("198.51.100.2:21".parse().unwrap());
         let listening = ["0.0.0.0:8021".parse().unwrap()];
         assert!(!DivertTo.is_loop(OriginalDst(here.0), here, &listening));
-        let ours = LocalAddr("192.0.2.1:8021".parse().unwrap());
+        let ours = LocalAddr("203.0.113.1:8021".parse().unwrap());
         assert!(DivertTo.is_loop(OriginalDst(ours.0), ours, &listening));
     }
 
@@ -417,7 +417,7 @@ mod tests {
 
         #[test]
         fn request_v4_matches_ftp_proxy_convention() {
-            let client: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+            let client: SocketAddr = "203.0.113.10:50000".parse().unwrap();
             let local: SocketAddr = "127.0.0.1:8021".parse().unwrap();
             let pnl = natlook_request(client, local).unwrap();
             assert_eq!(&pnl.saddr.bytes[..4], &[192, 0, 2, 10]);
@@ -446,7 +446,7 @@ mod tests {
 
         #[test]
         fn request_mixed_families_is_invalid_input() {
-            let client: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+            let client: SocketAddr = "203.0.113.10:50000".parse().unwrap();
             let local: SocketAddr = "[::1]:8021".parse().unwrap();
             let err = natlook_request(client, local).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
@@ -464,7 +464,7 @@ mod tests {
 
         #[test]
         fn request_rejects_unspecified_or_zero_port() {
-            let ok: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+            let ok: SocketAddr = "203.0.113.10:50000".parse().unwrap();
             for bad in ["0.0.0.0:8021", "127.0.0.1:0"] {
                 let bad: SocketAddr = bad.parse().unwrap();
                 assert_eq!(natlook_request(ok, bad).unwrap_err().kind(), io::ErrorKind::InvalidInput);
@@ -474,7 +474,7 @@ mod tests {
 
         #[test]
         fn answer_v4() {
-            let client: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+            let client: SocketAddr = "203.0.113.10:50000".parse().unwrap();
             let local: SocketAddr = "127.0.0.1:8021".parse().unwrap();
             let mut pnl = natlook_request(client, local).unwrap();
             pnl.rdaddr = pf_addr_from_ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 20)));
@@ -498,7 +498,7 @@ mod tests {
 
         #[test]
         fn answer_empty_is_error() {
-            let client: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+            let client: SocketAddr = "203.0.113.10:50000".parse().unwrap();
             let local: SocketAddr = "127.0.0.1:8021".parse().unwrap();
             let pnl = natlook_request(client, local).unwrap();
             assert_eq!(natlook_answer(&pnl).unwrap_err().kind(), io::ErrorKind::InvalidData);

@@ -28,15 +28,15 @@ mod tests {
     fn reverse_mode_needs_nothing_and_binds_where_clients_arrive() {
         assert!(Reverse.needs().is_empty());
         assert!(!Reverse.transparent_listeners());
-        let bind = Reverse.client_data_listener(local("192.0.2.1:21"), None);
-        assert_eq!((bind.ip, bind.transparent), ("192.0.2.1".parse().unwrap(), false));
+        let bind = Reverse.client_data_listener(local("203.0.113.1:21"), None);
+        assert_eq!((bind.ip, bind.transparent), ("203.0.113.1".parse().unwrap(), false));
     }
 
     #[test]
     fn reverse_mode_sees_a_loop_only_in_its_own_listeners() {
-        let listening = ["192.0.2.1:21".parse().unwrap()];
-        assert!(Reverse.is_loop(dst("192.0.2.1:21"), local("192.0.2.1:21"), &listening));
-        assert!(!Reverse.is_loop(dst("198.51.100.2:21"), local("192.0.2.1:21"), &listening));
+        let listening = ["203.0.113.1:21".parse().unwrap()];
+        assert!(Reverse.is_loop(dst("203.0.113.1:21"), local("203.0.113.1:21"), &listening));
+        assert!(!Reverse.is_loop(dst("198.51.100.2:21"), local("203.0.113.1:21"), &listening));
     }
 
     #[test]
