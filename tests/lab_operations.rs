@@ -5,7 +5,7 @@ mod lab;
 
 use lab::clients::{run_case, Case, Client, Mode, Op};
 use lab::servers::ServerKind;
-use lab::{eventually, sha256_file, DataPath, Family, Lab, LabPath, LARGE_BYTES, SERVER4};
+use lab::{eventually, log_field, sha256_file, xferlog_rows, DataPath, Family, Lab, LabPath, LARGE_BYTES, SERVER4};
 use std::time::Duration;
 
 fn scrape(lab: &Lab) -> String {
@@ -22,11 +22,11 @@ fn value(metrics: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
 }
 
-/// Whether `unknown` (a byte count the metrics or the transfer log do not have) is allowed: on
-/// the kernel data path the kernel carries the bytes, and where it cannot say how many ftpgate
-/// counts none and logs "unknown", never a made-up figure. On the relay path every count is exact.
-fn kernel_unknown(lab: &Lab, unknown: bool) -> bool {
-    unknown && lab.data_path == DataPath::Kernel
+/// The sum of one figure over ftpgate's "transfer done" lines.
+fn logged_sum(lab: &Lab, name: &str) -> f64 {
+    let log = lab.log_of("ftpgate");
+    let done = log.lines().filter(|l| l.contains("transfer done"));
+    done.map(|l| log_field(l, name).and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("{name}: {l}"))).sum()
 }
 
 #[test]
@@ -52,12 +52,28 @@ fn metrics_count_known_transfers_exactly() {
     eventually(Duration::from_secs(10), "all sessions to end", || {
         value(&scrape(&lab), "ftpgate_sessions_active") == 0.0
     });
+    // On the kernel path each transfer is counted once its connection is over.
+    eventually(Duration::from_secs(30), "the transfers in the transfer log", || xferlog_rows(&xferlog).len() == 4);
     let m = scrape(&lab);
     let small = 1536.0;
     let to_client = value(&m, "ftpgate_bytes_total{direction=\"to_client\"}");
     let to_server = value(&m, "ftpgate_bytes_total{direction=\"to_server\"}");
-    assert!(kernel_unknown(&lab, to_client == 0.0) || to_client == 2.0 * small + LARGE_BYTES as f64, "{to_client}");
-    assert!(kernel_unknown(&lab, to_server == 0.0) || to_server == (3 << 20) as f64, "{to_server}");
+    let kernel_to_client = value(&m, "ftpgate_kernel_path_bytes_total{direction=\"to_client\"}");
+    let kernel_to_server = value(&m, "ftpgate_kernel_path_bytes_total{direction=\"to_server\"}");
+    match lab.data_path {
+        DataPath::Relay => {
+            assert_eq!((to_client, to_server), (2.0 * small + LARGE_BYTES as f64, (3 << 20) as f64));
+            assert_eq!((kernel_to_client, kernel_to_server), (0.0, 0.0));
+        }
+        // ftpgate relays nothing; the kernel's figures are the transfers' lines' figures.
+        DataPath::Kernel => {
+            assert_eq!((to_client, to_server), (0.0, 0.0));
+            let logged = (logged_sum(&lab, "bytes_to_client"), logged_sum(&lab, "bytes_to_server"));
+            assert_eq!((kernel_to_client, kernel_to_server), logged);
+            assert!(kernel_to_client >= 2.0 * small + LARGE_BYTES as f64, "{kernel_to_client}");
+            assert!(kernel_to_server >= (3 << 20) as f64, "{kernel_to_server}");
+        }
+    }
     assert_eq!(value(&m, "ftpgate_transfers_total{outcome=\"ok\",verb=\"RETR\"}"), 3.0);
     assert_eq!(value(&m, "ftpgate_transfers_total{outcome=\"ok\",verb=\"STOR\"}"), 1.0);
     assert_eq!(value(&m, "ftpgate_data_channels_total{family=\"ipv4\",mode=\"passive\"}"), 2.0);
@@ -82,12 +98,9 @@ fn metrics_count_known_transfers_exactly() {
     ];
     for (row, (host, bytes, file, dir, mode, user)) in rows.iter().zip(want) {
         assert_eq!(row.len(), 18, "{row:?}");
-        let logged = if kernel_unknown(&lab, row[7] == "unknown") { bytes } else { row[7] };
-        assert_eq!(
-            (row[6], logged, row[8], row[9], row[11], row[12], row[13]),
-            (host, bytes, file, "b", dir, mode, user),
-            "{row:?}"
-        );
+        let size: u64 = bytes.parse().unwrap();
+        assert!(lab.data_path.reports(size, row[7].parse().ok()), "{} path: {row:?}", lab.data_path.name());
+        assert_eq!((row[6], row[8], row[9], row[11], row[12], row[13]), (host, file, "b", dir, mode, user), "{row:?}");
         assert_eq!(row[17], "c");
     }
     lab.finish();

@@ -59,7 +59,14 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, kin
             (ListenerKind::Gateway, None) => run(&shared, client, client_addr, local, registered).await,
         };
         shared.metrics.session_ended(outcome, started.elapsed());
-        info!(outcome = ?outcome, duration_ms = started.elapsed().as_millis() as u64, bytes_to_client = down, bytes_to_server = up, "session end");
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if shared.pinholes.is_some() {
+            // The kernel carried the data: its figures are on each transfer's line.
+            let unknown = "unknown";
+            info!(outcome = ?outcome, duration_ms, bytes_to_client = unknown, bytes_to_server = unknown, data_path = "kernel", "session end");
+        } else {
+            info!(outcome = ?outcome, duration_ms, bytes_to_client = down, bytes_to_server = up, "session end");
+        }
     }
     .instrument(span)
     .await;

@@ -4,11 +4,13 @@
 //! core's.
 
 use super::data::{open_active, open_listeners, open_passive, start_connect, DataTask, Endpoints};
+use super::kernel_transfer::{KernelTransfers, Report};
 use super::registry::{EndedBy, Registered};
 use super::stream::ControlStream;
+use super::transfer_log;
 use super::Shared;
-use crate::data::{DataError, DataOutcome};
-use crate::labels::{DataMode, Reason, ReplyClass, TransferOutcome, TransferVerb};
+use crate::data::DataOutcome;
+use crate::labels::{DataMode, Reason, ReplyClass};
 use crate::metrics::Metrics;
 use crate::session::{
     Action, ControlCore, DataId, DataReady, DataRequest, Note, Outcome, PhaseName, Side, TransferInfo,
@@ -17,7 +19,6 @@ use crate::tls::{DataTls, Upgrade};
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,27 +57,14 @@ pub(super) struct Driver<'a> {
     pub ep: Endpoints,
     pub tls: SessionTls,
     data: Option<(DataId, DataTask)>,
-    /// The kernel path's last connection handed to the kernel: an ABOR cuts it (and tells its
-    /// count that the transfer was aborted).
-    kernel_flow: Option<(crate::pinhole::Pinhole, Arc<AtomicBool>)>,
-    /// The kernel path: the server's final reply to the transfer the kernel carries, while
-    /// its channel still waits (`Pending`) or once it was handed over (`Told`). ftpgate sees
-    /// no byte of such a transfer; the server's 226 or 4xx says whether it was whole.
-    transfer_reply: TransferReply,
+    /// The kernel path: its transfers' final replies, the connection an ABOR cuts.
+    kernel: KernelTransfers,
     /// Data bytes relayed toward the server and toward the client.
     pub up: u64,
     pub down: u64,
     /// The session's entry in the live-sessions registry.
     registered: Registered,
     published: Published,
-}
-
-/// See [`Driver::transfer_reply`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TransferReply {
-    None,
-    Pending(u16),
-    Told,
 }
 
 async fn admin_end(
@@ -121,8 +109,7 @@ impl<'a> Driver<'a> {
             ep,
             tls: SessionTls::default(),
             data: None,
-            kernel_flow: None,
-            transfer_reply: TransferReply::None,
+            kernel: KernelTransfers::default(),
             up: 0,
             down: 0,
             registered,
@@ -212,23 +199,20 @@ impl<'a> Driver<'a> {
                 Event::DataDone(r) => {
                     if let Some((id, task)) = self.data.take() {
                         self.channel_gone(&task);
-                        // A final reply that came first decides now; a later one when it comes.
-                        let failed = match self.transfer_reply {
-                            TransferReply::Pending(code) => code >= 400,
-                            _ => false,
-                        };
-                        self.transfer_reply = match self.transfer_reply {
-                            TransferReply::Pending(_) => TransferReply::Told,
-                            _ => TransferReply::None,
-                        };
-                        let aborted = Arc::new(AtomicBool::new(failed));
                         let handed = task.flow.filter(|_| r.as_ref().is_ok_and(|o| o.result.is_ok()));
-                        self.kernel_flow = handed.map(|f| (f, aborted.clone()));
                         let delivered = r.as_ref().is_ok_and(|o| o.handed_over || o.result.is_ok());
                         let transfer = core.handle_data_finished(id, delivered, now).flatten();
-                        let counted =
-                            handed.is_some_and(|f| self.count_in_kernel(f, &task, &transfer, core.user(), aborted));
-                        self.finish_data(r, transfer, core.user(), counted);
+                        match handed {
+                            Some(flow) => self.report_in_kernel(flow, &task, transfer, core.user()),
+                            None => {
+                                self.kernel.reset();
+                                let client = self.ep.client.ip();
+                                let (up, down) =
+                                    transfer_log::channel_ended(self.shared, client, r, transfer.as_ref(), core.user());
+                                self.up += up;
+                                self.down += down;
+                            }
+                        }
                     }
                 }
                 Event::AdminEnd(Ok(by)) => {
@@ -284,6 +268,7 @@ impl<'a> Driver<'a> {
                             self.channel_gone(&task);
                             // Its pinhole may have been used a moment ago, unseen yet.
                             if let Some(flow) = task.flow {
+                                self.kernel.reset();
                                 self.cut(flow);
                             }
                             debug!(after_ms = task.started.elapsed().as_millis() as u64, "data channel closed");
@@ -294,14 +279,15 @@ impl<'a> Driver<'a> {
                 // The kernel's connection ends first, so a server blocked on a client that
                 // stopped reading gets to the ABOR.
                 Action::Note(Note::Aborting) => {
-                    if let Some((flow, aborted)) = self.kernel_flow.take() {
-                        aborted.store(true, Ordering::Relaxed);
+                    if let Some(flow) = self.kernel.abort() {
                         self.cut(flow);
                     }
                     Ok(())
                 }
                 Action::Note(Note::TransferAborted { id, transfer }) => {
-                    self.transfer_aborted(id, &transfer, core.user());
+                    if let Some((_, task)) = self.data.as_ref().filter(|(d, _)| *d == id) {
+                        transfer_log::aborted(self.shared, self.ep.client.ip(), task, &transfer, core.user());
+                    }
                     Ok(())
                 }
                 Action::Note(n) => {
@@ -398,7 +384,7 @@ impl<'a> Driver<'a> {
             server: if prot.server { self.tls.for_server.clone() } else { None },
         };
         // A new channel: the connection before it finished with its transfer.
-        self.kernel_flow = None;
+        self.kernel.reset();
         let (shared, ep) = (self.shared, &self.ep);
         let (ready, task) = match (&shared.pinholes, request) {
             (Some(pinholes), request) => super::kernel_data::open(shared, pinholes, ep, request).await?,
@@ -438,175 +424,36 @@ impl<'a> Driver<'a> {
     /// kernel carries says whether it was whole (a 426 after the client reset the connection).
     fn kernel_transfer_reply(&mut self, core: &ControlCore, code: u16) {
         let waiting = self.data.as_ref().is_some_and(|(_, t)| t.flow.is_some()) && core.transfer().is_some();
-        if waiting {
-            if self.transfer_reply == TransferReply::None {
-                self.transfer_reply = TransferReply::Pending(code);
-            }
-        } else if let (Some((_, failed)), TransferReply::None) = (&self.kernel_flow, self.transfer_reply) {
-            self.transfer_reply = TransferReply::Told;
-            if code >= 400 {
-                failed.store(true, Ordering::Relaxed);
-            }
-        }
+        self.kernel.final_reply(code, waiting);
     }
 
-    /// A kernel channel whose connection the kernel now carries: its figures come from
-    /// conntrack when the connection ends (`kernel_count`), if the kernel counts at all.
-    fn count_in_kernel(
-        &self,
+    /// A kernel channel whose connection the kernel now carries: reported once the server's
+    /// final reply and, where the kernel counts, the connection's end are in.
+    fn report_in_kernel(
+        &mut self,
         flow: crate::pinhole::Pinhole,
         task: &DataTask,
-        transfer: &Option<TransferInfo>,
+        transfer: Option<TransferInfo>,
         user: Option<&str>,
-        aborted: Arc<AtomicBool>,
-    ) -> bool {
-        let Some(pinholes) = self.shared.pinholes.as_ref().filter(|p| p.counting()) else { return false };
-        super::kernel_count::Count {
+    ) {
+        let verdict = self.kernel.handed_over(flow);
+        let Some(pinholes) = &self.shared.pinholes else { return };
+        debug!(mode = task.mode.label(), "transfer with the kernel; reported when decided");
+        Report {
             pinholes: pinholes.clone(),
             pinhole: flow,
             mode: task.mode,
-            transfer: transfer.clone(),
+            transfer,
             user: user.map(str::to_owned),
             client: self.ep.client.ip(),
             xferlog: self.shared.xferlog.clone(),
             metrics: self.shared.metrics.clone(),
             idle: self.shared.cfg.live.timeouts.data_idle,
             started: task.started,
-            aborted,
+            verdict,
         }
         .spawn();
-        true
     }
-
-    /// Logs and counts a data channel's end; `counted`: a kernel connection whose transfer
-    /// line and transfer log are written by its count when it ends.
-    fn finish_data(
-        &mut self,
-        r: Result<DataOutcome, tokio::task::JoinError>,
-        transfer: Option<TransferInfo>,
-        user: Option<&str>,
-        counted: bool,
-    ) {
-        let verb = transfer.as_ref().map_or("-", |t| t.verb.as_str());
-        let m = &self.shared.metrics;
-        let o = match r {
-            Ok(o) if o.handed_over => {
-                return info!(verb, "passive data port handed over to a site-to-site transfer of this client")
-            }
-            Ok(o) => o,
-            Err(e) if e.is_cancelled() => return,
-            Err(e) => return warn!(verb, error = %e, "data task failed"),
-        };
-        self.up += o.to_server;
-        self.down += o.to_client;
-        if !nobody_came_of(&o) {
-            m.tls_transfer(o.tls.0, o.tls.1);
-        }
-        let ms = o.duration.as_millis() as u64;
-        // The kernel path forwards without counting: no figure rather than a made-up one.
-        let bytes = |n: u64| if o.bytes_known { n.to_string() } else { "unknown".to_owned() };
-        let (to_client, to_server) = (bytes(o.to_client), bytes(o.to_server));
-        match &o.result {
-            Ok(()) if counted => debug!(verb, mode = o.mode.label(), "transfer with the kernel; counted when over"),
-            Ok(()) => info!(
-                verb,
-                mode = o.mode.label(),
-                bytes_to_client = %to_client,
-                bytes_to_server = %to_server,
-                duration_ms = ms,
-                "transfer done"
-            ),
-            Err(e) => warn!(
-                verb,
-                mode = o.mode.label(),
-                bytes_to_client = %to_client,
-                bytes_to_server = %to_server,
-                duration_ms = ms,
-                reason = e.label(),
-                "transfer failed: {e}"
-            ),
-        }
-        let nobody_came = matches!(o.result, Err(DataError::AcceptTimeout { .. }));
-        if nobody_came {
-            m.reject(Reason::Timeout);
-        }
-        // Nobody came and nothing was asked for: no transfer took place. Asked for, it failed.
-        if transfer.is_some() || !nobody_came {
-            m.transfer(TransferVerb::from_verb(verb), TransferOutcome::of(&o.result), o.duration);
-        }
-        if !o.stolen_attempts.is_empty() {
-            warn!(reason = "port_stealing", peers = ?o.stolen_attempts, "data connections from unexpected peers refused");
-        }
-        if let Some(t) = transfer.as_ref().filter(|_| !counted) {
-            let counts = o.bytes_known.then_some((o.to_client, o.to_server));
-            self.log_transfer(t, user, counts, o.duration, o.result.is_ok());
-        }
-    }
-
-    /// The transfer on channel `id` is cut short (ABOR, the session's end): logged, and in the
-    /// transfer log as incomplete with the bytes it had moved.
-    fn transfer_aborted(&self, id: DataId, t: &TransferInfo, user: Option<&str>) {
-        let Some((_, task)) = self.data.as_ref().filter(|(d, _)| *d == id) else { return };
-        let (to_client, to_server) = (task.bytes.to_client(), task.bytes.to_server());
-        let duration = task.started.elapsed();
-        info!(
-            verb = t.verb.as_str(),
-            mode = task.mode.label(),
-            bytes_to_client = to_client,
-            bytes_to_server = to_server,
-            duration_ms = duration.as_millis() as u64,
-            "transfer aborted"
-        );
-        // The kernel data path counts nothing in ftpgate: its transfer log says "unknown".
-        let counts = self.shared.pinholes.is_none().then_some((to_client, to_server));
-        self.log_transfer(t, user, counts, duration, false);
-    }
-
-    /// The xferlog line of a file transfer, also of one that failed or never got its data
-    /// connection (status incomplete).
-    fn log_transfer(
-        &self,
-        t: &TransferInfo,
-        user: Option<&str>,
-        counts: Option<(u64, u64)>,
-        duration: Duration,
-        complete: bool,
-    ) {
-        if let Some(log) = &self.shared.xferlog {
-            log_transfer(log, self.ep.client.ip(), t, user, counts, duration, complete);
-        }
-    }
-}
-
-/// Writes a file transfer's xferlog line; `counts` toward the client and toward the server.
-pub(super) fn log_transfer(
-    log: &crate::xferlog::XferLog,
-    client: std::net::IpAddr,
-    t: &TransferInfo,
-    user: Option<&str>,
-    counts: Option<(u64, u64)>,
-    duration: Duration,
-    complete: bool,
-) {
-    let outgoing = match t.verb.as_str() {
-        "RETR" => true,
-        "STOR" | "STOU" | "APPE" => false,
-        _ => return,
-    };
-    log.write(&crate::xferlog::Entry {
-        client,
-        bytes: counts.map(|(to_client, to_server)| if outgoing { to_client } else { to_server }),
-        duration,
-        path: &t.path,
-        binary: t.binary,
-        outgoing,
-        user: user.unwrap_or("-"),
-        complete,
-    });
-}
-
-fn nobody_came_of(o: &DataOutcome) -> bool {
-    matches!(o.result, Err(DataError::AcceptTimeout { .. }))
 }
 
 /// Logs and counts what the core noted.

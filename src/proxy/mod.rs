@@ -8,6 +8,7 @@ mod driver;
 mod http;
 mod kernel_count;
 mod kernel_data;
+mod kernel_transfer;
 mod local_addrs;
 mod login;
 mod metrics_endpoint;
@@ -15,6 +16,7 @@ mod passive_index;
 mod pf_source;
 mod registry;
 mod stream;
+mod transfer_log;
 
 pub use admin::Tokens;
 pub use registry::{SessionView, TlsState, TransferView};

@@ -49,3 +49,19 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
     Some(ticks as f64 / per_sec as f64)
 }
+
+/// The xferlog(5) fields of each line of a transfer log: [7] bytes, [8] path, [11] direction,
+/// [17] completion.
+pub fn xferlog_rows(path: &Path) -> Vec<Vec<String>> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect()
+}
+
+/// The value of `name=` in one of ftpgate's log lines (quotes taken off).
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let rest = &line[at..];
+    let end =
+        if let Some(q) = rest.strip_prefix('"') { q.find('"')? + 2 } else { rest.find(' ').unwrap_or(rest.len()) };
+    Some(rest[..end].trim_matches('"'))
+}

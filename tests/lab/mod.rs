@@ -26,7 +26,7 @@ mod skip;
 #[allow(unused_imports)]
 pub use files::{random_bytes, sha256_file, write_big, Tree, DIR_ENTRIES, LARGE_BYTES};
 #[allow(unused_imports)]
-pub use helpers::{cpu_secs, eventually, sh};
+pub use helpers::{cpu_secs, eventually, log_field, sh, xferlog_rows};
 pub use skip::gate;
 #[allow(unused_imports)]
 pub use skip::gate_files;
@@ -104,6 +104,18 @@ impl DataPath {
         match self {
             DataPath::Relay => "relay",
             DataPath::Kernel => "kernel",
+        }
+    }
+
+    /// Whether a logged byte figure (`None`: "unknown") reports the transfer of `size` bytes in
+    /// its data's direction: exactly on the relay path; on the kernel path as conntrack counts,
+    /// IP-layer bytes with every packet's headers (at most 8 % more, and a few packets without
+    /// data). Never a missing figure where the kernel counts.
+    pub fn reports(self, size: u64, logged: Option<u64>) -> bool {
+        match (self, logged) {
+            (DataPath::Relay, Some(n)) => n == size,
+            (DataPath::Kernel, Some(n)) => (size..=size + size * 8 / 100 + 512).contains(&n),
+            (_, None) => false,
         }
     }
 
