@@ -134,7 +134,8 @@ pub fn render(figs: &[PathFigures], idle: &Idle, pipe: &Pipeline, run: &RunInfo)
     let mut rows: Vec<Vec<String>> = Vec::new();
     rows.push(vec![format!(
         "1. bulk transfer of {}, curl PASV, best and median of {} runs, paths in turn (size checked every \
-         run; SHA-256 of one extra untimed RETR through a pipe and of the first STOR; RETR into a sink, STOR onto tmpfs)",
+         run; SHA-256 of one extra untimed RETR through a pipe and of one extra untimed STOR; RETR into a sink, STOR onto \
+         tmpfs over the file that STOR landed)",
         size_label(),
         runs()
     )]);
