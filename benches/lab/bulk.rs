@@ -10,8 +10,8 @@
 //! page that was freed a few seconds ago costs a host fault when it is written again: here
 //! `dd` of 1 GiB into /dev/shm ran at 430 MB/s five seconds after the previous 1 GiB file was
 //! removed and at 2.4 GB/s straight after, and fresh files made routed STOR swing between 240
-//! and 1,072 MB/s. vsftpd truncates a file it overwrites and writes into the pages that freed
-//! at once, so the figures measure the network path, not the host's memory.
+//! and 1,072 MB/s. An upload over the file the previous one landed writes into pages the
+//! file held until that moment, so the figures measure the network path, not the host's memory.
 
 use super::lab::servers::{LAB_PASS, LAB_USER};
 use super::lab::{self, Lab, SERVER4};
