@@ -191,17 +191,12 @@ fn stor_checksum(lab: &Lab, tree: &lab::Tree, big: &BigFile) -> Result<(), Strin
 
 /// Figures 1 and 2: RETR rounds, then STOR rounds, each round one transfer per path.
 pub fn bulk(labs: &mut [PathLab], big: &BigFile) {
-    for l in labs.iter() {
-        if let Err(e) = retr_checksum(&l.lab, big) {
-            problem(format!("{}: {e}", l.figs.path.name()));
-        }
-    }
     for download in [true, false] {
-        if !download {
-            for l in labs.iter() {
-                if let Err(e) = stor_checksum(&l.lab, &l.tree, big) {
-                    problem(format!("{}: {e}", l.figs.path.name()));
-                }
+        // Each direction's untimed checksum run first, on every path.
+        for l in labs.iter() {
+            let checked = if download { retr_checksum(&l.lab, big) } else { stor_checksum(&l.lab, &l.tree, big) };
+            if let Err(e) = checked {
+                problem(format!("{}: {e}", l.figs.path.name()));
             }
         }
         for run in 0..runs() {
